@@ -1,0 +1,23 @@
+//! Shared types of the funnel engine.
+//!
+//! Both sides of the engine stand on this crate and on nothing of each other: `funnel-ingest`
+//! writes the store described here, `funnel-analysis` reads it.
+//!
+//! - [`schema`]: the export columns of the contract, the store's extra columns, and the stable
+//!   rejection reasons.
+//! - [`Manifest`] and [`StoreLayout`]: how a store is laid out on disk and what its manifest says.
+//! - [`bucket_of`]: the person-hash that assigns a person to a bucket file.
+
+mod error;
+mod manifest;
+pub mod schema;
+
+pub use error::CoreError;
+pub use manifest::{
+    Counts, EventFile, InputFile, MANIFEST_FILE, Manifest, RunRecord, STORE_FORMAT,
+    STORE_FORMAT_VERSION, StoreLayout, bucket_of,
+};
+pub use schema::RejectReason;
+
+/// The version of the tool, recorded in every manifest and report.
+pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,84 @@
+use std::path::PathBuf;
+
+use crate::IngestReport;
+
+/// Why an ingest run stopped. Nothing is committed when one of these is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// A bad option value (exit code 2 in the CLI).
+    #[error("invalid {option} {value:?}: {message}")]
+    InvalidOption {
+        option: &'static str,
+        value: String,
+        message: String,
+    },
+    /// An input path that does not exist.
+    #[error("{path}: no such file or directory")]
+    InputNotFound { path: PathBuf },
+    /// An input file whose extension names no supported format.
+    #[error(
+        "{path}: unsupported file type (expected .csv, .jsonl, .ndjson or .parquet; .csv and .jsonl/.ndjson may end in .gz)"
+    )]
+    UnsupportedInput { path: PathBuf },
+    /// An input file that cannot be read as a whole (I/O error, truncated gzip, not Parquet, ...).
+    #[error("{path}{}: {message}", line.map(|l| format!(": line {l}")).unwrap_or_default())]
+    UnreadableInput {
+        path: PathBuf,
+        line: Option<u64>,
+        message: String,
+    },
+    /// The rejected share of the run is above `--max-reject-rate`.
+    #[error(
+        "rejected {rejected} of {read} rows ({rate:.4}), above --max-reject-rate {max}; nothing was committed; this run's quarantine is in {quarantine}",
+        rejected = report.run.counts.rows_rejected,
+        read = report.run.counts.rows_read,
+        rate = report.rejected_share(),
+        quarantine = report.quarantine_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+    )]
+    RejectRateExceeded { max: f64, report: Box<IngestReport> },
+    /// Another ingest holds the store's lock.
+    #[error("{path}: the store is locked by another ingest run")]
+    Locked { path: PathBuf },
+    /// The store on disk is unreadable or inconsistent.
+    #[error("store {path}: {message}")]
+    Store { path: PathBuf, message: String },
+    #[error(transparent)]
+    Core(#[from] funnel_core::CoreError),
+}
+
+impl IngestError {
+    pub(crate) fn store(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> IngestError {
+        IngestError::Store {
+            path: path.into(),
+            message: message.to_string(),
+        }
+    }
+
+    pub(crate) fn unreadable(
+        path: impl Into<PathBuf>,
+        line: Option<u64>,
+        message: impl std::fmt::Display,
+    ) -> IngestError {
+        IngestError::UnreadableInput {
+            path: path.into(),
+            line,
+            message: message.to_string(),
+        }
+    }
+
+    /// True for errors about the input data (exit code 3 in the CLI).
+    pub fn is_input_error(&self) -> bool {
+        matches!(
+            self,
+            IngestError::InputNotFound { .. }
+                | IngestError::UnsupportedInput { .. }
+                | IngestError::UnreadableInput { .. }
+                | IngestError::RejectRateExceeded { .. }
+        )
+    }
+
+    /// True for errors in the options given (exit code 2 in the CLI).
+    pub fn is_usage_error(&self) -> bool {
+        matches!(self, IngestError::InvalidOption { .. })
+    }
+}

@@ -1,0 +1,23 @@
+//! Loads event exports into the funnel store.
+//!
+//! Inputs are CSV, JSON lines and Parquet files (CSV and JSON lines optionally gzip-compressed),
+//! or directories of them. Every row read ends up in exactly one place: stored (validated,
+//! normalised, stitched to a person), rejected into the quarantine with a reason, or counted as a
+//! duplicate of an event already accepted. The store is a set of Parquet files, one per bucket of
+//! persons, each sorted by `(person_id, ts, event_id)`, committed atomically by switching the
+//! store's `current` link to a new generation directory.
+//!
+//! The entry point is [`ingest`].
+
+mod error;
+mod event;
+mod identity;
+mod normalize;
+mod run;
+mod source;
+mod store;
+mod timestamp;
+
+pub use error::IngestError;
+pub use run::{IngestOptions, IngestReport, Progress, ingest};
+pub use timestamp::parse_timezone;

@@ -1,0 +1,472 @@
+//! Parquet files of the store: bucket files of events, the identity table, quarantine files.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Decimal128Array, RecordBatch, StringArray, TimestampMillisecondArray,
+    UInt64Array,
+};
+use arrow::datatypes::{
+    DataType, Decimal128Type, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
+    UInt64Type,
+};
+use funnel_core::schema::{self, AMOUNT_PRECISION, AMOUNT_SCALE};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::WriterProperties;
+
+use crate::IngestError;
+use crate::event::Event;
+
+const BATCH_ROWS: usize = 64 * 1024;
+
+fn utf8(name: &str, nullable: bool) -> Field {
+    Field::new(name, DataType::Utf8, nullable)
+}
+
+/// The schema of a bucket file: contract columns, person_id, properties (sorted), internal columns.
+pub(crate) fn events_schema(properties: &[String]) -> SchemaRef {
+    let mut fields = vec![
+        utf8(schema::EVENT_ID, false),
+        utf8(schema::USER_ID, false),
+        utf8(schema::EVENT_TYPE, false),
+        Field::new(
+            schema::TS,
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
+        utf8(schema::PLATFORM, true),
+        utf8(schema::JOURNEY, true),
+        utf8(schema::CHAT_TYPE, true),
+        utf8(schema::WARNING_ACTION, true),
+        utf8(schema::ACCOUNT_ID, true),
+        utf8(schema::ORDER_ID, true),
+        Field::new(
+            schema::AMOUNT,
+            DataType::Decimal128(AMOUNT_PRECISION, AMOUNT_SCALE as i8),
+            true,
+        ),
+        utf8(schema::CURRENCY, true),
+        utf8(schema::PERSON_ID, false),
+    ];
+    fields.extend(properties.iter().map(|p| utf8(p, true)));
+    fields.push(Field::new(schema::CONTENT_HASH, DataType::UInt64, false));
+    fields.push(utf8(schema::SOURCE_FILE, false));
+    fields.push(Field::new(schema::SOURCE_LINE, DataType::UInt64, false));
+    fields.push(Field::new(schema::INGEST_RUN, DataType::UInt64, false));
+    Arc::new(Schema::new(fields))
+}
+
+fn writer_props(sorting: Option<Vec<SortingColumn>>) -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).expect("level 1 is valid"),
+        ))
+        .set_max_row_group_row_count(Some(256 * 1024))
+        .set_sorting_columns(sorting)
+        .set_created_by(format!("funnel {}", funnel_core::TOOL_VERSION))
+        .build()
+}
+
+fn write_batches(
+    path: &Path,
+    schema: SchemaRef,
+    props: WriterProperties,
+    batches: impl Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>>,
+) -> Result<(), IngestError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| IngestError::store(parent, e))?;
+    }
+    let file = File::create(path).map_err(|e| IngestError::store(path, e))?;
+    let mut writer =
+        ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| IngestError::store(path, e))?;
+    for batch in batches {
+        let batch = batch.map_err(|e| IngestError::store(path, e))?;
+        writer
+            .write(&batch)
+            .map_err(|e| IngestError::store(path, e))?;
+    }
+    let file = writer
+        .into_inner()
+        .map_err(|e| IngestError::store(path, e))?;
+    file.sync_all().map_err(|e| IngestError::store(path, e))?;
+    Ok(())
+}
+
+fn opt_strings<'a>(events: &'a [Event], f: impl Fn(&'a Event) -> Option<&'a str>) -> ArrayRef {
+    Arc::new(events.iter().map(f).collect::<StringArray>())
+}
+
+fn events_batch(
+    schema: &SchemaRef,
+    properties: &[String],
+    events: &[Event],
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let mut cols: Vec<ArrayRef> = vec![
+        opt_strings(events, |e| Some(&e.event_id)),
+        opt_strings(events, |e| Some(&e.user_id)),
+        opt_strings(events, |e| Some(&e.event_type)),
+        Arc::new(
+            TimestampMillisecondArray::from_iter_values(events.iter().map(|e| e.ts_ms))
+                .with_timezone("UTC"),
+        ),
+        opt_strings(events, |e| e.platform.as_deref()),
+        opt_strings(events, |e| e.journey.as_deref()),
+        opt_strings(events, |e| e.chat_type.as_deref()),
+        opt_strings(events, |e| e.warning_action.as_deref()),
+        opt_strings(events, |e| e.account_id.as_deref()),
+        opt_strings(events, |e| e.order_id.as_deref()),
+        Arc::new(
+            events
+                .iter()
+                .map(|e| e.amount.map(i128::from))
+                .collect::<Decimal128Array>()
+                .with_precision_and_scale(AMOUNT_PRECISION, AMOUNT_SCALE as i8)?,
+        ),
+        opt_strings(events, |e| e.currency.as_deref()),
+        opt_strings(events, |e| Some(&e.person_id)),
+    ];
+    for p in properties {
+        cols.push(opt_strings(events, |e| {
+            e.properties.get(p).map(String::as_str)
+        }));
+    }
+    cols.push(Arc::new(UInt64Array::from_iter_values(
+        events.iter().map(|e| e.content_hash),
+    )));
+    cols.push(opt_strings(events, |e| Some(&e.source_file)));
+    cols.push(Arc::new(UInt64Array::from_iter_values(
+        events.iter().map(|e| e.source_line),
+    )));
+    cols.push(Arc::new(UInt64Array::from_iter_values(
+        events.iter().map(|e| e.run),
+    )));
+    RecordBatch::try_new(schema.clone(), cols)
+}
+
+/// Writes events (already sorted by person_id, ts, event_id) as one bucket file.
+pub(crate) fn write_events(
+    path: &Path,
+    properties: &[String],
+    events: &[Event],
+) -> Result<(), IngestError> {
+    let schema = events_schema(properties);
+    let sorting = ["person_id", "ts", "event_id"]
+        .iter()
+        .map(|c| SortingColumn {
+            column_idx: schema.index_of(c).expect("sort column in schema") as i32,
+            descending: false,
+            nulls_first: false,
+        })
+        .collect();
+    let props = writer_props(Some(sorting));
+    let batches = events
+        .chunks(BATCH_ROWS)
+        .map(|chunk| events_batch(&schema, properties, chunk));
+    write_batches(path, schema.clone(), props, batches)
+}
+
+fn open_reader(
+    path: &Path,
+    columns: Option<&[&str]>,
+) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader, IngestError> {
+    let file = File::open(path).map_err(|e| IngestError::store(path, e))?;
+    let mut builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| IngestError::store(path, e))?;
+    if let Some(cols) = columns {
+        let mask = ProjectionMask::columns(builder.parquet_schema(), cols.iter().copied());
+        builder = builder.with_projection(mask);
+    }
+    builder
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(|e| IngestError::store(path, e))
+}
+
+fn column<'a>(
+    batch: &'a RecordBatch,
+    name: &str,
+    path: &Path,
+) -> Result<&'a ArrayRef, IngestError> {
+    batch
+        .column_by_name(name)
+        .ok_or_else(|| IngestError::store(path, format!("bucket file lacks column {name}")))
+}
+
+/// `(event_id, content hash)` of every event in a bucket file.
+pub(crate) fn read_event_ids(
+    path: &Path,
+    into: &mut HashMap<String, u64>,
+) -> Result<(), IngestError> {
+    for batch in open_reader(path, Some(&[schema::EVENT_ID, schema::CONTENT_HASH]))? {
+        let batch = batch.map_err(|e| IngestError::store(path, e))?;
+        let ids = column(&batch, schema::EVENT_ID, path)?.as_string::<i32>();
+        let hashes = column(&batch, schema::CONTENT_HASH, path)?.as_primitive::<UInt64Type>();
+        for i in 0..batch.num_rows() {
+            into.insert(ids.value(i).to_string(), hashes.value(i));
+        }
+    }
+    Ok(())
+}
+
+/// Every event of a bucket file.
+pub(crate) fn read_events(path: &Path) -> Result<Vec<Event>, IngestError> {
+    let known: Vec<&str> = schema::CONTRACT_COLUMNS
+        .iter()
+        .chain([schema::PERSON_ID].iter())
+        .chain(schema::INTERNAL_COLUMNS.iter())
+        .copied()
+        .collect();
+    let mut out = Vec::new();
+    let mut sources: HashMap<String, Arc<str>> = HashMap::new();
+    for batch in open_reader(path, None)? {
+        let batch = batch.map_err(|e| IngestError::store(path, e))?;
+        let s = |name: &str| -> Result<&StringArray, IngestError> {
+            Ok(column(&batch, name, path)?.as_string::<i32>())
+        };
+        let opt = |a: &StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
+        let (event_id, user_id, event_type) = (
+            s(schema::EVENT_ID)?,
+            s(schema::USER_ID)?,
+            s(schema::EVENT_TYPE)?,
+        );
+        let ts = column(&batch, schema::TS, path)?.as_primitive::<TimestampMillisecondType>();
+        let (platform, journey, chat_type) = (
+            s(schema::PLATFORM)?,
+            s(schema::JOURNEY)?,
+            s(schema::CHAT_TYPE)?,
+        );
+        let (warning_action, account_id, order_id) = (
+            s(schema::WARNING_ACTION)?,
+            s(schema::ACCOUNT_ID)?,
+            s(schema::ORDER_ID)?,
+        );
+        let amount = column(&batch, schema::AMOUNT, path)?.as_primitive::<Decimal128Type>();
+        let currency = s(schema::CURRENCY)?;
+        let person = s(schema::PERSON_ID)?;
+        let hash = column(&batch, schema::CONTENT_HASH, path)?.as_primitive::<UInt64Type>();
+        let source = s(schema::SOURCE_FILE)?;
+        let line = column(&batch, schema::SOURCE_LINE, path)?.as_primitive::<UInt64Type>();
+        let run = column(&batch, schema::INGEST_RUN, path)?.as_primitive::<UInt64Type>();
+        let props: Vec<(String, &StringArray)> = batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .filter(|(f, _)| !known.contains(&f.name().as_str()))
+            .map(|(f, a)| (f.name().clone(), a.as_string::<i32>()))
+            .collect();
+        for i in 0..batch.num_rows() {
+            let src = source.value(i);
+            let source_file = match sources.get(src) {
+                Some(a) => a.clone(),
+                None => {
+                    let a: Arc<str> = Arc::from(src);
+                    sources.insert(src.to_string(), a.clone());
+                    a
+                }
+            };
+            out.push(Event {
+                event_id: event_id.value(i).to_string(),
+                user_id: user_id.value(i).to_string(),
+                event_type: event_type.value(i).to_string(),
+                ts_ms: ts.value(i),
+                platform: opt(platform, i),
+                journey: opt(journey, i),
+                chat_type: opt(chat_type, i),
+                warning_action: opt(warning_action, i),
+                account_id: opt(account_id, i),
+                order_id: opt(order_id, i),
+                amount: amount.is_valid(i).then(|| amount.value(i) as i64),
+                currency: opt(currency, i),
+                properties: props
+                    .iter()
+                    .filter(|(_, a)| a.is_valid(i))
+                    .map(|(n, a)| (n.clone(), a.value(i).to_string()))
+                    .collect(),
+                person_id: person.value(i).to_string(),
+                content_hash: hash.value(i),
+                source_file,
+                source_line: line.value(i),
+                run: run.value(i),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn identity_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        utf8("id", false),
+        utf8(schema::PERSON_ID, false),
+    ]))
+}
+
+pub(crate) fn write_identity(path: &Path, pairs: &[(String, String)]) -> Result<(), IngestError> {
+    let schema = identity_schema();
+    let batches = pairs.chunks(BATCH_ROWS).map(|chunk| {
+        RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(
+                    chunk
+                        .iter()
+                        .map(|p| Some(p.0.as_str()))
+                        .collect::<StringArray>(),
+                ) as ArrayRef,
+                Arc::new(
+                    chunk
+                        .iter()
+                        .map(|p| Some(p.1.as_str()))
+                        .collect::<StringArray>(),
+                ),
+            ],
+        )
+    });
+    write_batches(path, schema.clone(), writer_props(None), batches)
+}
+
+pub(crate) fn read_identity(path: &Path) -> Result<Vec<(String, String)>, IngestError> {
+    let mut out = Vec::new();
+    for batch in open_reader(path, None)? {
+        let batch = batch.map_err(|e| IngestError::store(path, e))?;
+        let ids = column(&batch, "id", path)?.as_string::<i32>();
+        let persons = column(&batch, schema::PERSON_ID, path)?.as_string::<i32>();
+        for i in 0..batch.num_rows() {
+            out.push((ids.value(i).to_string(), persons.value(i).to_string()));
+        }
+    }
+    Ok(out)
+}
+
+/// A quarantined row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct QuarantineRow {
+    pub run: u64,
+    pub source_file: Arc<str>,
+    pub line: Option<u64>,
+    pub row: u64,
+    pub reason: &'static str,
+    pub field: Option<String>,
+    pub value: Option<String>,
+    pub message: String,
+    pub raw: String,
+}
+
+fn quarantine_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("run", DataType::UInt64, false),
+        utf8("source_file", false),
+        Field::new("line", DataType::UInt64, true),
+        Field::new("row", DataType::UInt64, false),
+        utf8("reason", false),
+        utf8("field", true),
+        utf8("value", true),
+        utf8("message", false),
+        utf8("raw", false),
+    ]))
+}
+
+pub(crate) fn write_quarantine(path: &Path, rows: &[QuarantineRow]) -> Result<(), IngestError> {
+    let schema = quarantine_schema();
+    let batches = rows.chunks(BATCH_ROWS).map(|c| {
+        let s = |f: &dyn Fn(&QuarantineRow) -> Option<&str>| -> ArrayRef {
+            Arc::new(c.iter().map(f).collect::<StringArray>())
+        };
+        RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(UInt64Array::from_iter_values(c.iter().map(|r| r.run))) as ArrayRef,
+                s(&|r| Some(&r.source_file)),
+                Arc::new(c.iter().map(|r| r.line).collect::<UInt64Array>()),
+                Arc::new(UInt64Array::from_iter_values(c.iter().map(|r| r.row))),
+                s(&|r| Some(r.reason)),
+                s(&|r| r.field.as_deref()),
+                s(&|r| r.value.as_deref()),
+                s(&|r| Some(&r.message)),
+                s(&|r| Some(&r.raw)),
+            ],
+        )
+    });
+    write_batches(path, schema.clone(), writer_props(None), batches)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn ev(i: u64) -> Event {
+        let mut e = Event {
+            event_id: format!("e{i}"),
+            user_id: format!("u{}", i % 3),
+            event_type: "purchase".into(),
+            ts_ms: 1_600_000_000_000 + i as i64,
+            platform: Some("taobao".into()),
+            journey: None,
+            chat_type: None,
+            warning_action: None,
+            account_id: None,
+            order_id: Some(format!("o{i}")),
+            amount: Some(1_990_000),
+            currency: Some("CNY".into()),
+            properties: BTreeMap::new(),
+            person_id: format!("u{}", i % 3),
+            content_hash: 0,
+            source_file: Arc::from("x.csv"),
+            source_line: i + 1,
+            run: 1,
+        };
+        if i % 2 == 0 {
+            e.properties.insert("campaign".into(), format!("c{i}"));
+        }
+        e.content_hash = e.compute_content_hash();
+        e
+    }
+
+    #[test]
+    fn events_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b/part.parquet");
+        let events: Vec<Event> = (0..10).map(ev).collect();
+        let props = vec!["campaign".to_string(), "item_id".to_string()];
+        write_events(&path, &props, &events).unwrap();
+        assert_eq!(read_events(&path).unwrap(), events);
+        let mut ids = HashMap::new();
+        read_event_ids(&path, &mut ids).unwrap();
+        assert_eq!(ids.len(), 10);
+        assert_eq!(ids["e3"], events[3].content_hash);
+    }
+
+    #[test]
+    fn identity_and_quarantine_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("identity.parquet");
+        let pairs = vec![
+            ("a".to_string(), "a".to_string()),
+            ("b".to_string(), "a".to_string()),
+        ];
+        write_identity(&p, &pairs).unwrap();
+        assert_eq!(read_identity(&p).unwrap(), pairs);
+        let q = dir.path().join("q/run.parquet");
+        let row = QuarantineRow {
+            run: 1,
+            source_file: Arc::from("f.csv"),
+            line: Some(3),
+            row: 2,
+            reason: "bad_amount",
+            field: Some("amount".into()),
+            value: Some("x".into()),
+            message: "not a decimal number".into(),
+            raw: "e1,u1,purchase,...".into(),
+        };
+        write_quarantine(&q, &[row]).unwrap();
+        assert!(q.metadata().unwrap().len() > 0);
+    }
+}

@@ -1,0 +1,171 @@
+//! Timestamp and time-zone parsing (CONTRACT §1: RFC 3339 with `Z` or an offset, integer epoch
+//! milliseconds, or a naive local time read in the ingest time zone).
+
+use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone};
+use chrono_tz::Tz;
+
+use crate::IngestError;
+
+/// Parses an IANA time-zone name such as `Asia/Shanghai` or `UTC`.
+pub fn parse_timezone(name: &str) -> Result<Tz, IngestError> {
+    name.parse::<Tz>().map_err(|e| IngestError::InvalidOption {
+        option: "--timezone",
+        value: name.to_string(),
+        message: e.to_string(),
+    })
+}
+
+const NAIVE_FORMATS: [&str; 4] = [
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d %H:%M",
+];
+
+const OFFSET_FORMATS: [&str; 2] = ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%.f%z"];
+
+/// Parses a textual timestamp into epoch milliseconds (UTC). Sub-millisecond digits are
+/// truncated toward the past, as the engine compares times at millisecond precision.
+pub(crate) fn parse_ts(text: &str, tz: &Tz) -> Result<i64, String> {
+    let s = text.trim();
+    if s.is_empty() {
+        return Err("empty timestamp".into());
+    }
+    if is_integer(s) {
+        return s
+            .parse::<i64>()
+            .map_err(|_| "epoch milliseconds out of range".to_string())
+            .and_then(check_range);
+    }
+    if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+        return check_range(dt.timestamp_millis());
+    }
+    for f in OFFSET_FORMATS {
+        if let Ok(dt) = DateTime::parse_from_str(s, f) {
+            return check_range(dt.timestamp_millis());
+        }
+    }
+    for f in NAIVE_FORMATS {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(s, f) {
+            return local_to_utc_ms(naive, tz);
+        }
+    }
+    Err("not RFC 3339, epoch milliseconds or a local date-time".into())
+}
+
+/// Reads a naive local time (milliseconds since the epoch of the local wall clock) in `tz`.
+pub(crate) fn local_ms_to_utc_ms(local_ms: i64, tz: &Tz) -> Result<i64, String> {
+    let naive = DateTime::from_timestamp_millis(local_ms)
+        .ok_or_else(|| "timestamp out of range".to_string())?
+        .naive_utc();
+    local_to_utc_ms(naive, tz)
+}
+
+fn local_to_utc_ms(naive: NaiveDateTime, tz: &Tz) -> Result<i64, String> {
+    match tz.from_local_datetime(&naive) {
+        LocalResult::Single(dt) => check_range(dt.timestamp_millis()),
+        // A repeated wall-clock hour (end of daylight saving): the earlier instant.
+        LocalResult::Ambiguous(early, _) => check_range(early.timestamp_millis()),
+        LocalResult::None => Err(format!("local time {naive} does not exist in {tz}")),
+    }
+}
+
+/// Years 0001..=9999: what RFC 3339 can express, and what Parquet readers accept.
+fn check_range(ms: i64) -> Result<i64, String> {
+    const MIN: i64 = -62_135_596_800_000; // 0001-01-01T00:00:00Z
+    const MAX: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
+    if (MIN..=MAX).contains(&ms) {
+        Ok(ms)
+    } else {
+        Err("timestamp outside years 1..9999".into())
+    }
+}
+
+fn is_integer(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// RFC 3339 text (UTC, millisecond precision) of epoch milliseconds.
+pub(crate) fn format_ms(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .map(|d| d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh() -> Tz {
+        parse_timezone("Asia/Shanghai").unwrap()
+    }
+
+    #[test]
+    fn accepted_forms_agree() {
+        let want = 1_631_844_000_123; // 2021-09-17T02:00:00.123Z
+        for s in [
+            "2021-09-17T10:00:00.123+08:00",
+            "2021-09-17T02:00:00.123Z",
+            "2021-09-17t02:00:00.123z",
+            "2021-09-17 10:00:00.123+08:00",
+            "2021-09-17T10:00:00.123+0800",
+            "1631844000123",
+            " 1631844000123 ",
+            "2021-09-17T10:00:00.123",
+            "2021-09-17 10:00:00.123",
+            "2021-09-17T10:00:00.123456",
+        ] {
+            assert_eq!(parse_ts(s, &sh()), Ok(want), "{s}");
+        }
+        assert_eq!(parse_ts("2021-09-17 10:00", &sh()), Ok(want - 123));
+    }
+
+    #[test]
+    fn naive_time_uses_the_given_zone() {
+        let utc = parse_timezone("UTC").unwrap();
+        assert_eq!(
+            parse_ts("2021-09-17 10:00:00", &utc).unwrap()
+                - parse_ts("2021-09-17 10:00:00", &sh()).unwrap(),
+            8 * 3600 * 1000
+        );
+        // Spring-forward gap in Berlin does not exist; the autumn hour is read as the earlier one.
+        let berlin = parse_timezone("Europe/Berlin").unwrap();
+        assert!(parse_ts("2021-03-28 02:30:00", &berlin).is_err());
+        assert_eq!(
+            parse_ts("2021-10-31 02:30:00", &berlin),
+            parse_ts("2021-10-31T02:30:00+02:00", &berlin)
+        );
+    }
+
+    #[test]
+    fn malformed_timestamps_are_rejected() {
+        for s in [
+            "",
+            "yesterday",
+            "2021-13-01T00:00:00Z",
+            "2021-09-31T10:00:00Z",
+            "2021-09-17T25:00:00",
+            "2021-09-17",
+            "17/09/2021 10:00",
+            "1.6e12",
+            "99999999999999999999",
+            "2021-09-17T10:00:00+25:00",
+        ] {
+            assert!(parse_ts(s, &sh()).is_err(), "{s:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn bad_timezone_is_an_option_error() {
+        let err = parse_timezone("Mars/Olympus").unwrap_err();
+        assert!(err.is_usage_error());
+        assert!(err.to_string().contains("Mars/Olympus"));
+    }
+
+    #[test]
+    fn format_round_trips() {
+        assert_eq!(format_ms(1_631_844_000_123), "2021-09-17T02:00:00.123Z");
+        assert_eq!(parse_ts(&format_ms(-5), &sh()), Ok(-5));
+    }
+}
