@@ -1,1 +1,98 @@
-fn main() {}
+//! `funnel`: conversion-funnel analytics over WeChat and shop event exports.
+//!
+//! Thin glue: one file per subcommand; the work happens in the library crates. Errors are
+//! printed on one line to stderr and mapped to the documented exit codes (see `exit_code`).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod demo;
+mod generate;
+mod ingest;
+mod inspect;
+mod table;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "funnel",
+    version,
+    about = "Cross-platform conversion-funnel analytics for WeChat and shop event exports"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load export files (CSV, JSON lines, Parquet, gzip; files or directories) into a store.
+    Ingest(ingest::Args),
+    /// Write deterministic synthetic exports of the scenario, with a ground-truth file.
+    Generate(generate::Args),
+    /// Summarise what a store holds.
+    Inspect(inspect::Args),
+    /// Run the whole job on the sample data shipped in data/.
+    Demo(demo::Args),
+}
+
+/// A usage or configuration error found by the CLI itself (exit code 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Exit codes (README, CONTRACT §3): 0 success; 2 usage or configuration error; 3 input data
+/// error (a file cannot be read at all, or the rejected share exceeds --max-reject-rate, or there
+/// is no store); 1 anything else.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return 2;
+        }
+        if let Some(e) = cause.downcast_ref::<funnel_ingest::IngestError>() {
+            return if e.is_usage_error() {
+                2
+            } else if e.is_input_error() {
+                3
+            } else {
+                1
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<funnel_generate::GenerateError>() {
+            return match e {
+                funnel_generate::GenerateError::InvalidOption { .. } => 2,
+                _ => 1,
+            };
+        }
+        if let Some(funnel_core::CoreError::NoStore { .. }) =
+            cause.downcast_ref::<funnel_core::CoreError>()
+        {
+            return 3;
+        }
+    }
+    1
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Ingest(args) => ingest::run(args),
+        Command::Generate(args) => generate::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Demo(args) => demo::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}

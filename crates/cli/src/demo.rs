@@ -1,0 +1,59 @@
+//! `funnel demo`: the whole job on the sample data in data/.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::ingest::{self, SummaryFormat};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Sample exports (default: data/sample of this repository).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Output directory; its `store` is rebuilt from scratch on every run.
+    #[arg(long, default_value = "out/demo")]
+    pub out: PathBuf,
+}
+
+/// data/sample beside the working directory, else in the source tree this binary was built from.
+fn default_data() -> PathBuf {
+    let local = PathBuf::from("data/sample");
+    if local.is_dir() {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/sample")
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let data = args.data.unwrap_or_else(default_data);
+    anyhow::ensure!(
+        data.is_dir(),
+        crate::UsageError(format!("sample data not found at {}", data.display()))
+    );
+    let store = args.out.join("store");
+    if store.exists() {
+        std::fs::remove_dir_all(&store)
+            .with_context(|| format!("removing the previous demo store {}", store.display()))?;
+    }
+    println!("== 1. Ingest the sample exports in {}\n", data.display());
+    let ingest_args = ingest::Args {
+        store: store.clone(),
+        timezone: "Asia/Shanghai".into(),
+        max_reject_rate: 1.0,
+        buckets: 16,
+        format: SummaryFormat::Table,
+        inputs: vec![data],
+    };
+    let report = ingest::run_quiet(&ingest_args)?;
+    print!("{}", ingest::report_table(&report));
+    println!("\n== 2. What the store holds\n");
+    let summary = funnel_analysis::inspect(&store)?;
+    print!("{}", crate::inspect::summary_table(&summary));
+    println!(
+        "\nStore: {} (Parquet; DuckDB: SELECT * FROM read_parquet('{}/current/events/*/*.parquet', union_by_name=true))",
+        store.display(),
+        store.display()
+    );
+    Ok(())
+}

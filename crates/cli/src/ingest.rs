@@ -1,0 +1,190 @@
+//! `funnel ingest`
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use funnel_ingest::{IngestError, IngestOptions, IngestReport, Progress, ingest};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::table::{percent, render, thousands};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SummaryFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Store directory (created if absent; later runs add to it).
+    #[arg(long)]
+    pub store: PathBuf,
+    /// Time zone for timestamps without an offset (IANA name).
+    #[arg(long, default_value = "Asia/Shanghai")]
+    pub timezone: String,
+    /// Largest share of rejected rows (0..1) for which the run still commits.
+    #[arg(long, default_value_t = 1.0)]
+    pub max_reject_rate: f64,
+    /// Person buckets of a new store (one Parquet file each); an existing store keeps its own.
+    #[arg(long, default_value_t = 64)]
+    pub buckets: u32,
+    /// Summary format: a table for people, or one JSON object.
+    #[arg(long, value_enum, default_value_t = SummaryFormat::Table)]
+    pub format: SummaryFormat,
+    /// Export files or directories (all supported files below them, in sorted path order).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let report = run_quiet(&args)?;
+    print_report(&report, args.format);
+    Ok(())
+}
+
+/// Runs the ingest; on a refused run (reject rate) still prints the summary, then fails.
+pub fn run_quiet(args: &Args) -> Result<IngestReport> {
+    let opts = IngestOptions {
+        store: args.store.clone(),
+        timezone: args.timezone.clone(),
+        max_reject_rate: args.max_reject_rate,
+        buckets: args.buckets,
+    };
+    let bar = progress_bar();
+    let on_progress = |p: Progress<'_>| {
+        if let Some(bar) = &bar {
+            match p {
+                Progress::File {
+                    path, index, total, ..
+                } => {
+                    bar.set_message(format!("file {}/{total}: {}", index + 1, path.display()));
+                }
+                Progress::Rows(n) => bar.set_position(n),
+                Progress::Committing => bar.set_message("writing the new store generation"),
+            }
+        }
+    };
+    let result = ingest(&opts, &args.inputs, &on_progress);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    match result {
+        Ok(report) => Ok(report),
+        Err(IngestError::RejectRateExceeded { max, report }) => {
+            print_report(&report, args.format);
+            Err(IngestError::RejectRateExceeded { max, report }.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A progress line on stderr, only when a person is watching.
+fn progress_bar() -> Option<ProgressBar> {
+    if !(std::io::stdout().is_terminal() && std::io::stderr().is_terminal()) {
+        return None;
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {pos} rows  {msg}").expect("valid template"),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    Some(bar)
+}
+
+pub fn report_json(r: &IngestReport) -> serde_json::Value {
+    let c = &r.run.counts;
+    json!({
+        "rows_read": c.rows_read,
+        "rows_stored": c.rows_stored,
+        "rows_rejected": c.rows_rejected,
+        "rows_duplicate": c.rows_duplicate,
+        "rejected_by_reason": c.rejected_by_reason,
+        "rejected_share": r.rejected_share(),
+        "committed": r.committed,
+        "store": r.store.display().to_string(),
+        "generation": r.generation,
+        "run": r.run.run,
+        "persons_merged": r.run.persons_merged,
+        "min_ts": r.run.min_ts,
+        "max_ts": r.run.max_ts,
+        "quarantine": r.quarantine_path.as_ref().map(|p| p.display().to_string()),
+        "events_in_store": r.events_in_store,
+        "persons_in_store": r.persons_in_store,
+        "inputs": r.run.inputs,
+        "skipped": r.skipped.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+    })
+}
+
+pub fn print_report(r: &IngestReport, format: SummaryFormat) {
+    match format {
+        SummaryFormat::Json => println!("{}", report_json(r)),
+        SummaryFormat::Table => print!("{}", report_table(r)),
+    }
+}
+
+pub fn report_table(r: &IngestReport) -> String {
+    let c = &r.run.counts;
+    let mut out = String::new();
+    let verb = if r.committed {
+        "Ingested"
+    } else {
+        "Refused (nothing committed):"
+    };
+    out.push_str(&format!(
+        "{verb} {} file(s) into {} (run {}, generation {})\n",
+        r.run.inputs.len(),
+        r.store.display(),
+        r.run.run,
+        r.generation
+    ));
+    let mut rows = vec![
+        vec!["rows read".into(), thousands(c.rows_read), String::new()],
+        vec![
+            "stored".into(),
+            thousands(c.rows_stored),
+            percent(c.rows_stored, c.rows_read),
+        ],
+        vec![
+            "duplicates".into(),
+            thousands(c.rows_duplicate),
+            percent(c.rows_duplicate, c.rows_read),
+        ],
+        vec![
+            "rejected".into(),
+            thousands(c.rows_rejected),
+            percent(c.rows_rejected, c.rows_read),
+        ],
+    ];
+    for (reason, n) in &c.rejected_by_reason {
+        rows.push(vec![format!("  {reason}"), thousands(*n), String::new()]);
+    }
+    rows.push(vec![
+        "persons merged".into(),
+        thousands(r.run.persons_merged),
+        String::new(),
+    ]);
+    out.push_str(&render(&["outcome", ">rows", ">share"], &rows));
+    if let (Some(a), Some(b)) = (&r.run.min_ts, &r.run.max_ts) {
+        out.push_str(&format!("  time range of stored rows: {a} .. {b}\n"));
+    }
+    out.push_str(&format!(
+        "  store now holds {} events of {} persons\n",
+        thousands(r.events_in_store),
+        thousands(r.persons_in_store)
+    ));
+    if let Some(q) = &r.quarantine_path {
+        out.push_str(&format!("  rejected rows, with reasons: {}\n", q.display()));
+    }
+    if !r.skipped.is_empty() {
+        out.push_str(&format!(
+            "  skipped {} file(s) with unsupported names:\n",
+            r.skipped.len()
+        ));
+        for s in r.skipped.iter().take(10) {
+            out.push_str(&format!("    {}\n", s.display()));
+        }
+    }
+    out
+}
