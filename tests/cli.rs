@@ -1,2 +1,694 @@
+//! End-to-end tests of the `funnel` binary: generate -> ingest -> compare with the generator's
+//! ground truth, re-ingest, batches, crash safety, hostile inputs, exit codes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command as StdCommand;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{TimestampMillisecondType, UInt64Type};
+use assert_cmd::Command;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde_json::Value;
+
+fn funnel() -> Command {
+    let mut c = Command::cargo_bin("funnel").unwrap();
+    c.env("RUST_BACKTRACE", "0");
+    c
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs `funnel` with args, expecting `code`; returns (stdout, stderr).
+fn run(args: &[&str], code: i32) -> (String, String) {
+    let out = funnel().args(args).output().unwrap();
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "funnel {args:?}\nstdout: {o}\nstderr: {e}"
+    );
+    (o, e)
+}
+
+fn ingest_json(store: &Path, inputs: &[&Path], extra: &[&str]) -> Value {
+    let mut args = vec![
+        "ingest",
+        "--store",
+        store.to_str().unwrap(),
+        "--format",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    args.extend(inputs.iter().map(|p| p.to_str().unwrap()));
+    let (out, _) = run(&args, 0);
+    serde_json::from_str(&out).unwrap()
+}
+
+fn generate(dir: &Path, persons: u64, seed: u64, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "generate",
+        "--out",
+        dir.to_str().unwrap(),
+        "--persons",
+        &*Box::leak(persons.to_string().into_boxed_str()),
+        "--seed",
+        &*Box::leak(seed.to_string().into_boxed_str()),
+    ];
+    args.extend_from_slice(extra);
+    run(&args, 0);
+    serde_json::from_str(&std::fs::read_to_string(dir.join("truth.json")).unwrap()).unwrap()
+}
+
+/// A stored event, as read back from the store's Parquet files.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Stored {
+    event_id: String,
+    user_id: String,
+    person_id: String,
+    event_type: String,
+    ts: i64,
+    hash: u64,
+}
+
+fn manifest(store: &Path) -> Value {
+    let text = std::fs::read_to_string(store.join("current/manifest.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn read_parquet(path: &Path) -> Vec<arrow::array::RecordBatch> {
+    let file = std::fs::File::open(path).unwrap();
+    ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect()
+}
+
+/// Every stored event; also checks each bucket file's order and bucket assignment.
+fn read_store(store: &Path) -> Vec<Stored> {
+    let m = manifest(store);
+    let buckets = m["buckets"].as_u64().unwrap();
+    let mut out = Vec::new();
+    for f in m["event_files"].as_array().unwrap() {
+        let bucket = f["bucket"].as_u64().unwrap();
+        let mut file_rows = Vec::new();
+        for b in read_parquet(&store.join("current").join(f["path"].as_str().unwrap())) {
+            let s = |n: &str| b.column_by_name(n).unwrap().as_string::<i32>().clone();
+            let (ids, users, persons, types) =
+                (s("event_id"), s("user_id"), s("person_id"), s("event_type"));
+            let ts = b
+                .column_by_name("ts")
+                .unwrap()
+                .as_primitive::<TimestampMillisecondType>()
+                .clone();
+            let hash = b
+                .column_by_name("_content_hash")
+                .unwrap()
+                .as_primitive::<UInt64Type>()
+                .clone();
+            for i in 0..b.num_rows() {
+                file_rows.push(Stored {
+                    event_id: ids.value(i).into(),
+                    user_id: users.value(i).into(),
+                    person_id: persons.value(i).into(),
+                    event_type: types.value(i).into(),
+                    ts: ts.value(i),
+                    hash: hash.value(i),
+                });
+            }
+        }
+        assert_eq!(file_rows.len() as u64, f["rows"].as_u64().unwrap());
+        for w in file_rows.windows(2) {
+            let key = |s: &Stored| (s.person_id.clone(), s.ts, s.event_id.clone());
+            assert!(
+                key(&w[0]) < key(&w[1]),
+                "bucket file not sorted: {:?} then {:?}",
+                w[0],
+                w[1]
+            );
+        }
+        for r in &file_rows {
+            let h = xxh3(&r.person_id) % buckets;
+            assert_eq!(h, bucket, "{} in the wrong bucket", r.person_id);
+        }
+        out.extend(file_rows);
+    }
+    out.sort();
+    out
+}
+
+/// The bucket hash as the README documents it: xxh3_64 (seed 0) of the person_id's bytes.
+fn xxh3(s: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(s.as_bytes())
+}
+
+fn identity(store: &Path) -> HashMap<String, String> {
+    let m = manifest(store);
+    let mut out = HashMap::new();
+    if let Some(f) = m["identity_file"].as_str() {
+        for b in read_parquet(&store.join("current").join(f)) {
+            let ids = b.column_by_name("id").unwrap().as_string::<i32>().clone();
+            let persons = b
+                .column_by_name("person_id")
+                .unwrap()
+                .as_string::<i32>()
+                .clone();
+            for i in 0..b.num_rows() {
+                out.insert(ids.value(i).to_string(), persons.value(i).to_string());
+            }
+        }
+    }
+    out
+}
+
+fn quarantine_reasons(store: &Path) -> BTreeMap<String, u64> {
+    let m = manifest(store);
+    let mut out = BTreeMap::new();
+    for f in m["quarantine_files"].as_array().unwrap() {
+        for b in read_parquet(&store.join("current").join(f.as_str().unwrap())) {
+            let reasons = b
+                .column_by_name("reason")
+                .unwrap()
+                .as_string::<i32>()
+                .clone();
+            let raw = b.column_by_name("raw").unwrap().as_string::<i32>().clone();
+            let file = b
+                .column_by_name("source_file")
+                .unwrap()
+                .as_string::<i32>()
+                .clone();
+            for i in 0..b.num_rows() {
+                assert!(!file.value(i).is_empty());
+                assert!(raw.is_valid(i));
+                *out.entry(reasons.value(i).to_string()).or_default() += 1;
+            }
+        }
+    }
+    out
+}
+
+fn counts(v: &Value) -> (u64, u64, u64, u64) {
+    let g = |k: &str| v[k].as_u64().unwrap();
+    (
+        g("rows_read"),
+        g("rows_stored"),
+        g("rows_rejected"),
+        g("rows_duplicate"),
+    )
+}
+
 #[test]
-fn placeholder() {}
+fn ingest_reconciles_with_the_generators_truth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, store) = (tmp.path().join("data"), tmp.path().join("store"));
+    // A high fault rate so that every rejection reason occurs.
+    let truth = generate(
+        &data,
+        600,
+        11,
+        &[
+            "--format",
+            "mixed",
+            "--fault-rate",
+            "0.1",
+            "--duplicate-rate",
+            "0.05",
+        ],
+    );
+    let report = ingest_json(&store, &[&data], &[]);
+    let exp = &truth["expected"];
+    assert_eq!(counts(&report), counts(exp));
+    assert_eq!(report["rejected_by_reason"], exp["rejected_by_reason"]);
+    let (read, stored, rejected, dup) = counts(&report);
+    assert_eq!(read, stored + rejected + dup);
+    for reason in [
+        "missing_event_id",
+        "missing_user_id",
+        "missing_event_type",
+        "missing_ts",
+        "bad_timestamp",
+        "bad_event_type",
+        "bad_warning_action",
+        "missing_account_id",
+        "missing_order_id",
+        "bad_amount",
+        "negative_amount",
+        "malformed_record",
+        "duplicate_conflict",
+    ] {
+        assert!(
+            report["rejected_by_reason"][reason].as_u64().unwrap_or(0) > 0,
+            "no {reason} in {report}"
+        );
+    }
+    // The quarantine holds every rejected row with its reason.
+    let q = quarantine_reasons(&store);
+    assert_eq!(serde_json::to_value(&q).unwrap(), exp["rejected_by_reason"]);
+
+    // The store holds exactly the valid distinct events, grouped into the true persons.
+    let events = read_store(&store);
+    assert_eq!(events.len() as u64, exp["rows_stored"].as_u64().unwrap());
+    let ids: BTreeSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids.len(), events.len(), "event ids are unique");
+    let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
+    for e in &events {
+        *by_type.entry(e.event_type.clone()).or_default() += 1;
+    }
+    assert_eq!(
+        serde_json::to_value(&by_type).unwrap(),
+        truth["events_by_type"]
+    );
+
+    let ident = identity(&store);
+    let mut store_person: HashMap<String, String> = HashMap::new();
+    for e in &events {
+        store_person.insert(e.user_id.clone(), e.person_id.clone());
+        if let Some(p) = ident.get(&e.user_id) {
+            assert_eq!(
+                p, &e.person_id,
+                "identity table and events disagree on {}",
+                e.user_id
+            );
+        }
+    }
+    let true_person = truth["id_person"].as_object().unwrap();
+    let mut truth_to_store: HashMap<&str, BTreeSet<String>> = HashMap::new();
+    let mut store_to_truth: HashMap<String, BTreeSet<&str>> = HashMap::new();
+    for (id, label) in true_person {
+        let p = store_person
+            .get(id)
+            .or_else(|| ident.get(id))
+            .unwrap_or_else(|| {
+                panic!("id {id} is in no stored event and not in the identity table")
+            });
+        truth_to_store
+            .entry(label.as_str().unwrap())
+            .or_default()
+            .insert(p.clone());
+        store_to_truth
+            .entry(p.clone())
+            .or_default()
+            .insert(label.as_str().unwrap());
+    }
+    assert!(
+        truth_to_store.values().all(|s| s.len() == 1),
+        "a true person was split"
+    );
+    assert!(
+        store_to_truth.values().all(|s| s.len() == 1),
+        "true persons were merged"
+    );
+    assert_eq!(
+        store_to_truth.len() as u64,
+        truth["persons"].as_u64().unwrap()
+    );
+    assert_eq!(report["persons_in_store"], truth["persons"]);
+}
+
+#[test]
+fn reingest_adds_nothing_and_two_batches_equal_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    generate(&data, 400, 5, &["--format", "mixed"]);
+    let one = tmp.path().join("one");
+    let first = ingest_json(&one, &[&data], &[]);
+    let before = read_store(&one);
+
+    let again = ingest_json(&one, &[&data], &[]);
+    assert_eq!(again["rows_stored"], 0);
+    assert_eq!(again["rows_read"], first["rows_read"]);
+    assert_eq!(
+        again["rows_duplicate"].as_u64().unwrap(),
+        first["rows_stored"].as_u64().unwrap() + first["rows_duplicate"].as_u64().unwrap()
+    );
+    assert_eq!(read_store(&one), before);
+    assert_eq!(manifest(&one)["runs"].as_array().unwrap().len(), 2);
+
+    // Days 1-14 first, the rest second: the second batch links ids seen in the first.
+    let mut days: Vec<PathBuf> = std::fs::read_dir(&data)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    days.sort();
+    let (early, late) = days.split_at(days.len() / 2);
+    let two = tmp.path().join("two");
+    let a = ingest_json(
+        &two,
+        &early.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+        &[],
+    );
+    let b = ingest_json(
+        &two,
+        &late.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+        &[],
+    );
+    assert!(
+        b["persons_merged"].as_u64().unwrap() > 0,
+        "the second batch merges persons of the first"
+    );
+    assert_eq!(
+        a["rows_stored"].as_u64().unwrap() + b["rows_stored"].as_u64().unwrap(),
+        first["rows_stored"].as_u64().unwrap()
+    );
+    assert_eq!(read_store(&two), before);
+    assert_eq!(identity(&two), identity(&one));
+}
+
+#[test]
+fn killed_ingest_leaves_the_store_as_it_was() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (small, big) = (tmp.path().join("small"), tmp.path().join("big"));
+    generate(&small, 50, 1, &[]);
+    generate(&big, 3000, 2, &["--format", "jsonl"]);
+    let store = tmp.path().join("store");
+    ingest_json(&store, &[&small], &[]);
+    let base_manifest = manifest(&store);
+    let base_events = read_store(&store);
+
+    // A reference for the state after a completed second run.
+    let reference = tmp.path().join("reference");
+    ingest_json(&reference, &[&small], &[]);
+    ingest_json(&reference, &[&big], &[]);
+    let done_events = read_store(&reference);
+
+    let mut completed = false;
+    for delay_ms in [5u64, 40, 90, 150, 230, 330, 450, 600] {
+        let mut child = StdCommand::new(env!("CARGO_BIN_EXE_funnel"))
+            .args([
+                "ingest",
+                "--store",
+                store.to_str().unwrap(),
+                "--format",
+                "json",
+                big.to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        child.kill().ok(); // SIGKILL
+        let status = child.wait().unwrap();
+        let m = manifest(&store);
+        let events = read_store(&store);
+        if m == base_manifest {
+            assert_eq!(events, base_events);
+        } else {
+            // The run got to its commit before the kill: then it is wholly there.
+            assert!(
+                status.success() || m["generation"].as_u64() > base_manifest["generation"].as_u64()
+            );
+            assert_eq!(events, done_events);
+            completed = true;
+            break;
+        }
+    }
+    // A clean run completes (or, if one already did, adds nothing).
+    let last = ingest_json(&store, &[&big], &[]);
+    assert_eq!(read_store(&store), done_events);
+    if completed {
+        assert_eq!(last["rows_stored"], 0);
+    }
+    // No generation directories other than the current one are left behind.
+    let gens: Vec<String> = std::fs::read_dir(&store)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('g'))
+        .collect();
+    assert_eq!(gens.len(), 1, "{gens:?}");
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+const HEADER: &str = "event_id,user_id,event_type,ts,journey,campaign\n";
+
+#[test]
+fn hostile_inputs_never_panic_and_exit_with_the_documented_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let store = d.join("store");
+    let s = store.to_str().unwrap();
+
+    // Empty file and header only: nothing to read, not an error.
+    write(&d.join("empty.csv"), b"");
+    write(&d.join("header.csv"), HEADER.as_bytes());
+    write(&d.join("empty.jsonl"), b"\n\n");
+    let r = ingest_json(
+        &store,
+        &[
+            &d.join("empty.csv"),
+            &d.join("header.csv"),
+            &d.join("empty.jsonl"),
+        ],
+        &[],
+    );
+    assert_eq!(counts(&r), (0, 0, 0, 0));
+
+    // UTF-8 BOM and CRLF line ends.
+    let bom = format!(
+        "\u{feff}{}e1,u1,click,2021-09-17 10:00:00,external_link,c1\r\ne2,u1,purchase,2021-09-17 10:05:00,,\r\n",
+        HEADER.replace('\n', "\r\n")
+    );
+    write(&d.join("bom.csv"), bom.as_bytes());
+    let r = ingest_json(&store, &[&d.join("bom.csv")], &[]);
+    assert_eq!(counts(&r), (2, 1, 1, 0));
+    assert_eq!(r["rejected_by_reason"]["missing_order_id"], 1);
+    let events = read_store(&store);
+    assert_eq!(events[0].event_id, "e1");
+    assert_eq!(events[0].ts, 1_631_844_000_000);
+
+    // A 10 MB single line: one malformed record, quarantined, nothing lost.
+    let mut long = HEADER.as_bytes().to_vec();
+    long.extend(std::iter::repeat_n(b'x', 10 * 1024 * 1024));
+    long.push(b'\n');
+    write(&d.join("long.csv"), &long);
+    let r = ingest_json(&store, &[&d.join("long.csv")], &[]);
+    assert_eq!(r["rejected_by_reason"]["malformed_record"], 1);
+
+    // Binary garbage as JSON lines: every line is a malformed record.
+    let garbage: Vec<u8> = (0..4000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
+        .collect();
+    write(&d.join("garbage.jsonl"), &garbage);
+    let r = ingest_json(&store, &[&d.join("garbage.jsonl")], &[]);
+    let (read, _, rejected, _) = counts(&r);
+    assert_eq!(read, rejected);
+    assert_eq!(
+        r["rejected_by_reason"]["malformed_record"].as_u64(),
+        Some(rejected)
+    );
+
+    let generation = manifest(&store)["generation"].clone();
+    let fails = |args: &[&str], code: i32, needle: &str| {
+        let (_, err) = run(args, code);
+        assert!(err.contains(needle), "stderr {err:?} lacks {needle:?}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
+        assert!(!err.contains("panicked"));
+    };
+    // Binary garbage as CSV or Parquet: the file cannot be read at all.
+    write(&d.join("garbage.csv"), &garbage);
+    write(&d.join("garbage.parquet"), &garbage);
+    let p = |n: &str| d.join(n).to_str().unwrap().to_string();
+    fails(
+        &["ingest", "--store", s, &p("garbage.csv")],
+        3,
+        "garbage.csv",
+    );
+    fails(
+        &["ingest", "--store", s, &p("garbage.parquet")],
+        3,
+        "garbage.parquet",
+    );
+
+    // Truncated gzip: names the file and the line reached.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut text = HEADER.to_string();
+    for i in 0..20_000 {
+        text.push_str(&format!(
+            "t{i},u{i},click,2021-09-17 10:00:00,external_link,c\n"
+        ));
+    }
+    gz.write_all(text.as_bytes()).unwrap();
+    let bytes = gz.finish().unwrap();
+    write(&d.join("cut.csv.gz"), &bytes[..bytes.len() / 2]);
+    fails(
+        &["ingest", "--store", s, &p("cut.csv.gz")],
+        3,
+        "cut.csv.gz: line",
+    );
+
+    // Unknown extension, missing file, bad options.
+    write(&d.join("notes.txt"), b"hello");
+    fails(
+        &["ingest", "--store", s, &p("notes.txt")],
+        3,
+        "unsupported file type",
+    );
+    fails(&["ingest", "--store", s, &p("nope.csv")], 3, "nope.csv");
+    fails(
+        &[
+            "ingest",
+            "--store",
+            s,
+            "--timezone",
+            "Mars/Olympus",
+            &p("bom.csv"),
+        ],
+        2,
+        "Mars/Olympus",
+    );
+    fails(
+        &[
+            "ingest",
+            "--store",
+            s,
+            "--max-reject-rate",
+            "7",
+            &p("bom.csv"),
+        ],
+        2,
+        "--max-reject-rate",
+    );
+    let (_, err) = run(
+        &["ingest", "--store", s, "--no-such-flag", &p("bom.csv")],
+        2,
+    );
+    assert!(err.contains("--no-such-flag"));
+    // None of the failed runs changed the store.
+    assert_eq!(manifest(&store)["generation"], generation);
+}
+
+#[test]
+fn reject_rate_above_the_limit_commits_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let store = d.join("store");
+    write(
+        &d.join("ok.csv"),
+        format!("{HEADER}a1,u1,click,2021-09-17 10:00:00,external_link,c\n").as_bytes(),
+    );
+    ingest_json(&store, &[&d.join("ok.csv")], &[]);
+    let before = manifest(&store);
+    write(
+        &d.join("bad.csv"),
+        format!("{HEADER}b1,u1,click,2021-09-17 10:00:00,,\nb2,u1,click,yesterday,,\nb3,,click,2021-09-17 10:00:00,,\n").as_bytes(),
+    );
+    let out = funnel()
+        .args([
+            "ingest",
+            "--store",
+            store.to_str().unwrap(),
+            "--format",
+            "json",
+            "--max-reject-rate",
+            "0.5",
+        ])
+        .arg(d.join("bad.csv"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["committed"], false);
+    assert_eq!(counts(&report), (3, 1, 2, 0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nothing was committed"), "{err}");
+    let q = report["quarantine"].as_str().unwrap();
+    assert!(
+        Path::new(q).is_file(),
+        "the refused run's quarantine is kept at {q}"
+    );
+    assert_eq!(manifest(&store), before);
+    // Under the limit, the same file commits its valid row.
+    let r = ingest_json(&store, &[&d.join("bad.csv")], &["--max-reject-rate", "0.7"]);
+    assert_eq!(r["committed"], true);
+    assert_eq!(r["rows_stored"], 1);
+}
+
+#[test]
+fn demo_runs_on_the_shipped_sample() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = repo().join("data/sample");
+    let (out, _) = run(
+        &[
+            "demo",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            tmp.path().to_str().unwrap(),
+        ],
+        0,
+    );
+    assert!(out.contains("Ingested"), "{out}");
+    assert!(out.contains("Clicks by journey"), "{out}");
+    // The shipped sample reconciles with its shipped truth.
+    let truth: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("data/sample-truth.json")).unwrap(),
+    )
+    .unwrap();
+    let m = manifest(&tmp.path().join("store"));
+    assert_eq!(m["totals"]["rows_read"], truth["expected"]["rows_read"]);
+    assert_eq!(m["totals"]["rows_stored"], truth["expected"]["rows_stored"]);
+    assert_eq!(m["persons"], truth["persons"]);
+}
+
+#[test]
+fn generate_is_deterministic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    generate(&a, 100, 9, &["--format", "parquet"]);
+    generate(&b, 100, 9, &["--format", "parquet"]);
+    let list = |d: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<_> = walk(d)
+            .into_iter()
+            .map(|p| {
+                (
+                    p.strip_prefix(d).unwrap().display().to_string(),
+                    std::fs::read(&p).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(list(&a), list(&b));
+    run(
+        &[
+            "generate",
+            "--out",
+            a.to_str().unwrap(),
+            "--persons",
+            "1",
+            "--seed",
+            "1",
+            "--fault-rate",
+            "2",
+        ],
+        2,
+    );
+}
+
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).unwrap().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}

@@ -36,7 +36,7 @@ pub fn run(args: Args) -> Result<()> {
         std::fs::remove_dir_all(&store)
             .with_context(|| format!("removing the previous demo store {}", store.display()))?;
     }
-    println!("== 1. Ingest the sample exports in {}\n", data.display());
+    outln!("== 1. Ingest the sample exports in {}\n", data.display());
     let ingest_args = ingest::Args {
         store: store.clone(),
         timezone: "Asia/Shanghai".into(),
@@ -46,11 +46,11 @@ pub fn run(args: Args) -> Result<()> {
         inputs: vec![data],
     };
     let report = ingest::run_quiet(&ingest_args)?;
-    print!("{}", ingest::report_table(&report));
-    println!("\n== 2. What the store holds\n");
+    out!("{}", ingest::report_table(&report));
+    outln!("\n== 2. What the store holds\n");
     let summary = funnel_analysis::inspect(&store)?;
-    print!("{}", crate::inspect::summary_table(&summary));
-    println!(
+    out!("{}", crate::inspect::summary_table(&summary));
+    outln!(
         "\nStore: {} (Parquet; DuckDB: SELECT * FROM read_parquet('{}/current/events/*/*.parquet', union_by_name=true))",
         store.display(),
         store.display()

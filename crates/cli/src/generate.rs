@@ -50,6 +50,9 @@ pub struct Args {
     /// Chance per text file that it ends in a truncated line.
     #[arg(long, default_value_t = 0.1)]
     pub truncated_file_rate: f64,
+    /// Where to write the ground truth [default: OUT/truth.json].
+    #[arg(long)]
+    pub truth: Option<PathBuf>,
     /// No duplicates, conflicts or malformed rows (overrides the rates).
     #[arg(long)]
     pub clean: bool,
@@ -72,6 +75,7 @@ pub fn options(args: &Args) -> Result<GenerateOptions> {
     opts.conflict_rate = args.conflict_rate;
     opts.fault_rate = args.fault_rate;
     opts.truncated_file_rate = args.truncated_file_rate;
+    opts.truth = args.truth.clone();
     Ok(if args.clean { opts.clean() } else { opts })
 }
 
@@ -80,7 +84,7 @@ pub fn run(args: Args) -> Result<()> {
     let truth =
         generate(&opts).with_context(|| format!("generating into {}", args.out.display()))?;
     let e = &truth.expected;
-    println!(
+    outln!(
         "Wrote {} files with {} rows ({} valid events, {} duplicates, {} malformed or conflicting) to {}",
         truth.files.len(),
         thousands(e.rows_read),
@@ -89,9 +93,12 @@ pub fn run(args: Args) -> Result<()> {
         thousands(e.rows_rejected),
         args.out.display()
     );
-    println!(
+    outln!(
         "Ground truth (expected ingest counts, persons, id -> person): {}",
-        args.out.join("truth.json").display()
+        opts.truth
+            .clone()
+            .unwrap_or_else(|| args.out.join("truth.json"))
+            .display()
     );
     Ok(())
 }

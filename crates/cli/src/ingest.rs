@@ -119,8 +119,8 @@ pub fn report_json(r: &IngestReport) -> serde_json::Value {
 
 pub fn print_report(r: &IngestReport, format: SummaryFormat) {
     match format {
-        SummaryFormat::Json => println!("{}", report_json(r)),
-        SummaryFormat::Table => print!("{}", report_table(r)),
+        SummaryFormat::Json => outln!("{}", report_json(r)),
+        SummaryFormat::Table => out!("{}", report_table(r)),
     }
 }
 

@@ -19,8 +19,8 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let summary = inspect(&args.store)?;
     match args.format {
-        SummaryFormat::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
-        SummaryFormat::Table => print!("{}", summary_table(&summary)),
+        SummaryFormat::Json => outln!("{}", serde_json::to_string_pretty(&summary)?),
+        SummaryFormat::Table => out!("{}", summary_table(&summary)),
     }
     Ok(())
 }

@@ -7,6 +7,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `println!` that stops quietly when stdout is closed (`funnel ... | head`).
+macro_rules! outln {
+    ($($t:tt)*) => { $crate::write_out(&format!("{}\n", format_args!($($t)*))) };
+}
+
+/// `print!` with the same behaviour as [`outln!`].
+macro_rules! out {
+    ($($t:tt)*) => { $crate::write_out(&format!($($t)*)) };
+}
+
 mod demo;
 mod generate;
 mod ingest;
@@ -78,6 +88,22 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         }
     }
     1
+}
+
+/// Writes to stdout; a closed pipe ends the process quietly, as it does for other Unix tools.
+pub fn write_out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
 }
 
 fn main() -> ExitCode {

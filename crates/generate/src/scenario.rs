@@ -58,6 +58,8 @@ pub struct GenerateOptions {
     pub fault_rate: f64,
     /// Per text file: chance that it ends in a truncated line.
     pub truncated_file_rate: f64,
+    /// Where to write the ground truth (default `OUT/truth.json`).
+    pub truth: Option<PathBuf>,
 }
 
 impl GenerateOptions {
@@ -74,6 +76,7 @@ impl GenerateOptions {
             conflict_rate: 0.002,
             fault_rate: 0.005,
             truncated_file_rate: 0.1,
+            truth: None,
         }
     }
 
@@ -184,8 +187,8 @@ impl Writer<'_> {
                 OutputFormat::Parquet => Sink::parquet(dir.join(format!("{name}.parquet")))?,
                 OutputFormat::Mixed => match platform {
                     0 => Sink::csv(
-                        dir.join(ext(name, "csv", gz(day % 2 == 0))),
-                        gz(day % 2 == 0),
+                        dir.join(ext(name, "csv", gz(day.is_multiple_of(2)))),
+                        gz(day.is_multiple_of(2)),
                     )?,
                     _ if day % 3 == 2 => Sink::parquet(dir.join(format!("{name}.parquet")))?,
                     _ => Sink::jsonl(
@@ -425,7 +428,10 @@ pub fn generate(opts: &GenerateOptions) -> Result<Truth, GenerateError> {
         id_person,
         files,
     };
-    let path = opts.out.join("truth.json");
+    let path = opts
+        .truth
+        .clone()
+        .unwrap_or_else(|| opts.out.join("truth.json"));
     let text = serde_json::to_string_pretty(&truth).expect("truth serialises");
     std::fs::write(&path, text).map_err(|e| GenerateError::io(&path, e))?;
     Ok(truth)

@@ -132,7 +132,7 @@ fn rfc3339_shanghai(ms: i64) -> String {
 
 pub(crate) enum TextOut {
     Plain(BufWriter<File>),
-    Gz(GzEncoder<BufWriter<File>>),
+    Gz(Box<GzEncoder<BufWriter<File>>>),
 }
 
 impl Write for TextOut {
@@ -157,7 +157,7 @@ impl TextOut {
             File::create(path).map_err(|e| GenerateError::io(path, e))?,
         );
         Ok(if gzip {
-            TextOut::Gz(GzEncoder::new(f, flate2::Compression::new(6)))
+            TextOut::Gz(Box::new(GzEncoder::new(f, flate2::Compression::new(6))))
         } else {
             TextOut::Plain(f)
         })
@@ -260,7 +260,7 @@ impl Sink {
             Sink::Csv { path, out, rows } => {
                 *rows += 1;
                 let ts = row.ts.as_ref().map(|t| match t {
-                    Ts::Ms(ms) if variant % 7 == 0 => rfc3339_utc(*ms),
+                    Ts::Ms(ms) if variant.is_multiple_of(7) => rfc3339_utc(*ms),
                     Ts::Ms(ms) => local_text(*ms),
                     Ts::Text(s) => s.clone(),
                 });
@@ -374,7 +374,7 @@ fn json_line(row: &Row, variant: u64) -> String {
     }
     if let Some(ts) = &row.ts {
         let v = match ts {
-            Ts::Ms(ms) if variant % 5 == 0 => Value::String(rfc3339_shanghai(*ms)),
+            Ts::Ms(ms) if variant.is_multiple_of(5) => Value::String(rfc3339_shanghai(*ms)),
             Ts::Ms(ms) => Value::from(*ms),
             Ts::Text(s) => Value::String(s.clone()),
         };

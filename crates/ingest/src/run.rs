@@ -152,7 +152,7 @@ pub fn ingest(
             &mut quarantine,
             &mut || {
                 rows_total += 1;
-                if rows_total % 65_536 == 0 {
+                if rows_total.is_multiple_of(65_536) {
                     progress(Progress::Rows(rows_total));
                 }
             },
@@ -244,10 +244,10 @@ pub fn ingest(
         }
     }
     for e in &new_events {
-        if e.event_type == "login" {
-            if let Some(account) = &e.account_id {
-                identity.link(&e.user_id, account);
-            }
+        if e.event_type == "login"
+            && let Some(account) = &e.account_id
+        {
+            identity.link(&e.user_id, account);
         }
     }
     let merges = identity.merges();

@@ -166,12 +166,12 @@ impl Record {
                 .terminator(csv::Terminator::Any(b'\n'))
                 .from_writer(Vec::new());
             let fields: Vec<String> = self.cells.iter().map(|(_, c)| c.text()).collect();
-            if w.write_record(&fields).is_ok() {
-                if let Ok(bytes) = w.into_inner() {
-                    return String::from_utf8_lossy(&bytes)
-                        .trim_end_matches('\n')
-                        .to_string();
-                }
+            if w.write_record(&fields).is_ok()
+                && let Ok(bytes) = w.into_inner()
+            {
+                return String::from_utf8_lossy(&bytes)
+                    .trim_end_matches('\n')
+                    .to_string();
             }
         }
         let obj: serde_json::Map<String, serde_json::Value> = self
@@ -234,16 +234,18 @@ fn read_csv(
         .has_headers(false)
         .flexible(true)
         .from_reader(open_text(spec)?);
-    let csv_err = |e: csv::Error| {
-        let line = e.position().map(|p| p.line());
+    // An I/O error (a truncated gzip stream) carries no position: report the line after the
+    // last record read.
+    let csv_err = |e: csv::Error, last_line: u64| {
+        let line = e.position().map(|p| p.line()).unwrap_or(last_line + 1);
         let message = match e.into_kind() {
             csv::ErrorKind::Io(io) => format!("read failed: {io}"),
             other => format!("{other:?}"),
         };
-        IngestError::unreadable(path, line, message)
+        IngestError::unreadable(path, Some(line), message)
     };
     let mut rec = csv::ByteRecord::new();
-    if !rdr.read_byte_record(&mut rec).map_err(csv_err)? {
+    if !rdr.read_byte_record(&mut rec).map_err(|e| csv_err(e, 0))? {
         return Ok(()); // empty file
     }
     let mut header: Vec<Arc<str>> = Vec::with_capacity(rec.len());
@@ -266,9 +268,14 @@ fn read_csv(
         ));
     }
     let mut row = 0u64;
-    while rdr.read_byte_record(&mut rec).map_err(csv_err)? {
+    let mut last_line = 1;
+    while rdr
+        .read_byte_record(&mut rec)
+        .map_err(|e| csv_err(e, last_line))?
+    {
         row += 1;
         let line = rec.position().map(|p| p.line());
+        last_line = line.unwrap_or(last_line);
         if rec.len() != header.len() {
             let fields: Vec<String> = rec
                 .iter()

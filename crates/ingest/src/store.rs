@@ -423,7 +423,7 @@ mod tests {
             source_line: i + 1,
             run: 1,
         };
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             e.properties.insert("campaign".into(), format!("c{i}"));
         }
         e.content_hash = e.compute_content_hash();
