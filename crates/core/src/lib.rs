@@ -7,10 +7,12 @@
 //!   rejection reasons.
 //! - [`Manifest`] and [`StoreLayout`]: how a store is laid out on disk and what its manifest says.
 //! - [`bucket_of`]: the person-hash that assigns a person to a bucket file.
+//! - [`FunnelSpec`]: a validated funnel definition ([`load_funnel`]), shared by every executor.
 
 mod error;
 mod manifest;
 pub mod schema;
+mod spec;
 
 pub use error::CoreError;
 pub use manifest::{
@@ -18,6 +20,9 @@ pub use manifest::{
     STORE_FORMAT_VERSION, StoreLayout, bucket_of,
 };
 pub use schema::RejectReason;
+pub use spec::{
+    Filter, FunnelSpec, MAX_STEPS, Mode, SpecError, Step, load_funnel, parse_funnel, parse_window,
+};
 
 /// The version of the tool, recorded in every manifest and report.
 pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,558 @@
+//! Funnel definitions (CONTRACT §4): the TOML file format, parsed and validated once, and shared
+//! by every executor (the embedded kernel now, generated SQL for cluster engines later).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::schema;
+
+/// Most steps a funnel may have (step masks are 64-bit).
+pub const MAX_STEPS: usize = 64;
+
+/// windowFunnel modes, with ClickHouse's meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    StrictOrder,
+    StrictIncrease,
+    StrictDeduplication,
+    StrictOnce,
+    AllowReentry,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 5] = [
+        Mode::StrictOrder,
+        Mode::StrictIncrease,
+        Mode::StrictDeduplication,
+        Mode::StrictOnce,
+        Mode::AllowReentry,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::StrictOrder => "strict_order",
+            Mode::StrictIncrease => "strict_increase",
+            Mode::StrictDeduplication => "strict_deduplication",
+            Mode::StrictOnce => "strict_once",
+            Mode::AllowReentry => "allow_reentry",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Mode> {
+        Mode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `column IN (values)`; false on events where the column is absent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Filter {
+    pub column: String,
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Step {
+    pub name: String,
+    pub event_type: String,
+    /// All must hold (AND); each is a set of accepted values (OR).
+    pub filters: Vec<Filter>,
+}
+
+/// A validated funnel definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FunnelSpec {
+    pub name: String,
+    /// Conversion window in milliseconds, measured from the step-1 event, inclusive.
+    pub window_ms: i64,
+    /// The window as written in the file (`1d`).
+    pub window: String,
+    /// Breakdown columns (of the step-1 event); empty for none.
+    pub breakdown: Vec<String>,
+    pub modes: BTreeSet<Mode>,
+    pub steps: Vec<Step>,
+    /// Where the definition came from (a path, for messages).
+    pub source: String,
+}
+
+impl FunnelSpec {
+    pub fn has(&self, mode: Mode) -> bool {
+        self.modes.contains(&mode)
+    }
+
+    /// Every column the funnel reads besides `person_id`, `ts` and `event_type`, sorted.
+    pub fn columns(&self) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> = self.breakdown.iter().cloned().collect();
+        for s in &self.steps {
+            out.extend(s.filters.iter().map(|f| f.column.clone()));
+        }
+        out.remove(schema::EVENT_TYPE);
+        out
+    }
+
+    /// Checks that every column the funnel names exists in a store with these property columns.
+    pub fn check_columns(&self, properties: &[String]) -> Result<(), SpecError> {
+        let known = |c: &str| {
+            schema::CONTRACT_COLUMNS.contains(&c)
+                || c == schema::PERSON_ID
+                || properties.iter().any(|p| p == c)
+        };
+        for c in &self.breakdown {
+            if !known(c) {
+                return Err(self.invalid(
+                    "breakdown",
+                    c,
+                    format!("no such column in the store ({})", column_list(properties)),
+                ));
+            }
+        }
+        for (i, s) in self.steps.iter().enumerate() {
+            for f in &s.filters {
+                if !known(&f.column) {
+                    return Err(self.invalid(
+                        &format!("steps[{i}].where"),
+                        &f.column,
+                        format!("no such column in the store ({})", column_list(properties)),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn invalid(&self, key: &str, value: &str, message: impl Into<String>) -> SpecError {
+        SpecError::Invalid {
+            source_name: self.source.clone(),
+            key: key.to_string(),
+            value: value.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+fn column_list(properties: &[String]) -> String {
+    let mut all: Vec<&str> = schema::CONTRACT_COLUMNS.to_vec();
+    all.push(schema::PERSON_ID);
+    all.extend(properties.iter().map(String::as_str));
+    format!("columns: {}", all.join(", "))
+}
+
+/// A funnel file that cannot be used (exit code 2 in the CLI).
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("{path}: cannot read funnel file: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{source_name}: not a valid funnel file: {message}")]
+    Syntax {
+        source_name: String,
+        message: String,
+    },
+    #[error("{source_name}: {key} = {value:?}: {message}")]
+    Invalid {
+        source_name: String,
+        key: String,
+        value: String,
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFunnel {
+    name: String,
+    window: String,
+    #[serde(default)]
+    breakdown: Option<OneOrMany>,
+    #[serde(default)]
+    mode: Option<OneOrMany>,
+    #[serde(default)]
+    steps: Vec<RawStep>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    name: String,
+    event_type: String,
+    #[serde(default, rename = "where")]
+    filter: toml::Table,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// Parses a window such as `90s`, `30m`, `2h`, `1d`, `1w` into milliseconds.
+pub fn parse_window(text: &str) -> Result<i64, String> {
+    let t = text.trim();
+    let unit_at = t
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or("a unit is required: s, m, h, d or w")?;
+    let (num, unit) = t.split_at(unit_at);
+    if num.is_empty() {
+        return Err("expected a whole number followed by a unit (s, m, h, d, w), e.g. 1d".into());
+    }
+    let n: i64 = num.parse().map_err(|_| "number too large".to_string())?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 604_800,
+        other => return Err(format!("unknown unit {other:?} (use s, m, h, d or w)")),
+    };
+    n.checked_mul(secs * 1000)
+        .filter(|ms| *ms <= i64::MAX / 4)
+        .ok_or_else(|| "window too large".to_string())
+}
+
+/// Columns whose values are not text and cannot be matched by value or broken down by.
+const NOT_FILTERABLE: [&str; 2] = [schema::TS, schema::AMOUNT];
+
+fn check_column(source: &str, key: &str, column: &str) -> Result<(), SpecError> {
+    let invalid = |m: &str| SpecError::Invalid {
+        source_name: source.to_string(),
+        key: key.to_string(),
+        value: column.to_string(),
+        message: m.to_string(),
+    };
+    if column.is_empty() {
+        return Err(invalid("empty column name"));
+    }
+    if NOT_FILTERABLE.contains(&column) {
+        return Err(invalid(
+            "this column is not text; it cannot be matched by value or used as a breakdown",
+        ));
+    }
+    Ok(())
+}
+
+/// Reads and validates a funnel file.
+pub fn load_funnel(path: &Path) -> Result<FunnelSpec, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse_funnel(&text, &path.display().to_string())
+}
+
+/// Parses and validates funnel TOML; `source` names it in messages.
+pub fn parse_funnel(text: &str, source: &str) -> Result<FunnelSpec, SpecError> {
+    let raw: RawFunnel = toml::from_str(text).map_err(|e| SpecError::Syntax {
+        source_name: source.to_string(),
+        message: e.to_string().trim_end().replace('\n', " "),
+    })?;
+    let invalid = |key: &str, value: &str, message: &str| SpecError::Invalid {
+        source_name: source.to_string(),
+        key: key.to_string(),
+        value: value.to_string(),
+        message: message.to_string(),
+    };
+    if raw.name.trim().is_empty() {
+        return Err(invalid("name", &raw.name, "the funnel needs a name"));
+    }
+    let window_ms = parse_window(&raw.window).map_err(|m| invalid("window", &raw.window, &m))?;
+    let mut modes = BTreeSet::new();
+    for m in raw.mode.map(OneOrMany::into_vec).unwrap_or_default() {
+        let mode = Mode::parse(&m).ok_or_else(|| {
+            invalid(
+                "mode",
+                &m,
+                "unknown mode (use strict_order, strict_increase, strict_deduplication, strict_once, allow_reentry)",
+            )
+        })?;
+        modes.insert(mode);
+    }
+    if modes.contains(&Mode::AllowReentry) && !modes.contains(&Mode::StrictOrder) {
+        return Err(invalid(
+            "mode",
+            "allow_reentry",
+            "allow_reentry requires strict_order",
+        ));
+    }
+    let breakdown = raw.breakdown.map(OneOrMany::into_vec).unwrap_or_default();
+    for c in &breakdown {
+        check_column(source, "breakdown", c)?;
+    }
+    let mut unique = BTreeSet::new();
+    for c in &breakdown {
+        if !unique.insert(c) {
+            return Err(invalid("breakdown", c, "column named twice"));
+        }
+    }
+    if raw.steps.is_empty() {
+        return Err(invalid(
+            "steps",
+            "[]",
+            "a funnel needs at least one [[steps]]",
+        ));
+    }
+    if raw.steps.len() > MAX_STEPS {
+        return Err(invalid(
+            "steps",
+            &raw.steps.len().to_string(),
+            &format!("at most {MAX_STEPS} steps"),
+        ));
+    }
+    let mut names = BTreeSet::new();
+    let mut steps = Vec::with_capacity(raw.steps.len());
+    for (i, s) in raw.steps.into_iter().enumerate() {
+        let key = |k: &str| format!("steps[{i}].{k}");
+        if s.name.trim().is_empty() {
+            return Err(invalid(&key("name"), &s.name, "a step needs a name"));
+        }
+        if !names.insert(s.name.clone()) {
+            return Err(invalid(&key("name"), &s.name, "step names must be unique"));
+        }
+        if !schema::is_valid_event_type(&s.event_type) {
+            return Err(invalid(
+                &key("event_type"),
+                &s.event_type,
+                "not an event type ([a-z][a-z0-9_]*)",
+            ));
+        }
+        let mut filters = Vec::new();
+        for (column, value) in s.filter {
+            check_column(source, &key("where"), &column)?;
+            let scalar = |v: &toml::Value| -> Result<String, SpecError> {
+                match v {
+                    toml::Value::String(s) => Ok(s.clone()),
+                    toml::Value::Integer(n) => Ok(n.to_string()),
+                    toml::Value::Boolean(b) => Ok(b.to_string()),
+                    other => Err(invalid(
+                        &format!("steps[{i}].where.{column}"),
+                        &other.to_string(),
+                        "expected a string or a list of strings",
+                    )),
+                }
+            };
+            let values = match &value {
+                toml::Value::Array(items) => {
+                    items.iter().map(scalar).collect::<Result<Vec<_>, _>>()?
+                }
+                v => vec![scalar(v)?],
+            };
+            if values.is_empty() {
+                return Err(invalid(
+                    &format!("steps[{i}].where.{column}"),
+                    "[]",
+                    "an empty list matches nothing",
+                ));
+            }
+            filters.push(Filter { column, values });
+        }
+        steps.push(Step {
+            name: s.name,
+            event_type: s.event_type,
+            filters,
+        });
+    }
+    Ok(FunnelSpec {
+        name: raw.name,
+        window_ms,
+        window: raw.window,
+        breakdown,
+        modes,
+        steps,
+        source: source.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONTRACT_EXAMPLE: &str = r#"
+name = "external link to purchase"
+window = "1d"            # conversion window
+breakdown = "journey"
+
+[[steps]]
+name = "click"
+event_type = "click"
+where = { journey = ["external_link", "tao_code"] }
+
+[[steps]]
+name = "continue"
+event_type = "warning"
+where = { warning_action = "continue" }
+
+[[steps]]
+name = "purchase"
+event_type = "purchase"
+"#;
+
+    #[test]
+    fn contract_example_parses() {
+        let f = parse_funnel(CONTRACT_EXAMPLE, "x.toml").unwrap();
+        assert_eq!(f.window_ms, 86_400_000);
+        assert_eq!(f.breakdown, vec!["journey"]);
+        assert_eq!(f.steps.len(), 3);
+        assert_eq!(
+            f.steps[0].filters,
+            vec![Filter {
+                column: "journey".into(),
+                values: vec!["external_link".into(), "tao_code".into()]
+            }]
+        );
+        assert!(f.modes.is_empty());
+        assert_eq!(
+            f.columns().into_iter().collect::<Vec<_>>(),
+            vec!["journey".to_string(), "warning_action".to_string()]
+        );
+        f.check_columns(&[]).unwrap();
+    }
+
+    #[test]
+    fn windows() {
+        assert_eq!(parse_window("90s"), Ok(90_000));
+        assert_eq!(parse_window("30m"), Ok(1_800_000));
+        assert_eq!(parse_window("2h"), Ok(7_200_000));
+        assert_eq!(parse_window("1w"), Ok(604_800_000));
+        assert_eq!(parse_window("0s"), Ok(0));
+        for bad in [
+            "",
+            "1",
+            "d",
+            "1x",
+            "1.5d",
+            "-1d",
+            "1 d",
+            "99999999999999999999d",
+            "9999999999999w",
+        ] {
+            assert!(parse_window(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    fn err(text: &str) -> String {
+        parse_funnel(text, "f.toml").unwrap_err().to_string()
+    }
+
+    const STEP: &str = "[[steps]]\nname = \"click\"\nevent_type = \"click\"\n";
+
+    #[test]
+    fn configuration_errors_name_the_key_and_value() {
+        let head = "name = \"n\"\nwindow = \"1d\"\n";
+        let cases = [
+            (
+                format!("{head}colour = \"red\"\n{STEP}"),
+                "unknown field `colour`",
+            ),
+            (
+                format!("name = \"n\"\nwindow = \"1y\"\n{STEP}"),
+                "window = \"1y\"",
+            ),
+            (head.to_string(), "at least one [[steps]]"),
+            (
+                format!("{head}mode = [\"fast\"]\n{STEP}"),
+                "mode = \"fast\"",
+            ),
+            (
+                format!("{head}mode = [\"allow_reentry\"]\n{STEP}"),
+                "allow_reentry requires strict_order",
+            ),
+            (
+                format!("{head}breakdown = \"ts\"\n{STEP}"),
+                "breakdown = \"ts\"",
+            ),
+            (
+                format!("{head}{STEP}{STEP}"),
+                "steps[1].name = \"click\": step names must be unique",
+            ),
+            (
+                format!("{head}[[steps]]\nname = \"a\"\nevent_type = \"Click\"\n"),
+                "steps[0].event_type = \"Click\"",
+            ),
+            (
+                format!(
+                    "{head}[[steps]]\nname = \"a\"\nevent_type = \"click\"\nwhere = {{ journey = [] }}\n"
+                ),
+                "empty list",
+            ),
+            (
+                format!(
+                    "{head}[[steps]]\nname = \"a\"\nevent_type = \"click\"\nwhere = {{ amount = \"1\" }}\n"
+                ),
+                "amount",
+            ),
+            (
+                format!(
+                    "{head}[[steps]]\nname = \"a\"\nevent_type = \"click\"\nwhere = {{ journey = 1.5 }}\n"
+                ),
+                "steps[0].where.journey",
+            ),
+            (
+                format!("{head}[[steps]]\nname = \"a\"\nevent_type = \"click\"\nnote = \"x\"\n"),
+                "unknown field `note`",
+            ),
+            (
+                "name = \"n\"\nwindow = \n".to_string(),
+                "not a valid funnel file",
+            ),
+        ];
+        for (text, needle) in cases {
+            let e = err(&text);
+            assert!(e.contains(needle), "{e:?} lacks {needle:?}");
+            assert!(e.starts_with("f.toml"), "{e}");
+        }
+        let many: String = (0..65)
+            .map(|i| format!("[[steps]]\nname = \"s{i}\"\nevent_type = \"click\"\n"))
+            .collect();
+        assert!(err(&format!("{head}{many}")).contains("at most 64 steps"));
+    }
+
+    #[test]
+    fn unknown_store_columns_are_reported() {
+        let f = parse_funnel(
+            "name = \"n\"\nwindow = \"1h\"\nbreakdown = \"campaign\"\n[[steps]]\nname = \"a\"\nevent_type = \"click\"\nwhere = { item_id = \"i1\" }\n",
+            "f.toml",
+        )
+        .unwrap();
+        let e = f.check_columns(&[]).unwrap_err().to_string();
+        assert!(e.contains("breakdown = \"campaign\""), "{e}");
+        let e = f
+            .check_columns(&["campaign".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("steps[0].where = \"item_id\""), "{e}");
+        f.check_columns(&["campaign".into(), "item_id".into()])
+            .unwrap();
+    }
+
+    #[test]
+    fn modes_parse_in_any_order() {
+        let f = parse_funnel(
+            &format!("name = \"n\"\nwindow = \"1h\"\nmode = [\"allow_reentry\", \"strict_order\", \"strict_once\"]\n{STEP}"),
+            "f.toml",
+        )
+        .unwrap();
+        assert!(f.has(Mode::StrictOrder) && f.has(Mode::AllowReentry) && f.has(Mode::StrictOnce));
+        assert!(!f.has(Mode::StrictIncrease));
+    }
+}
