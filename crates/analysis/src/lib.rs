@@ -5,6 +5,8 @@
 
 mod error;
 mod inspect;
+mod kernel;
 
 pub use error::AnalysisError;
 pub use inspect::{CountRow, StoreSummary, inspect};
+pub use kernel::{Kernel, Modes};
