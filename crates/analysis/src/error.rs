@@ -3,6 +3,8 @@
 pub enum AnalysisError {
     #[error(transparent)]
     Store(#[from] funnel_core::CoreError),
+    #[error(transparent)]
+    Spec(#[from] funnel_core::SpecError),
     #[error("query on {store}: {source}")]
     Polars {
         store: String,

@@ -80,7 +80,10 @@ impl Kernel {
     /// bitmask (bits at or above `steps` must be clear).
     pub fn level(&self, ts: &[i64], masks: &[u64]) -> u32 {
         debug_assert_eq!(ts.len(), masks.len());
-        debug_assert!(ts.windows(2).all(|w| w[0] <= w[1]), "events must be in time order");
+        debug_assert!(
+            ts.windows(2).all(|w| w[0] <= w[1]),
+            "events must be in time order"
+        );
         let has_entries = if self.modes.strict_order {
             !ts.is_empty()
         } else {
@@ -101,7 +104,13 @@ impl Kernel {
 
     /// Calls `f(step, row)` for every entry in (ts, step, row) order; `step` is `None` for the
     /// "other" entry of an event matching no step (strict_order only).
-    fn for_each_entry(&self, ts: &[i64], masks: &[u64], mut f: impl FnMut(Option<u32>, usize) -> Flow) -> Option<u32> {
+    #[allow(clippy::needless_range_loop)] // `r` is the row index handed to `f`
+    fn for_each_entry(
+        &self,
+        ts: &[i64],
+        masks: &[u64],
+        mut f: impl FnMut(Option<u32>, usize) -> Flow,
+    ) -> Option<u32> {
         let mut i = 0;
         while i < ts.len() {
             let mut j = i + 1;
@@ -215,7 +224,10 @@ impl<'k> StrictOnce<'k> {
     }
 
     fn highest(&self) -> u32 {
-        self.levels.iter().rposition(|l| !l.is_empty()).map_or(0, |p| p as u32 + 1)
+        self.levels
+            .iter()
+            .rposition(|l| !l.is_empty())
+            .map_or(0, |p| p as u32 + 1)
     }
 
     fn run(mut self, ts: &[i64], masks: &[u64]) -> u32 {
@@ -236,7 +248,11 @@ impl<'k> StrictOnce<'k> {
                 return Flow::Return(self.highest());
             } else if m.strict_order && started && self.levels[k - 1].is_empty() {
                 if !m.allow_reentry {
-                    let first_empty = self.levels.iter().position(Vec::is_empty).unwrap_or(self.levels.len());
+                    let first_empty = self
+                        .levels
+                        .iter()
+                        .position(Vec::is_empty)
+                        .unwrap_or(self.levels.len());
                     return Flow::Return(first_empty as u32);
                 }
             } else if !self.levels[k - 1].is_empty() {
@@ -278,13 +294,20 @@ mod tests {
     use super::*;
 
     fn k(steps: usize, window: i64, modes: &[Mode]) -> Kernel {
-        Kernel::new(steps, window, Modes::from(&modes.iter().copied().collect::<BTreeSet<_>>()))
+        Kernel::new(
+            steps,
+            window,
+            Modes::from(&modes.iter().copied().collect::<BTreeSet<_>>()),
+        )
     }
 
     /// Events as (ts, steps satisfied, 1-based).
     fn lv(kernel: &Kernel, events: &[(i64, &[u32])]) -> u32 {
         let ts: Vec<i64> = events.iter().map(|e| e.0).collect();
-        let masks: Vec<u64> = events.iter().map(|e| e.1.iter().fold(0, |m, s| m | 1 << (s - 1))).collect();
+        let masks: Vec<u64> = events
+            .iter()
+            .map(|e| e.1.iter().fold(0, |m, s| m | 1 << (s - 1)))
+            .collect();
         kernel.level(&ts, &masks)
     }
 
@@ -293,12 +316,74 @@ mod tests {
         let f = k(3, 10, &[]);
         assert_eq!(lv(&f, &[]), 0);
         assert_eq!(lv(&f, &[(0, &[2]), (1, &[3])]), 0, "no step 1");
-        assert_eq!(lv(&f, &[(0, &[1]), (5, &[2]), (10, &[3])]), 3, "window is inclusive");
-        assert_eq!(lv(&f, &[(0, &[1]), (5, &[2]), (11, &[3])]), 2, "one unit over");
-        assert_eq!(lv(&f, &[(0, &[1]), (20, &[1]), (25, &[2]), (30, &[3])]), 3, "a later step 1 starts a new chain");
-        assert_eq!(lv(&f, &[(0, &[1, 2, 3])]), 3, "one event may satisfy several steps");
-        assert_eq!(lv(&f, &[(0, &[3]), (0, &[2]), (0, &[1])]), 3, "ties are ordered by step");
+        assert_eq!(
+            lv(&f, &[(0, &[1]), (5, &[2]), (10, &[3])]),
+            3,
+            "window is inclusive"
+        );
+        assert_eq!(
+            lv(&f, &[(0, &[1]), (5, &[2]), (11, &[3])]),
+            2,
+            "one unit over"
+        );
+        assert_eq!(
+            lv(&f, &[(0, &[1]), (20, &[1]), (25, &[2]), (30, &[3])]),
+            3,
+            "a later step 1 starts a new chain"
+        );
+        assert_eq!(
+            lv(&f, &[(0, &[1, 2, 3])]),
+            3,
+            "one event may satisfy several steps"
+        );
+        assert_eq!(
+            lv(&f, &[(0, &[3]), (0, &[2]), (0, &[1])]),
+            3,
+            "ties are ordered by step"
+        );
         assert_eq!(lv(&k(1, 0, &[]), &[(5, &[1])]), 1);
+    }
+
+    /// ClickHouse's own windowFunnel tests, re-run on ClickHouse 26.9 (testdata/README.md).
+    #[test]
+    fn clickhouse_test_cases() {
+        let text = include_str!("../testdata/clickhouse_window_funnel_cases.json");
+        let cases: Vec<serde_json::Value> = serde_json::from_str(text).unwrap();
+        assert!(cases.len() >= 100);
+        for (i, case) in cases.iter().enumerate() {
+            let modes: BTreeSet<Mode> = case["modes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| Mode::parse(m.as_str().unwrap()).unwrap())
+                .collect();
+            let steps = case["steps"].as_u64().unwrap() as usize;
+            let window = case["window"].as_i64().unwrap();
+            // Rows come in insertion order; the store holds them in time order (stable).
+            let mut rows: Vec<(i64, u64)> = case["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let conds = r[1].as_array().unwrap();
+                    let mask = conds.iter().enumerate().fold(0u64, |m, (k, c)| {
+                        if c.as_bool().unwrap() { m | 1 << k } else { m }
+                    });
+                    (r[0].as_i64().unwrap(), mask)
+                })
+                .collect();
+            rows.sort_by_key(|r| r.0);
+            let ts: Vec<i64> = rows.iter().map(|r| r.0).collect();
+            let masks: Vec<u64> = rows.iter().map(|r| r.1).collect();
+            let got = Kernel::new(steps, window, Modes::from(&modes)).level(&ts, &masks);
+            assert_eq!(
+                u64::from(got),
+                case["expected"].as_u64().unwrap(),
+                "case {i}: {} / {}",
+                case["source"],
+                case["note"]
+            );
+        }
     }
 
     #[test]
@@ -320,11 +405,20 @@ mod tests {
         // The ClickHouse greedy chain under strict_increase (checked with chDB 26.9: 2, and 3 with strict_once).
         let events: &[(i64, &[u32])] = &[(0, &[1]), (5, &[2]), (10, &[2]), (10, &[3])];
         assert_eq!(lv(&k(3, 100, &[Mode::StrictIncrease]), events), 2);
-        assert_eq!(lv(&k(3, 100, &[Mode::StrictIncrease, Mode::StrictOnce]), events), 3);
+        assert_eq!(
+            lv(
+                &k(3, 100, &[Mode::StrictIncrease, Mode::StrictOnce]),
+                events
+            ),
+            3
+        );
         // allow_reentry skips a step that comes too early instead of stopping.
         let events: &[(i64, &[u32])] = &[(0, &[1]), (1, &[3]), (2, &[2]), (3, &[3])];
         assert_eq!(lv(&k(3, 10, &[Mode::StrictOrder]), events), 1);
-        assert_eq!(lv(&k(3, 10, &[Mode::StrictOrder, Mode::AllowReentry]), events), 3);
+        assert_eq!(
+            lv(&k(3, 10, &[Mode::StrictOrder, Mode::AllowReentry]), events),
+            3
+        );
     }
 }
 
@@ -335,28 +429,37 @@ mod properties {
 
     /// Small worlds rich in ties, window edges and events matching several steps.
     fn person() -> impl Strategy<Value = (usize, i64, Vec<(i64, u64)>)> {
-        (1usize..=4, prop::sample::select(vec![0i64, 1, 2, 3, 5, 10])).prop_flat_map(|(steps, window)| {
-            let mask = prop_oneof![
-                3 => (0..1u64 << steps),
-                1 => Just(0u64),
-                1 => (0..steps).prop_map(|s| 1u64 << s),
-            ];
-            let events = prop::collection::vec((0i64..12, mask), 0..10).prop_map(|mut v| {
-                v.sort_by_key(|e| e.0);
-                v
-            });
-            (Just(steps), Just(window), events)
-        })
+        (1usize..=4, prop::sample::select(vec![0i64, 1, 2, 3, 5, 10])).prop_flat_map(
+            |(steps, window)| {
+                let mask = prop_oneof![
+                    3 => 0..1u64 << steps,
+                    1 => Just(0u64),
+                    1 => (0..steps).prop_map(|s| 1u64 << s),
+                ];
+                let events = prop::collection::vec((0i64..12, mask), 0..10).prop_map(|mut v| {
+                    v.sort_by_key(|e| e.0);
+                    v
+                });
+                (Just(steps), Just(window), events)
+            },
+        )
     }
 
     fn modes() -> impl Strategy<Value = Modes> {
-        (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(o, i, d, once, r)| Modes {
-            strict_order: o,
-            strict_increase: i,
-            strict_deduplication: d,
-            strict_once: once,
-            allow_reentry: o && r,
-        })
+        (
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(o, i, d, once, r)| Modes {
+                strict_order: o,
+                strict_increase: i,
+                strict_deduplication: d,
+                strict_once: once,
+                allow_reentry: o && r,
+            })
     }
 
     proptest! {

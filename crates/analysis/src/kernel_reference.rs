@@ -19,18 +19,31 @@ struct Entry {
 fn entries(steps: usize, strict_order: bool, ts: &[i64], masks: &[u64]) -> Vec<Entry> {
     let mut list = Vec::new();
     for row in 0..ts.len() {
-        let matched: Vec<usize> = (1..=steps).filter(|s| masks[row] & (1 << (s - 1)) != 0).collect();
+        let matched: Vec<usize> = (1..=steps)
+            .filter(|s| masks[row] & (1 << (s - 1)) != 0)
+            .collect();
         if matched.is_empty() && strict_order {
-            list.push(Entry { ts: ts[row], step: 0, row });
+            list.push(Entry {
+                ts: ts[row],
+                step: 0,
+                row,
+            });
         }
         for s in matched {
-            list.push(Entry { ts: ts[row], step: s, row });
+            list.push(Entry {
+                ts: ts[row],
+                step: s,
+                row,
+            });
         }
     }
     // Insertion sort by (ts, step, row): obviously stable and obviously right.
     for i in 1..list.len() {
         let mut j = i;
-        while j > 0 && (list[j - 1].ts, list[j - 1].step, list[j - 1].row) > (list[j].ts, list[j].step, list[j].row) {
+        while j > 0
+            && (list[j - 1].ts, list[j - 1].step, list[j - 1].row)
+                > (list[j].ts, list[j].step, list[j].row)
+        {
             list.swap(j - 1, j);
             j -= 1;
         }
@@ -41,7 +54,14 @@ fn entries(steps: usize, strict_order: bool, ts: &[i64], masks: &[u64]) -> Vec<E
 /// Longest chain: entries for steps 1, 2, ..., L at increasing positions, the last within
 /// `window` of the first; `once`: no event used twice; `increase`: timestamps strictly increase.
 fn longest_chain(list: &[Entry], window: i64, once: bool, increase: bool) -> usize {
-    fn extend(list: &[Entry], from: usize, chain: &mut Vec<Entry>, window: i64, once: bool, increase: bool) -> usize {
+    fn extend(
+        list: &[Entry],
+        from: usize,
+        chain: &mut Vec<Entry>,
+        window: i64,
+        once: bool,
+        increase: bool,
+    ) -> usize {
         let mut best = chain.len();
         let want = chain.len() + 1;
         for p in from..list.len() {
@@ -80,15 +100,18 @@ fn latest_chain_increasing(list: &[Entry], steps: usize, window: i64) -> usize {
     for e in list {
         if e.step == 1 {
             latest[1] = Some((e.ts, e.ts));
-        } else if e.step > 1 {
-            if let Some((start, last)) = latest[e.step - 1] {
-                if e.ts <= start + window && last < e.ts {
-                    latest[e.step] = Some((start, e.ts));
-                }
-            }
+        } else if e.step > 1
+            && let Some((start, last)) = latest[e.step - 1]
+            && e.ts <= start + window
+            && last < e.ts
+        {
+            latest[e.step] = Some((start, e.ts));
         }
     }
-    (1..=steps).filter(|s| latest[*s].is_some()).max().unwrap_or(0)
+    (1..=steps)
+        .filter(|s| latest[*s].is_some())
+        .max()
+        .unwrap_or(0)
 }
 
 pub fn level(steps: usize, window: i64, modes: Modes, ts: &[i64], masks: &[u64]) -> u32 {

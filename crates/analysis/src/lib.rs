@@ -1,12 +1,19 @@
 //! Computations over the funnel store.
 //!
 //! The store is read through its manifest (never by globbing, so files of an unfinished ingest
-//! are never seen). So far: [`inspect`], a summary of what the store holds.
+//! are never seen).
+//!
+//! - [`analyze`]: funnels (ClickHouse `windowFunnel` semantics, [`Kernel`]) with breakdowns.
+//! - [`inspect`]: a summary of what the store holds.
 
+mod engine;
 mod error;
 mod inspect;
 mod kernel;
+mod report;
 
+pub use engine::analyze;
 pub use error::AnalysisError;
 pub use inspect::{CountRow, StoreSummary, inspect};
 pub use kernel::{Kernel, Modes};
+pub use report::{FunnelReport, GroupReport, StepReport};

@@ -17,7 +17,9 @@ macro_rules! out {
     ($($t:tt)*) => { $crate::write_out(&format!($($t)*)) };
 }
 
+mod analyze;
 mod demo;
+mod export;
 mod generate;
 mod ingest;
 mod inspect;
@@ -40,6 +42,8 @@ enum Command {
     Ingest(ingest::Args),
     /// Write deterministic synthetic exports of the scenario, with a ground-truth file.
     Generate(generate::Args),
+    /// Compute funnels over a store (ClickHouse windowFunnel semantics, with breakdowns).
+    Analyze(analyze::Args),
     /// Summarise what a store holds.
     Inspect(inspect::Args),
     /// Run the whole job on the sample data shipped in data/.
@@ -86,6 +90,18 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         {
             return 3;
         }
+        if cause.downcast_ref::<funnel_core::SpecError>().is_some() {
+            return 2;
+        }
+        if let Some(e) = cause.downcast_ref::<funnel_analysis::AnalysisError>() {
+            return match e {
+                funnel_analysis::AnalysisError::Spec(_) => 2,
+                funnel_analysis::AnalysisError::Store(funnel_core::CoreError::NoStore {
+                    ..
+                }) => 3,
+                _ => 1,
+            };
+        }
     }
     1
 }
@@ -112,6 +128,7 @@ fn main() -> ExitCode {
         Command::Ingest(args) => ingest::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Analyze(args) => analyze::run(args),
         Command::Demo(args) => demo::run(args),
     };
     match result {

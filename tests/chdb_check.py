@@ -1,0 +1,202 @@
+"""Differential test of `funnel analyze` against ClickHouse's own windowFunnel (chDB, in-process).
+
+For several stores (the generator's scenario data, and adversarial stores dense in equal
+timestamps and window-edge gaps), every example funnel and a set of random funnels, in the default
+mode and every ClickHouse mode, the per-step person counts of every group (all persons and each
+breakdown value) must be identical.
+
+Usage: python tests/chdb_check.py PATH/TO/funnel [--funnels N]
+"""
+
+import csv
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+
+import chdb
+
+FUNNEL = sys.argv[1]
+RANDOM_FUNNELS = int(sys.argv[sys.argv.index("--funnels") + 1]) if "--funnels" in sys.argv else 40
+MODES = [
+    [],
+    ["strict_order"],
+    ["strict_deduplication"],
+    ["strict_increase"],
+    ["strict_once"],
+    ["strict_order", "allow_reentry"],
+    ["strict_order", "strict_increase"],
+    ["strict_once", "strict_increase", "strict_deduplication"],
+]
+passed, failed = 0, []
+
+
+def q(sql):
+    return chdb.query(sql, "JSONEachRow").data()
+
+
+def sql_str(s):
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def cond(step, extra=None):
+    parts = [f"event_type = {sql_str(step['event_type'])}"]
+    for column, values in step.get("where", {}).items():
+        values = values if isinstance(values, list) else [values]
+        parts.append(f"ifNull(`{column}` IN ({', '.join(sql_str(v) for v in values)}), 0)")
+    if extra:
+        parts.append(extra)
+    return "toUInt8(" + " AND ".join(parts) + ")"
+
+
+def window_ms(text):
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    return int(text[:-1]) * units[text[-1]] * 1000
+
+
+def levels(events, funnel, step1_extra=None):
+    modes = "".join(f", {sql_str(m)}" for m in funnel.get("mode", []))
+    conds = [cond(s, step1_extra if i == 0 else None) for i, s in enumerate(funnel["steps"])]
+    sql = f"""
+        SELECT level, count() AS n FROM (
+          SELECT person_id, windowFunnel({window_ms(funnel['window'])}{modes})(
+              toUInt64(toUnixTimestamp64Milli(ts)), {', '.join(conds)}) AS level
+          FROM {events} GROUP BY person_id)
+        GROUP BY level"""
+    hist = {}
+    for line in q(sql).splitlines():
+        row = json.loads(line)
+        hist[int(row["level"])] = int(row["n"])
+    n = len(funnel["steps"])
+    return [sum(c for l, c in hist.items() if l >= k) for k in range(1, n + 1)]
+
+
+def clickhouse_groups(events, funnel):
+    groups = {"{}": levels(events, funnel)}
+    col = funnel.get("breakdown")
+    if col:
+        sql = f"SELECT DISTINCT `{col}` AS v FROM {events} WHERE {cond(funnel['steps'][0])}"
+        for line in q(sql).splitlines():
+            v = json.loads(line)["v"]
+            extra = f"`{col}` IS NULL" if v is None else f"ifNull(`{col}` = {sql_str(v)}, 0)"
+            groups[json.dumps({col: v}, sort_keys=True)] = levels(events, funnel, extra)
+    return groups
+
+
+def toml(funnel):
+    def value(v):
+        return "[" + ", ".join(json.dumps(x) for x in v) + "]" if isinstance(v, list) else json.dumps(v)
+    lines = [f"name = {json.dumps(funnel['name'])}", f"window = {json.dumps(funnel['window'])}"]
+    if funnel.get("breakdown"):
+        lines.append(f"breakdown = {json.dumps(funnel['breakdown'])}")
+    if funnel.get("mode"):
+        lines.append(f"mode = {value(funnel['mode'])}")
+    for s in funnel["steps"]:
+        lines += ["", "[[steps]]", f"name = {json.dumps(s['name'])}", f"event_type = {json.dumps(s['event_type'])}"]
+        if s.get("where"):
+            lines.append("where = { " + ", ".join(f"{k} = {value(v)}" for k, v in s["where"].items()) + " }")
+    return "\n".join(lines) + "\n"
+
+
+def ours(store, funnel, tmp):
+    path = os.path.join(tmp, "f.toml")
+    with open(path, "w") as f:
+        f.write(toml(funnel))
+    out = subprocess.run([FUNNEL, "analyze", "--store", store, "--funnel", path, "--format", "json"],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr)
+    report = json.loads(out.stdout)
+    return {json.dumps(g["key"], sort_keys=True): [s["persons"] for s in g["steps"]] for g in report["groups"]}
+
+
+def compare(label, store, funnel, tmp):
+    global passed
+    events = f"file('{store}/current/events/*/*.parquet', Parquet)"
+    want = clickhouse_groups(events, funnel)
+    got = ours(store, funnel, tmp)
+    if got == want:
+        passed += 1
+    else:
+        failed.append((label, funnel, want, got))
+        print(f"FAIL {label}: {toml(funnel)}\n  clickhouse {want}\n  ours       {got}")
+
+
+def random_funnel(rng, i, vocabulary):
+    steps = []
+    for k in range(rng.randint(1, 5)):
+        et = rng.choice(vocabulary["event_type"])
+        step = {"name": f"s{k}", "event_type": et}
+        if rng.random() < 0.5:
+            col = rng.choice([c for c in vocabulary if c != "event_type"])
+            vals = rng.sample(vocabulary[col], rng.randint(1, min(2, len(vocabulary[col]))))
+            step["where"] = {col: vals if len(vals) > 1 or rng.random() < 0.5 else vals[0]}
+        steps.append(step)
+    f = {"name": f"random {i}", "window": rng.choice(["0s", "1m", "3m", "10m", "1h", "1d", "2w"]), "steps": steps}
+    if rng.random() < 0.4:
+        f["breakdown"] = rng.choice(["journey", "chat_type", "campaign"])
+    f["mode"] = rng.choice(MODES)
+    return f
+
+
+def adversarial_exports(path, rng, persons):
+    """Few event kinds, minute-resolution times: dense ties, equal timestamps, window edges."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["event_id", "user_id", "event_type", "ts", "journey", "chat_type", "warning_action",
+                    "account_id", "order_id", "amount", "campaign"])
+        n = 0
+        for p in range(persons):
+            for _ in range(rng.randint(0, 14)):
+                n += 1
+                et = rng.choice(["click", "click", "warning", "view", "login", "purchase"])
+                minute = rng.choice([0, 0, 1, 2, 3, 3, 4, 10, 11, 60, 61])
+                w.writerow([f"e{n}", f"u{p}", et, f"2021-09-17T10:{minute % 60:02d}:00Z" if minute < 60
+                            else f"2021-09-17T11:{minute - 60:02d}:00Z",
+                            rng.choice(["external_link", "wechat_native", ""]),
+                            rng.choice(["one_to_one", "group"]),
+                            rng.choice(["shown", "continue", "return"]) if et == "warning" else "",
+                            f"a{p}" if et == "login" else "", f"o{n}" if et == "purchase" else "",
+                            "9.90" if et == "purchase" else "", rng.choice(["c1", "c2", ""])])
+
+
+EXAMPLES = [os.path.join("data/funnels", f) for f in sorted(os.listdir("data/funnels")) if f.endswith(".toml")]
+VOCAB = {
+    "event_type": ["click", "warning", "view", "login", "purchase", "app_open"],
+    "journey": ["external_link", "wechat_native", "mini_program", "tao_code"],
+    "chat_type": ["one_to_one", "group", "official_account"],
+    "warning_action": ["shown", "continue", "return", "report"],
+    "campaign": ["autumn_sale", "new_arrivals", "flash_deal", "member_day", "c1", "c2"],
+}
+
+with tempfile.TemporaryDirectory() as tmp:
+    rng = random.Random(20210917)
+    stores = []
+    for seed in (3, 4):
+        data, store = f"{tmp}/gen{seed}", f"{tmp}/store{seed}"
+        subprocess.run([FUNNEL, "generate", "--out", data, "--persons", "1500", "--seed", str(seed),
+                        "--format", "mixed"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([FUNNEL, "ingest", "--store", store, data], check=True, stdout=subprocess.DEVNULL)
+        stores.append((f"generated seed {seed}", store))
+    for k in range(2):
+        exports, store = f"{tmp}/adv{k}.csv", f"{tmp}/adv-store{k}"
+        adversarial_exports(exports, rng, 400)
+        subprocess.run([FUNNEL, "ingest", "--store", store, exports], check=True, stdout=subprocess.DEVNULL)
+        stores.append((f"adversarial {k}", store))
+
+    import tomllib
+    for label, store in stores:
+        for path in EXAMPLES:
+            base = tomllib.load(open(path, "rb"))
+            for modes in MODES:
+                f = dict(base, mode=modes)
+                if isinstance(f.get("breakdown"), list):
+                    continue
+                compare(f"{label} / {os.path.basename(path)} / {modes or 'default'}", store, f, tmp)
+        for i in range(RANDOM_FUNNELS):
+            compare(f"{label} / random {i}", store, random_funnel(rng, i, VOCAB), tmp)
+
+print(f"chdb: {passed} passed, {len(failed)} failed")
+sys.exit(1 if failed else 0)
