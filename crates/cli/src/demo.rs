@@ -27,6 +27,7 @@ fn default_data() -> PathBuf {
 
 pub fn run(args: Args) -> Result<()> {
     let data = args.data.unwrap_or_else(default_data);
+    let data = data.canonicalize().unwrap_or(data);
     anyhow::ensure!(
         data.is_dir(),
         crate::UsageError(format!("sample data not found at {}", data.display()))
@@ -43,13 +44,25 @@ pub fn run(args: Args) -> Result<()> {
         max_reject_rate: 1.0,
         buckets: 16,
         format: SummaryFormat::Table,
-        inputs: vec![data],
+        inputs: vec![data.clone()],
     };
     let report = ingest::run_quiet(&ingest_args)?;
     out!("{}", ingest::report_table(&report));
     outln!("\n== 2. What the store holds\n");
     let summary = funnel_analysis::inspect(&store)?;
     out!("{}", crate::inspect::summary_table(&summary));
+    let funnels_dir = data.parent().map(|p| p.join("funnels")).unwrap_or_default();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&funnels_dir)
+        .with_context(|| format!("reading the example funnels in {}", funnels_dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    paths.sort();
+    let specs = paths.iter().map(|p| funnel_core::load_funnel(p)).collect::<Result<Vec<_>, _>>()?;
+    outln!("\n== 3. Funnels ({} definitions in {}, one pass over the store)\n", specs.len(), funnels_dir.display());
+    let reports = funnel_analysis::analyze(&store, &specs)?;
+    out!("{}", crate::export::render(&reports, crate::export::Format::Table));
     outln!(
         "\nStore: {} (Parquet; DuckDB: SELECT * FROM read_parquet('{}/current/events/*/*.parquet', union_by_name=true))",
         store.display(),
