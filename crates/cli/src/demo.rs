@@ -59,10 +59,20 @@ pub fn run(args: Args) -> Result<()> {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     paths.sort();
-    let specs = paths.iter().map(|p| funnel_core::load_funnel(p)).collect::<Result<Vec<_>, _>>()?;
-    outln!("\n== 3. Funnels ({} definitions in {}, one pass over the store)\n", specs.len(), funnels_dir.display());
+    let specs = paths
+        .iter()
+        .map(|p| funnel_core::load_funnel(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    outln!(
+        "\n== 3. Funnels ({} definitions in {}, one pass over the store)\n",
+        specs.len(),
+        funnels_dir.display()
+    );
     let reports = funnel_analysis::analyze(&store, &specs)?;
-    out!("{}", crate::export::render(&reports, crate::export::Format::Table));
+    out!(
+        "{}",
+        crate::export::render(&reports, crate::export::Format::Table)
+    );
     outln!(
         "\nStore: {} (Parquet; DuckDB: SELECT * FROM read_parquet('{}/current/events/*/*.parquet', union_by_name=true))",
         store.display(),

@@ -16,7 +16,7 @@ mod spec;
 
 pub use error::CoreError;
 pub use manifest::{
-    Counts, EventFile, InputFile, MANIFEST_FILE, Manifest, RunRecord, STORE_FORMAT,
+    Counts, EventFile, IdFile, InputFile, MANIFEST_FILE, Manifest, RunRecord, STORE_FORMAT,
     STORE_FORMAT_VERSION, StoreLayout, bucket_of,
 };
 pub use schema::RejectReason;

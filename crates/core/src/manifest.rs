@@ -7,6 +7,8 @@
 //!     manifest.json                what this generation holds (the only file readers trust)
 //!     events/bucket=0007/part-g000002.parquet   one file per non-empty bucket, sorted by
 //!                                  (person_id, ts, event_id); unchanged buckets are hard links
+//!     ids/part=0007/ids-g000002.parquet  event_id and content hash of every stored event,
+//!                                  partitioned by event_id (deduplication index)
 //!     identity.parquet             id -> person_id for every id linked to another one
 //!     quarantine/run-000001.parquet  rejected rows of each run, with reasons
 //!   failed/run-000004/quarantine.parquet   quarantine of a run refused by --max-reject-rate
@@ -23,7 +25,8 @@ pub const STORE_FORMAT: &str = "funnel-store";
 pub const STORE_FORMAT_VERSION: u32 = 1;
 pub const MANIFEST_FILE: &str = "manifest.json";
 
-/// The bucket a person's events live in: `xxh3_64(person_id) mod buckets`.
+/// The bucket a person's events live in: `xxh3_64(person_id) mod buckets`. The same function
+/// partitions the event-id index by event_id.
 pub fn bucket_of(person_id: &str, buckets: u32) -> u32 {
     (xxhash_rust::xxh3::xxh3_64(person_id.as_bytes()) % u64::from(buckets.max(1))) as u32
 }
@@ -98,6 +101,15 @@ pub struct EventFile {
     pub max_ts_ms: i64,
 }
 
+/// One partition of the event-id index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdFile {
+    pub partition: u32,
+    /// Relative to the generation directory.
+    pub path: String,
+    pub rows: u64,
+}
+
 /// The manifest of one store generation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -111,6 +123,9 @@ pub struct Manifest {
     /// before a property first appeared lacks that column; readers treat it as null.
     pub properties: Vec<String>,
     pub event_files: Vec<EventFile>,
+    /// The event-id index, partitioned by `xxh3_64(event_id) mod buckets`: the event_id and
+    /// content hash of every stored event, for deduplication one partition at a time.
+    pub id_files: Vec<IdFile>,
     pub identity_file: Option<String>,
     pub quarantine_files: Vec<String>,
     pub runs: Vec<RunRecord>,
@@ -132,6 +147,7 @@ impl Manifest {
             timezone: timezone.to_string(),
             properties: Vec::new(),
             event_files: Vec::new(),
+            id_files: Vec::new(),
             identity_file: None,
             quarantine_files: Vec::new(),
             runs: Vec::new(),
@@ -181,6 +197,15 @@ impl StoreLayout {
 
     pub fn bucket_file(bucket: u32, generation: u64) -> String {
         format!("events/bucket={bucket:04}/part-g{generation:06}.parquet")
+    }
+
+    pub fn id_file(partition: u32, generation: u64) -> String {
+        format!("ids/part={partition:04}/ids-g{generation:06}.parquet")
+    }
+
+    /// Scratch space of a running ingest (removed at its end, or by the next run after a kill).
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.root.join(".scratch")
     }
 
     pub fn quarantine_file(run: u64) -> String {

@@ -31,6 +31,10 @@ pub(crate) struct Event {
     pub source_file: Arc<str>,
     pub source_line: u64,
     pub run: u64,
+    /// Index of the input file in this run (not stored; 0 for events read from the store).
+    pub file: u32,
+    /// 1-based row number in the input file (not stored; 0 for events read from the store).
+    pub row: u64,
 }
 
 impl Event {
@@ -66,6 +70,36 @@ impl Event {
             put(14, Some(v));
         }
         h.digest()
+    }
+}
+
+impl Event {
+    /// The normalised event as a JSON object (contract columns, then properties), for the
+    /// quarantine of a `duplicate_conflict`.
+    pub fn to_json(&self) -> String {
+        use serde_json::{Map, Value};
+        let mut m = Map::new();
+        let mut put = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                m.insert(k.to_string(), Value::String(v));
+            }
+        };
+        put("event_id", Some(self.event_id.clone()));
+        put("user_id", Some(self.user_id.clone()));
+        put("event_type", Some(self.event_type.clone()));
+        put("ts", Some(crate::timestamp::format_ms(self.ts_ms)));
+        put("platform", self.platform.clone());
+        put("journey", self.journey.clone());
+        put("chat_type", self.chat_type.clone());
+        put("warning_action", self.warning_action.clone());
+        put("account_id", self.account_id.clone());
+        put("order_id", self.order_id.clone());
+        put("amount", self.amount.map(format_amount));
+        put("currency", self.currency.clone());
+        for (k, v) in &self.properties {
+            put(k, Some(v.clone()));
+        }
+        Value::Object(m).to_string()
     }
 }
 
@@ -116,7 +150,6 @@ pub(crate) fn parse_amount(text: &str) -> Result<i64, String> {
     Ok(if negative { -units } else { units })
 }
 
-#[cfg(test)]
 /// Text of a scaled amount, e.g. 1990000 -> "199.0000".
 pub(crate) fn format_amount(units: i64) -> String {
     let scale = 10i64.pow(AMOUNT_SCALE);
@@ -185,6 +218,8 @@ mod tests {
             source_file: Arc::from("a.csv"),
             source_line: 2,
             run: 1,
+            file: 0,
+            row: 0,
         };
         let mut b = a.clone();
         b.source_file = Arc::from("b.jsonl");

@@ -15,6 +15,7 @@ mod identity;
 mod normalize;
 mod run;
 mod source;
+mod spill;
 mod store;
 mod timestamp;
 

@@ -41,6 +41,8 @@ pub(crate) struct Lineage {
     pub source_file: Arc<str>,
     pub line: u64,
     pub run: u64,
+    pub file: u32,
+    pub row: u64,
 }
 
 #[derive(Default)]
@@ -223,6 +225,8 @@ pub(crate) fn normalize(
         source_file: lineage.source_file.clone(),
         source_line: lineage.line,
         run: lineage.run,
+        file: lineage.file,
+        row: lineage.row,
     };
     event.content_hash = event.compute_content_hash();
     Ok(event)
@@ -245,6 +249,8 @@ mod tests {
             source_file: Arc::from("t.csv"),
             line: 2,
             run: 1,
+            file: 0,
+            row: 1,
         };
         normalize(
             &row(pairs),
@@ -441,6 +447,8 @@ mod tests {
             source_file: Arc::from("t.parquet"),
             line: 1,
             run: 1,
+            file: 0,
+            row: 1,
         };
         let tz = parse_timezone("Asia/Shanghai").unwrap();
         let mut cells = row(&[("event_id", "e"), ("user_id", "u"), ("event_type", "click")]);

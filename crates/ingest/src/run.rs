@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use funnel_core::{
-    Counts, EventFile, InputFile, MANIFEST_FILE, Manifest, RejectReason, RunRecord, StoreLayout,
-    TOOL_VERSION, bucket_of,
+    Counts, EventFile, IdFile, InputFile, MANIFEST_FILE, Manifest, RejectReason, RunRecord,
+    StoreLayout, TOOL_VERSION, bucket_of,
 };
 use sha2::{Digest, Sha256};
 
@@ -17,9 +17,10 @@ use crate::event::Event;
 use crate::identity::Identity;
 use crate::normalize::{Lineage, Rejection, normalize};
 use crate::source::{InputSpec, Item, discover, read_file};
+use crate::spill::{Spill, read_spill};
 use crate::store::{
-    QuarantineRow, read_event_ids, read_events, read_identity, write_events, write_identity,
-    write_quarantine,
+    QuarantineRow, QuarantineWriter, read_event_ids, read_events, read_identity, write_events,
+    write_identity, write_ids,
 };
 use crate::timestamp::{format_ms, parse_timezone};
 
@@ -90,6 +91,17 @@ impl IngestReport {
 }
 
 /// Loads `inputs` into the store. See the crate docs for what happens to each row.
+///
+/// The run goes in phases, each holding at most one partition in memory:
+/// 1. read and validate every row, in sorted path then file order; rejected rows stream to the
+///    quarantine, valid ones to spill partitions by event_id;
+/// 2. per event_id partition: deduplicate against the store's id index and the run so far, in
+///    read order; write the partition's new id index; accepted rows go to one spill, and the
+///    links of accepted logins are collected;
+/// 3. identity: stored links plus the new ones; which persons this run merges;
+/// 4. route accepted rows to person buckets (another spill);
+/// 5. per touched bucket: stored events (re-keyed where persons merged) plus new ones, sorted,
+///    written; untouched buckets are hard links; then the manifest, and the switch of `current`.
 pub fn ingest(
     opts: &IngestOptions,
     inputs: &[PathBuf],
@@ -121,18 +133,20 @@ pub fn ingest(
         Some((dir, m)) => (Some(dir), m),
         None => (None, Manifest::empty(opts.buckets, &opts.timezone)),
     };
+    let prev = |rel: &str| {
+        prev_dir
+            .as_ref()
+            .expect("files imply a previous generation")
+            .join(rel)
+    };
     let run_no = manifest.runs.last().map_or(1, |r| r.run + 1);
+    let buckets = manifest.buckets;
+    let scratch = layout.scratch_dir();
+    std::fs::create_dir_all(&scratch).map_err(|e| IngestError::store(&scratch, e))?;
+    let mut quarantine = QuarantineWriter::new(scratch.join("quarantine.parquet"));
 
-    // Every event_id already accepted, with its content hash.
-    let mut seen: HashMap<String, u64> = HashMap::new();
-    if let Some(dir) = &prev_dir {
-        for f in &manifest.event_files {
-            read_event_ids(&dir.join(&f.path), &mut seen)?;
-        }
-    }
-
-    let mut new_events: Vec<Event> = Vec::new();
-    let mut quarantine: Vec<QuarantineRow> = Vec::new();
+    // Phase 1: read and validate.
+    let mut by_id = Spill::new(&scratch, "by-id", buckets as usize)?;
     let mut input_records = Vec::with_capacity(files.len());
     let mut rows_total = 0u64;
     for (index, spec) in files.iter().enumerate() {
@@ -145,10 +159,11 @@ pub fn ingest(
         });
         let counts = read_one(
             spec,
+            index as u32,
             run_no,
             &tz,
-            &mut seen,
-            &mut new_events,
+            buckets,
+            &mut by_id,
             &mut quarantine,
             &mut || {
                 rows_total += 1;
@@ -167,6 +182,100 @@ pub fn ingest(
         });
     }
     progress(Progress::Rows(rows_total));
+    progress(Progress::Committing);
+    let by_id = by_id.finish()?;
+
+    // Phase 2: deduplicate, partition by partition; the new id index goes to the new generation.
+    let generation = manifest.generation + 1;
+    let gen_dir = layout.generation_dir(generation);
+    if gen_dir.exists() {
+        std::fs::remove_dir_all(&gen_dir).map_err(|e| IngestError::store(&gen_dir, e))?;
+    }
+    std::fs::create_dir_all(&gen_dir).map_err(|e| IngestError::store(&gen_dir, e))?;
+    let old_ids: BTreeMap<u32, IdFile> = manifest
+        .id_files
+        .iter()
+        .map(|f| (f.partition, f.clone()))
+        .collect();
+    let mut accepted = Spill::new(&scratch, "accepted", 1)?;
+    let mut logins: Vec<(String, String)> = Vec::new();
+    let mut id_files = Vec::new();
+    let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
+    for (p, spilled) in by_id.iter().enumerate() {
+        let p = p as u32;
+        let Some(spilled) = spilled else {
+            if let Some(f) = old_ids.get(&p) {
+                link_or_copy(&prev(&f.path), &gen_dir.join(&f.path))?;
+                id_files.push(f.clone());
+            }
+            continue;
+        };
+        let mut seen: HashMap<String, u64> = HashMap::new();
+        if let Some(f) = old_ids.get(&p) {
+            read_event_ids(&prev(&f.path), &mut seen)?;
+        }
+        let mut added = false;
+        read_spill(spilled, |events| {
+            for e in events {
+                let counts = &mut input_records[e.file as usize].counts;
+                match seen.get(&e.event_id) {
+                    Some(&h) if h == e.content_hash => counts.rows_duplicate += 1,
+                    Some(_) => {
+                        counts.rows_rejected += 1;
+                        *counts
+                            .rejected_by_reason
+                            .entry(RejectReason::DuplicateConflict.as_str().to_string())
+                            .or_default() += 1;
+                        quarantine.push(QuarantineRow {
+                            run: run_no,
+                            source_file: e.source_file.clone(),
+                            line: (files[e.file as usize].format != crate::source::Format::Parquet)
+                                .then_some(e.source_line),
+                            row: e.row,
+                            reason: RejectReason::DuplicateConflict.as_str(),
+                            field: Some(funnel_core::schema::EVENT_ID.to_string()),
+                            value: Some(e.event_id.clone()),
+                            message: "event_id was already accepted with different content".into(),
+                            raw: e.to_json(),
+                        })?;
+                    }
+                    None => {
+                        counts.rows_stored += 1;
+                        seen.insert(e.event_id.clone(), e.content_hash);
+                        added = true;
+                        min_ts = min_ts.min(e.ts_ms);
+                        max_ts = max_ts.max(e.ts_ms);
+                        if e.event_type == "login"
+                            && let Some(account) = &e.account_id
+                        {
+                            logins.push((e.user_id.clone(), account.clone()));
+                        }
+                        accepted.push(0, e)?;
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        match (added, old_ids.get(&p)) {
+            (false, Some(f)) => {
+                link_or_copy(&prev(&f.path), &gen_dir.join(&f.path))?;
+                id_files.push(f.clone());
+            }
+            (false, None) => {}
+            (true, _) => {
+                let mut ids: Vec<(String, u64)> = seen.into_iter().collect();
+                ids.sort_unstable();
+                let rel = StoreLayout::id_file(p, generation);
+                write_ids(&gen_dir.join(&rel), &ids)?;
+                id_files.push(IdFile {
+                    partition: p,
+                    path: rel,
+                    rows: ids.len() as u64,
+                });
+            }
+        }
+    }
+    let accepted = accepted.finish()?.pop().flatten();
 
     let mut counts = Counts::default();
     for f in &input_records {
@@ -180,8 +289,8 @@ pub fn ingest(
         inputs: input_records,
         counts,
         persons_merged: 0,
-        min_ts: new_events.iter().map(|e| e.ts_ms).min().map(format_ms),
-        max_ts: new_events.iter().map(|e| e.ts_ms).max().map(format_ms),
+        min_ts: (min_ts <= max_ts).then(|| format_ms(min_ts)),
+        max_ts: (min_ts <= max_ts).then(|| format_ms(max_ts)),
         quarantine_file: None,
     };
     let mut report = IngestReport {
@@ -194,76 +303,73 @@ pub fn ingest(
         events_in_store: manifest.events,
         persons_in_store: manifest.persons,
     };
+    let quarantined = quarantine.finish()?;
 
     if report.rejected_share() > opts.max_reject_rate {
+        let _ = std::fs::remove_dir_all(&gen_dir);
         let dir = failed_dir(&layout, run_no);
-        let path = dir.join("quarantine.parquet");
-        write_quarantine(&path, &quarantine)?;
+        std::fs::create_dir_all(&dir).map_err(|e| IngestError::store(&dir, e))?;
+        if let Some(q) = &quarantined {
+            let path = dir.join("quarantine.parquet");
+            std::fs::rename(q, &path).map_err(|e| IngestError::store(&path, e))?;
+            report.quarantine_path = Some(path);
+        }
         let run_json = serde_json::to_string_pretty(&run).expect("run record serialises");
         std::fs::write(dir.join("run.json"), run_json).map_err(|e| IngestError::store(&dir, e))?;
-        report.quarantine_path = Some(path);
+        let _ = std::fs::remove_dir_all(&scratch);
         return Err(IngestError::RejectRateExceeded {
             max: opts.max_reject_rate,
             report: Box::new(report),
         });
     }
 
-    progress(Progress::Committing);
-    let generation = manifest.generation + 1;
-    let gen_dir = layout.generation_dir(generation);
-    if gen_dir.exists() {
-        std::fs::remove_dir_all(&gen_dir).map_err(|e| IngestError::store(&gen_dir, e))?;
-    }
-    std::fs::create_dir_all(&gen_dir).map_err(|e| IngestError::store(&gen_dir, e))?;
-
     // Quarantine: earlier runs' files carry over, this run's is added.
     let mut quarantine_files = Vec::new();
     for q in &manifest.quarantine_files {
-        link_or_copy(
-            &prev_dir
-                .as_ref()
-                .expect("files imply a previous generation")
-                .join(q),
-            &gen_dir.join(q),
-        )?;
+        link_or_copy(&prev(q), &gen_dir.join(q))?;
         quarantine_files.push(q.clone());
     }
-    if !quarantine.is_empty() {
+    if let Some(q) = &quarantined {
         let rel = StoreLayout::quarantine_file(run_no);
-        write_quarantine(&gen_dir.join(&rel), &quarantine)?;
+        let path = gen_dir.join(&rel);
+        std::fs::create_dir_all(path.parent().expect("has a parent"))
+            .map_err(|e| IngestError::store(&path, e))?;
+        std::fs::rename(q, &path).map_err(|e| IngestError::store(&path, e))?;
         report.quarantine_path = Some(layout.current_link().join(&rel));
         run.quarantine_file = Some(rel.clone());
         quarantine_files.push(rel);
     }
 
-    // Identity: stored links plus this run's logins.
+    // Phase 3: identity.
     let mut identity = Identity::default();
-    if let (Some(dir), Some(f)) = (&prev_dir, &manifest.identity_file) {
-        for (id, person) in read_identity(&dir.join(f))? {
+    if let Some(f) = &manifest.identity_file {
+        for (id, person) in read_identity(&prev(f))? {
             identity.load(&id, &person);
         }
     }
-    for e in &new_events {
-        if e.event_type == "login"
-            && let Some(account) = &e.account_id
-        {
-            identity.link(&e.user_id, account);
-        }
+    for (user, account) in &logins {
+        identity.link(user, account);
     }
+    drop(logins);
     let merges = identity.merges();
-    let buckets = manifest.buckets;
-    let mut new_by_bucket: BTreeMap<u32, Vec<Event>> = BTreeMap::new();
+
+    // Phase 4: new rows to their person's bucket.
     let mut properties: BTreeSet<String> = manifest.properties.iter().cloned().collect();
-    for mut e in new_events {
-        e.person_id = identity.person_of(&e.user_id);
-        properties.extend(e.properties.keys().cloned());
-        new_by_bucket
-            .entry(bucket_of(&e.person_id, buckets))
-            .or_default()
-            .push(e);
+    let mut by_bucket = Spill::new(&scratch, "by-bucket", buckets as usize)?;
+    if let Some(path) = &accepted {
+        read_spill(path, |events| {
+            for mut e in events {
+                e.person_id = identity.person_of(&e.user_id);
+                properties.extend(e.properties.keys().cloned());
+                by_bucket.push(bucket_of(&e.person_id, buckets) as usize, e)?;
+            }
+            Ok(())
+        })?;
     }
+    let by_bucket = by_bucket.finish()?;
     let properties: Vec<String> = properties.into_iter().collect();
 
+    // Phase 5: rewrite touched buckets.
     let old_files: BTreeMap<u32, EventFile> = manifest
         .event_files
         .iter()
@@ -274,20 +380,16 @@ pub fn ingest(
         .map(|p| bucket_of(p, buckets))
         .filter(|b| old_files.contains_key(b))
         .collect();
-    let mut touched: BTreeSet<u32> = new_by_bucket.keys().copied().collect();
+    let mut touched: BTreeSet<u32> = (0..buckets)
+        .filter(|b| by_bucket[*b as usize].is_some())
+        .collect();
     touched.extend(source_buckets.iter().copied());
     touched.extend(merges.values().map(|p| bucket_of(p, buckets)));
 
-    // Phase A: events of merged persons that move to another bucket.
+    // Events of merged persons that move to another bucket.
     let mut moved_in: BTreeMap<u32, Vec<Event>> = BTreeMap::new();
-    let prev = |f: &EventFile| {
-        prev_dir
-            .as_ref()
-            .expect("files imply a previous generation")
-            .join(&f.path)
-    };
     for b in &source_buckets {
-        for mut e in read_events(&prev(&old_files[b]))? {
+        for mut e in read_events(&prev(&old_files[b].path))? {
             if let Some(np) = merges.get(&e.person_id) {
                 let nb = bucket_of(np, buckets);
                 if nb != *b {
@@ -297,25 +399,23 @@ pub fn ingest(
             }
         }
     }
-
-    // Phase B: rewrite touched buckets; carry the others over as hard links.
     let mut merged_persons: BTreeSet<String> = BTreeSet::new();
     let mut event_files = Vec::new();
     for b in 0..buckets {
         if !touched.contains(&b) {
             if let Some(f) = old_files.get(&b) {
-                link_or_copy(&prev(f), &gen_dir.join(&f.path))?;
+                link_or_copy(&prev(&f.path), &gen_dir.join(&f.path))?;
                 event_files.push(f.clone());
             }
             continue;
         }
         let mut events = Vec::new();
         if let Some(f) = old_files.get(&b) {
-            for mut e in read_events(&prev(f))? {
+            for mut e in read_events(&prev(&f.path))? {
                 if let Some(np) = merges.get(&e.person_id) {
                     merged_persons.insert(e.person_id.clone());
                     if bucket_of(np, buckets) != b {
-                        continue; // moved in phase A
+                        continue; // moved above
                     }
                     e.person_id = np.clone();
                 }
@@ -323,7 +423,12 @@ pub fn ingest(
             }
         }
         events.extend(moved_in.remove(&b).unwrap_or_default());
-        events.extend(new_by_bucket.remove(&b).unwrap_or_default());
+        if let Some(path) = &by_bucket[b as usize] {
+            read_spill(path, |batch| {
+                events.extend(batch);
+                Ok(())
+            })?;
+        }
         if events.is_empty() {
             continue;
         }
@@ -362,15 +467,16 @@ pub fn ingest(
     manifest.min_ts = event_files.iter().map(|f| f.min_ts_ms).min().map(format_ms);
     manifest.max_ts = event_files.iter().map(|f| f.max_ts_ms).max().map(format_ms);
     manifest.event_files = event_files;
+    manifest.id_files = id_files;
     manifest.identity_file = identity_file;
     manifest.quarantine_files = quarantine_files;
     manifest.totals.add(&run.counts);
     manifest.runs.push(run.clone());
     let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
-    let mpath = gen_dir.join(MANIFEST_FILE);
-    write_synced(&mpath, text.as_bytes())?;
+    write_synced(&gen_dir.join(MANIFEST_FILE), text.as_bytes())?;
     sync_tree(&gen_dir)?;
     switch_current(&layout, generation)?;
+    let _ = std::fs::remove_dir_all(&scratch);
     collect_garbage(&layout, Some(generation))?;
 
     report.committed = true;
@@ -381,42 +487,24 @@ pub fn ingest(
     Ok(report)
 }
 
-/// Reads one file's rows into `new_events` / `quarantine`, returning the file's counts.
+/// Reads one file: rejected rows to the quarantine, valid ones to the spill by event_id.
 #[allow(clippy::too_many_arguments)]
 fn read_one(
     spec: &InputSpec,
+    file: u32,
     run: u64,
     tz: &chrono_tz::Tz,
-    seen: &mut HashMap<String, u64>,
-    new_events: &mut Vec<Event>,
-    quarantine: &mut Vec<QuarantineRow>,
+    partitions: u32,
+    spill: &mut Spill,
+    quarantine: &mut QuarantineWriter,
     tick: &mut dyn FnMut(),
 ) -> Result<Counts, IngestError> {
     let source: Arc<str> = Arc::from(spec.path.display().to_string());
     let mut counts = Counts::default();
-    let mut reject =
-        |counts: &mut Counts, line: Option<u64>, row: u64, rej: Rejection, raw: String| {
-            counts.rows_rejected += 1;
-            *counts
-                .rejected_by_reason
-                .entry(rej.reason.as_str().to_string())
-                .or_default() += 1;
-            quarantine.push(QuarantineRow {
-                run,
-                source_file: source.clone(),
-                line,
-                row,
-                reason: rej.reason.as_str(),
-                field: rej.field,
-                value: rej.value,
-                message: rej.message,
-                raw,
-            });
-        };
     read_file(spec, &mut |item| {
         tick();
         counts.rows_read += 1;
-        match item {
+        let (line, row, rejection, raw) = match item {
             Item::Malformed {
                 line,
                 row,
@@ -429,38 +517,43 @@ fn read_one(
                     value: None,
                     message,
                 };
-                reject(&mut counts, line, row, rej, raw);
+                (line, row, rej, raw)
             }
             Item::Record(rec) => {
                 let lineage = Lineage {
                     source_file: source.clone(),
                     line: rec.line.unwrap_or(rec.row),
                     run,
+                    file,
+                    row: rec.row,
                 };
                 match normalize(&rec.cells, tz, &lineage) {
-                    Err(rej) => reject(&mut counts, rec.line, rec.row, rej, rec.raw_text()),
-                    Ok(ev) => match seen.get(&ev.event_id) {
-                        Some(&h) if h == ev.content_hash => counts.rows_duplicate += 1,
-                        Some(_) => {
-                            let rej = Rejection {
-                                reason: RejectReason::DuplicateConflict,
-                                field: Some(funnel_core::schema::EVENT_ID.to_string()),
-                                value: Some(ev.event_id.clone()),
-                                message: "event_id was already accepted with different content"
-                                    .into(),
-                            };
-                            reject(&mut counts, rec.line, rec.row, rej, rec.raw_text());
-                        }
-                        None => {
-                            seen.insert(ev.event_id.clone(), ev.content_hash);
-                            counts.rows_stored += 1;
-                            new_events.push(ev);
-                        }
-                    },
+                    Ok(ev) => {
+                        // Provisionally stored; phase 2 may find it a duplicate or a conflict.
+                        let p = bucket_of(&ev.event_id, partitions) as usize;
+                        spill.push(p, ev)?;
+                        return Ok(());
+                    }
+                    Err(rej) => (rec.line, rec.row, rej, rec.raw_text()),
                 }
             }
-        }
-        Ok(())
+        };
+        counts.rows_rejected += 1;
+        *counts
+            .rejected_by_reason
+            .entry(rejection.reason.as_str().to_string())
+            .or_default() += 1;
+        quarantine.push(QuarantineRow {
+            run,
+            source_file: source.clone(),
+            line,
+            row,
+            reason: rejection.reason.as_str(),
+            field: rejection.field,
+            value: rejection.value,
+            message: rejection.message,
+            raw,
+        })
     })?;
     Ok(counts)
 }
@@ -519,6 +612,7 @@ fn failed_dir(layout: &StoreLayout, run: u64) -> PathBuf {
 fn collect_garbage(layout: &StoreLayout, keep: Option<u64>) -> Result<(), IngestError> {
     let root = layout.root();
     let _ = std::fs::remove_file(root.join(".current.tmp"));
+    let _ = std::fs::remove_dir_all(layout.scratch_dir());
     let keep = keep.map(StoreLayout::generation_name);
     let entries = std::fs::read_dir(root).map_err(|e| IngestError::store(root, e))?;
     for entry in entries.flatten() {

@@ -199,7 +199,7 @@ fn column<'a>(
         .ok_or_else(|| IngestError::store(path, format!("bucket file lacks column {name}")))
 }
 
-/// `(event_id, content hash)` of every event in a bucket file.
+/// `(event_id, content hash)` of every event in a bucket file or an id-index file.
 pub(crate) fn read_event_ids(
     path: &Path,
     into: &mut HashMap<String, u64>,
@@ -295,10 +295,35 @@ pub(crate) fn read_events(path: &Path) -> Result<Vec<Event>, IngestError> {
                 source_file,
                 source_line: line.value(i),
                 run: run.value(i),
+                file: 0,
+                row: 0,
             });
         }
     }
     Ok(out)
+}
+
+/// Writes one partition of the event-id index (sorted by event_id).
+pub(crate) fn write_ids(path: &Path, ids: &[(String, u64)]) -> Result<(), IngestError> {
+    let schema = Arc::new(Schema::new(vec![
+        utf8(schema::EVENT_ID, false),
+        Field::new(schema::CONTENT_HASH, DataType::UInt64, false),
+    ]));
+    let batches = ids.chunks(BATCH_ROWS).map(|chunk| {
+        RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(
+                    chunk
+                        .iter()
+                        .map(|p| Some(p.0.as_str()))
+                        .collect::<StringArray>(),
+                ) as ArrayRef,
+                Arc::new(UInt64Array::from_iter_values(chunk.iter().map(|p| p.1))),
+            ],
+        )
+    });
+    write_batches(path, schema.clone(), writer_props(None), batches)
 }
 
 fn identity_schema() -> SchemaRef {
@@ -373,9 +398,76 @@ fn quarantine_schema() -> SchemaRef {
     ]))
 }
 
-pub(crate) fn write_quarantine(path: &Path, rows: &[QuarantineRow]) -> Result<(), IngestError> {
+/// Streams quarantined rows into one Parquet file, created on the first row.
+pub(crate) struct QuarantineWriter {
+    path: std::path::PathBuf,
+    writer: Option<ArrowWriter<File>>,
+    pending: Vec<QuarantineRow>,
+    rows: u64,
+}
+
+impl QuarantineWriter {
+    pub fn new(path: std::path::PathBuf) -> QuarantineWriter {
+        QuarantineWriter {
+            path,
+            writer: None,
+            pending: Vec::new(),
+            rows: 0,
+        }
+    }
+
+    pub fn push(&mut self, row: QuarantineRow) -> Result<(), IngestError> {
+        self.rows += 1;
+        self.pending.push(row);
+        if self.pending.len() >= 8192 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), IngestError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let path = &self.path;
+        if self.writer.is_none() {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| IngestError::store(parent, e))?;
+            }
+            let file = File::create(path).map_err(|e| IngestError::store(path, e))?;
+            let w = ArrowWriter::try_new(file, quarantine_schema(), Some(writer_props(None)))
+                .map_err(|e| IngestError::store(path, e))?;
+            self.writer = Some(w);
+        }
+        let batch = quarantine_batch(&self.pending).map_err(|e| IngestError::store(path, e))?;
+        self.pending.clear();
+        self.writer
+            .as_mut()
+            .expect("opened above")
+            .write(&batch)
+            .map_err(|e| IngestError::store(path, e))
+    }
+
+    /// Closes the file; returns its path if any row was written.
+    pub fn finish(mut self) -> Result<Option<std::path::PathBuf>, IngestError> {
+        self.flush()?;
+        match self.writer.take() {
+            Some(w) => {
+                let file = w
+                    .into_inner()
+                    .map_err(|e| IngestError::store(&self.path, e))?;
+                file.sync_all()
+                    .map_err(|e| IngestError::store(&self.path, e))?;
+                Ok(Some(self.path))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+fn quarantine_batch(c: &[QuarantineRow]) -> Result<RecordBatch, arrow::error::ArrowError> {
     let schema = quarantine_schema();
-    let batches = rows.chunks(BATCH_ROWS).map(|c| {
+    {
         let s = |f: &dyn Fn(&QuarantineRow) -> Option<&str>| -> ArrayRef {
             Arc::new(c.iter().map(f).collect::<StringArray>())
         };
@@ -393,8 +485,7 @@ pub(crate) fn write_quarantine(path: &Path, rows: &[QuarantineRow]) -> Result<()
                 s(&|r| Some(&r.raw)),
             ],
         )
-    });
-    write_batches(path, schema.clone(), writer_props(None), batches)
+    }
 }
 
 #[cfg(test)]
@@ -422,6 +513,8 @@ mod tests {
             source_file: Arc::from("x.csv"),
             source_line: i + 1,
             run: 1,
+            file: 0,
+            row: 0,
         };
         if i.is_multiple_of(2) {
             e.properties.insert("campaign".into(), format!("c{i}"));
@@ -466,7 +559,15 @@ mod tests {
             message: "not a decimal number".into(),
             raw: "e1,u1,purchase,...".into(),
         };
-        write_quarantine(&q, &[row]).unwrap();
+        let mut w = QuarantineWriter::new(q.clone());
+        w.push(row).unwrap();
+        assert_eq!(w.finish().unwrap(), Some(q.clone()));
         assert!(q.metadata().unwrap().len() > 0);
+        assert_eq!(
+            QuarantineWriter::new(dir.path().join("none.parquet"))
+                .finish()
+                .unwrap(),
+            None
+        );
     }
 }
