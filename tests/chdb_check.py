@@ -56,14 +56,14 @@ def window_ms(text):
     return int(text[:-1]) * units[text[-1]] * 1000
 
 
-def levels(events, funnel, step1_extra=None):
+def levels(events, funnel, step1_extra=None, where="1"):
     modes = "".join(f", {sql_str(m)}" for m in funnel.get("mode", []))
     conds = [cond(s, step1_extra if i == 0 else None) for i, s in enumerate(funnel["steps"])]
     sql = f"""
         SELECT level, count() AS n FROM (
           SELECT person_id, windowFunnel({window_ms(funnel['window'])}{modes})(
               toUInt64(toUnixTimestamp64Milli(ts)), {', '.join(conds)}) AS level
-          FROM {events} GROUP BY person_id)
+          FROM {events} WHERE {where} GROUP BY person_id)
         GROUP BY level"""
     hist = {}
     for line in q(sql).splitlines():
@@ -73,16 +73,36 @@ def levels(events, funnel, step1_extra=None):
     return [sum(c for l, c in hist.items() if l >= k) for k in range(1, n + 1)]
 
 
-def clickhouse_groups(events, funnel):
-    groups = {"{}": levels(events, funnel)}
+def clickhouse_groups(events, funnel, step1=None, where="1"):
+    """Per-step persons of every group; `step1` further restricts step 1, `where` the events."""
+    def both(extra):
+        return f"({step1}) AND ({extra})" if step1 else extra
+    groups = {"{}": levels(events, funnel, step1, where)}
     col = funnel.get("breakdown")
     if col:
-        sql = f"SELECT DISTINCT `{col}` AS v FROM {events} WHERE {cond(funnel['steps'][0])}"
+        sql = f"SELECT DISTINCT `{col}` AS v FROM {events} WHERE {cond(funnel['steps'][0], step1)} AND {where}"
         for line in q(sql).splitlines():
             v = json.loads(line)["v"]
             extra = f"`{col}` IS NULL" if v is None else f"ifNull(`{col}` = {sql_str(v)}, 0)"
-            groups[json.dumps({col: v}, sort_keys=True)] = levels(events, funnel, extra)
+            groups[json.dumps({col: v}, sort_keys=True)] = levels(events, funnel, both(extra), where)
     return groups
+
+
+WEEK = "toString(toMonday(toTimeZone(ts, 'Asia/Shanghai')))"
+
+
+def clickhouse_trend(events, funnel, step1=None, where="1"):
+    """Weekly trend groups: per week W of the step-1 event, step 1 also requires W."""
+    out = {}
+    sql = f"SELECT DISTINCT {WEEK} AS w FROM {events} WHERE {cond(funnel['steps'][0], step1)} AND {where}"
+    for line in q(sql).splitlines():
+        w = json.loads(line)["w"]
+        extra = f"{WEEK} = {sql_str(w)}" + (f" AND ({step1})" if step1 else "")
+        for key, counts in clickhouse_groups(events, funnel, extra, where).items():
+            k = json.loads(key)
+            k["period"] = w
+            out[json.dumps(k, sort_keys=True)] = counts
+    return out
 
 
 def toml(funnel):
@@ -100,23 +120,23 @@ def toml(funnel):
     return "\n".join(lines) + "\n"
 
 
-def ours(store, funnel, tmp):
+def ours(store, funnel, tmp, options=(), section="groups"):
     path = os.path.join(tmp, "f.toml")
     with open(path, "w") as f:
         f.write(toml(funnel))
-    out = subprocess.run([FUNNEL, "analyze", "--store", store, "--funnel", path, "--format", "json"],
+    out = subprocess.run([FUNNEL, "analyze", "--store", store, "--funnel", path, "--format", "json", *options],
                          capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(out.stderr)
     report = json.loads(out.stdout)
-    return {json.dumps(g["key"], sort_keys=True): [s["persons"] for s in g["steps"]] for g in report["groups"]}
+    return {json.dumps(g["key"], sort_keys=True): [s["persons"] for s in g["steps"]] for g in report[section]}
 
 
-def compare(label, store, funnel, tmp):
+def compare(label, store, funnel, tmp, options=(), want=None, section="groups"):
     global passed
     events = f"file('{store}/current/events/*/*.parquet', Parquet)"
-    want = clickhouse_groups(events, funnel)
-    got = ours(store, funnel, tmp)
+    want = clickhouse_groups(events, funnel) if want is None else want(events)
+    got = ours(store, funnel, tmp, options, section)
     if got == want:
         passed += 1
     else:
@@ -197,6 +217,23 @@ with tempfile.TemporaryDirectory() as tmp:
                 compare(f"{label} / {os.path.basename(path)} / {modes or 'default'}", store, f, tmp)
         for i in range(RANDOM_FUNNELS):
             compare(f"{label} / random {i}", store, random_funnel(rng, i, VOCAB), tmp)
+        if not label.startswith("generated"):
+            continue
+        # Options: trends by week, a step-1 time range, and a cutoff, on every example funnel.
+        frm, to, cutoff = "2021-09-20T00:00:00Z", "2021-10-01T12:00:00Z", "2021-10-03T00:00:00Z"
+        ms = lambda t: f"toDateTime64({sql_str(t.replace('T', ' ').rstrip('Z'))}, 3, 'UTC')"
+        for path in EXAMPLES:
+            base = tomllib.load(open(path, "rb"))
+            for modes in ([], ["strict_order"]):
+                f = dict(base, mode=modes)
+                compare(f"{label} / {os.path.basename(path)} / trend {modes}", store, f, tmp,
+                        ["--interval", "week"], lambda ev, f=f: clickhouse_trend(ev, f), "trend")
+                compare(f"{label} / {os.path.basename(path)} / from-to {modes}", store, f, tmp,
+                        ["--from", frm, "--to", to],
+                        lambda ev, f=f: clickhouse_groups(ev, f, f"ts >= {ms(frm)} AND ts < {ms(to)}"))
+                compare(f"{label} / {os.path.basename(path)} / cutoff {modes}", store, f, tmp,
+                        ["--cutoff", cutoff],
+                        lambda ev, f=f: clickhouse_groups(ev, f, None, f"ts <= {ms(cutoff)}"))
 
 print(f"chdb: {passed} passed, {len(failed)} failed")
 sys.exit(1 if failed else 0)

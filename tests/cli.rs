@@ -884,3 +884,263 @@ fn bad_funnel_files_exit_2_naming_the_problem() {
         3,
     );
 }
+
+/// Every number of a report re-derived from the audit table (`--persons-out`), and every chain in
+/// the audit table checked against the stored events it names.
+#[test]
+fn reports_trace_to_the_audit_table_and_the_events() {
+    let store = sample_store();
+    let tmp = tempfile::tempdir().unwrap();
+    let audit_path = tmp.path().join("persons.parquet");
+    let funnel_file = repo().join("data/funnels/external_link_first_login.toml");
+    let spec = funnel_core::load_funnel(&funnel_file).unwrap();
+    let (out, _) = run(
+        &[
+            "analyze",
+            "--store",
+            store.to_str().unwrap(),
+            "--funnel",
+            funnel_file.to_str().unwrap(),
+            "--format",
+            "json",
+            "--interval",
+            "week",
+            "--cutoff",
+            "2021-10-08",
+            "--persons-out",
+            audit_path.to_str().unwrap(),
+        ],
+        0,
+    );
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        report["cutoff"], "2021-10-07T16:00:00.000Z",
+        "a date is local midnight in the store's zone"
+    );
+
+    // The stored events, by event_id.
+    let m = manifest(&store);
+    let mut events: HashMap<String, BTreeMap<String, Option<String>>> = HashMap::new();
+    let mut event_ts: HashMap<String, i64> = HashMap::new();
+    for f in m["event_files"].as_array().unwrap() {
+        for b in read_parquet(&store.join("current").join(f["path"].as_str().unwrap())) {
+            let ts = b
+                .column_by_name("ts")
+                .unwrap()
+                .as_primitive::<TimestampMillisecondType>()
+                .clone();
+            let cols: Vec<(String, arrow::array::StringArray)> = [
+                "event_id",
+                "event_type",
+                "journey",
+                "chat_type",
+                "warning_action",
+            ]
+            .iter()
+            .map(|c| {
+                (
+                    c.to_string(),
+                    b.column_by_name(c).unwrap().as_string::<i32>().clone(),
+                )
+            })
+            .collect();
+            for i in 0..b.num_rows() {
+                let row: BTreeMap<String, Option<String>> = cols
+                    .iter()
+                    .map(|(c, a)| (c.clone(), a.is_valid(i).then(|| a.value(i).to_string())))
+                    .collect();
+                let id = row["event_id"].clone().unwrap();
+                event_ts.insert(id.clone(), ts.value(i));
+                events.insert(id, row);
+            }
+        }
+    }
+
+    // The audit table.
+    #[derive(Debug)]
+    struct Row {
+        group: String,
+        level: usize,
+        open: bool,
+        chain: Vec<(i64, String)>,
+    }
+    let n = spec.steps.len();
+    let mut rows = Vec::new();
+    for b in read_parquet(&audit_path) {
+        // polars writes large strings; read them as plain strings.
+        let s = |c: &str| {
+            arrow::compute::cast(
+                b.column_by_name(c).unwrap(),
+                &arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap()
+            .as_string::<i32>()
+            .clone()
+        };
+        let (group, funnel) = (s("group"), s("funnel"));
+        let level = b
+            .column_by_name("level")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::UInt32Type>()
+            .clone();
+        let open = b
+            .column_by_name("window_open")
+            .unwrap()
+            .as_boolean()
+            .clone();
+        let steps: Vec<_> = (1..=n)
+            .map(|k| {
+                (
+                    b.column_by_name(&format!("step_{k}_ts"))
+                        .unwrap()
+                        .as_primitive::<TimestampMillisecondType>()
+                        .clone(),
+                    s(&format!("step_{k}_event_id")),
+                )
+            })
+            .collect();
+        for i in 0..b.num_rows() {
+            assert_eq!(funnel.value(i), spec.name);
+            let level = level.value(i) as usize;
+            let chain: Vec<(i64, String)> = steps[..level]
+                .iter()
+                .map(|(t, e)| (t.value(i), e.value(i).to_string()))
+                .collect();
+            assert!(
+                steps[level..]
+                    .iter()
+                    .all(|(t, e)| t.is_null(i) && e.is_null(i))
+            );
+            rows.push(Row {
+                group: group.value(i).to_string(),
+                level,
+                open: open.value(i),
+                chain,
+            });
+        }
+    }
+    let cutoff_ms = 1_633_622_400_000i64; // 2021-10-07T16:00:00Z
+    for r in &rows {
+        // Each step of the chain is a stored event that satisfies that step, in time order,
+        // within the window, and not after the cutoff.
+        for (k, (ts, id)) in r.chain.iter().enumerate() {
+            let e = &events[id];
+            assert_eq!(event_ts[id], *ts);
+            assert!(*ts <= cutoff_ms);
+            let step = &spec.steps[k];
+            assert_eq!(e["event_type"].as_deref(), Some(step.event_type.as_str()));
+            for f in &step.filters {
+                assert!(
+                    e[&f.column].as_ref().is_some_and(|v| f.values.contains(v)),
+                    "{id} fails {f:?}"
+                );
+            }
+        }
+        for w in r.chain.windows(2) {
+            assert!(w[0].0 <= w[1].0);
+        }
+        if let (Some(first), Some(last)) = (r.chain.first(), r.chain.last()) {
+            assert!(last.0 <= first.0 + spec.window_ms);
+            assert_eq!(r.open, first.0 + spec.window_ms > cutoff_ms);
+        }
+        let key: Value = serde_json::from_str(&r.group).unwrap();
+        if let Some(ct) = key.get("chat_type") {
+            assert_eq!(events[&r.chain[0].1]["chat_type"].as_deref(), ct.as_str());
+        }
+    }
+
+    // Every group's numbers from the audit rows.
+    let groups = report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(report["trend"].as_array().unwrap());
+    let mut checked = 0;
+    for g in groups {
+        let key = serde_json::to_string(&g["key"]).unwrap();
+        let mine: Vec<&Row> = rows.iter().filter(|r| r.group == key).collect();
+        for (k, step) in g["steps"].as_array().unwrap().iter().enumerate() {
+            let reached = mine.iter().filter(|r| r.level > k).count() as u64;
+            assert_eq!(step["persons"].as_u64().unwrap(), reached, "{key} step {k}");
+            if k == 0 {
+                continue;
+            }
+            let pending = mine.iter().filter(|r| r.level == k && r.open).count() as u64;
+            assert_eq!(
+                step["pending"].as_u64().unwrap(),
+                pending,
+                "{key} step {k} pending"
+            );
+            let mut gaps: Vec<i64> = mine
+                .iter()
+                .filter(|r| r.level > k)
+                .map(|r| r.chain[k].0 - r.chain[k - 1].0)
+                .collect();
+            let ttc = &step["time_to_convert"]["from_previous"];
+            if gaps.is_empty() {
+                assert!(ttc.is_null());
+                continue;
+            }
+            gaps.sort();
+            let len = gaps.len();
+            let median = if len % 2 == 1 {
+                gaps[len / 2] as f64
+            } else {
+                (gaps[len / 2 - 1] + gaps[len / 2]) as f64 / 2.0
+            };
+            let p90 = gaps[(len * 9).div_ceil(10) - 1] as f64;
+            let mean = gaps.iter().sum::<i64>() as f64 / len as f64;
+            assert_eq!(ttc["persons"].as_u64().unwrap(), len as u64);
+            assert!(
+                (ttc["median"].as_f64().unwrap() - median / 1000.0).abs() < 1e-9,
+                "{key} step {k} median"
+            );
+            assert!(
+                (ttc["p90"].as_f64().unwrap() - p90 / 1000.0).abs() < 1e-9,
+                "{key} step {k} p90"
+            );
+            assert!(
+                (ttc["mean"].as_f64().unwrap() - mean / 1000.0).abs() < 1e-6,
+                "{key} step {k} mean"
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked > 20,
+        "only {checked} time-to-convert figures checked"
+    );
+
+    // --closed-windows-only leaves out exactly the persons whose window was open.
+    let (closed, _) = run(
+        &[
+            "analyze",
+            "--store",
+            store.to_str().unwrap(),
+            "--funnel",
+            funnel_file.to_str().unwrap(),
+            "--format",
+            "json",
+            "--cutoff",
+            "2021-10-08",
+            "--closed-windows-only",
+        ],
+        0,
+    );
+    let closed: Value = serde_json::from_str(&closed).unwrap();
+    let all = &report["groups"][0];
+    let kept = &closed["groups"][0];
+    let open_rows = rows.iter().filter(|r| r.group == "{}" && r.open).count() as u64;
+    assert_eq!(kept["excluded_open_windows"].as_u64().unwrap(), open_rows);
+    assert_eq!(
+        kept["steps"][0]["persons"].as_u64().unwrap() + open_rows,
+        all["steps"][0]["persons"].as_u64().unwrap()
+    );
+    assert!(
+        kept["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["pending"] == 0)
+    );
+}

@@ -5,6 +5,14 @@ pub enum AnalysisError {
     Store(#[from] funnel_core::CoreError),
     #[error(transparent)]
     Spec(#[from] funnel_core::SpecError),
+    #[error("invalid {option} {value:?}")]
+    Option { option: &'static str, value: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("query on {store}: {source}")]
     Polars {
         store: String,

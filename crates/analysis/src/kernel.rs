@@ -79,6 +79,16 @@ impl Kernel {
     /// The level reached by one person. `ts` is non-decreasing; `masks[i]` is event i's step
     /// bitmask (bits at or above `steps` must be clear).
     pub fn level(&self, ts: &[i64], masks: &[u64]) -> u32 {
+        self.run(ts, masks, &mut Scratch::default())
+    }
+
+    /// Like [`Kernel::level`], and leaves in `scratch.path` the rows (indexes into `ts`) of the
+    /// reported chain, one per step reached: the most recent chain to reach the final level
+    /// (for a full conversion, the first chain to complete; under `strict_once`, the last chain
+    /// recorded at that level).
+    pub fn run(&self, ts: &[i64], masks: &[u64], scratch: &mut Scratch) -> u32 {
+        scratch.path.clear();
+        scratch.nodes.clear();
         debug_assert_eq!(ts.len(), masks.len());
         debug_assert!(
             ts.windows(2).all(|w| w[0] <= w[1]),
@@ -93,12 +103,16 @@ impl Kernel {
             return 0;
         }
         if !self.modes.strict_order && self.steps == 1 {
+            // ClickHouse answers 1 at once; the chain reported is the first step-1 event.
+            if let Some(r) = masks.iter().position(|m| *m & 1 != 0) {
+                scratch.path.push(r as u32);
+            }
             return 1;
         }
         if self.modes.strict_once {
-            StrictOnce::new(self).run(ts, masks)
+            StrictOnce::new(self).run(ts, masks, &mut scratch.path)
         } else {
-            self.run_latest_chain(ts, masks)
+            self.run_latest_chain(ts, masks, scratch)
         }
     }
 
@@ -172,8 +186,10 @@ impl Kernel {
     }
 
     /// All modes but strict_once: one (start, last) chain per level, the latest to reach it.
-    fn run_latest_chain(&self, ts: &[i64], masks: &[u64]) -> u32 {
-        let mut chain = [(0i64, 0i64); 64];
+    /// Chains are kept as linked nodes (row, parent) in `scratch.nodes`.
+    fn run_latest_chain(&self, ts: &[i64], masks: &[u64], scratch: &mut Scratch) -> u32 {
+        let mut chain = [(0i64, 0i64, 0u32); 64];
+        let nodes = &mut scratch.nodes;
         let mut reached = 0u64;
         let mut started = false;
         let m = self.modes;
@@ -183,7 +199,8 @@ impl Kernel {
                 return if started { Flow::Stop } else { Flow::Continue };
             };
             if k == 0 {
-                chain[0] = (t, t);
+                nodes.push((row as u32, NO_PARENT));
+                chain[0] = (t, t, nodes.len() as u32 - 1);
                 reached |= 1;
                 started = true;
             } else if m.strict_deduplication && reached & (1 << k) != 0 {
@@ -193,9 +210,10 @@ impl Kernel {
                     return Flow::Return(highest(reached));
                 }
             } else if reached & (1 << (k - 1)) != 0 {
-                let (start, last) = chain[k as usize - 1];
+                let (start, last, parent) = chain[k as usize - 1];
                 if t <= start + self.window && (!m.strict_increase || last < t) {
-                    chain[k as usize] = (start, t);
+                    nodes.push((row as u32, parent));
+                    chain[k as usize] = (start, t, nodes.len() as u32 - 1);
                     reached |= 1 << k;
                     if k + 1 == self.steps {
                         return Flow::Return(self.steps);
@@ -204,8 +222,28 @@ impl Kernel {
             }
             Flow::Continue
         });
-        result.unwrap_or_else(|| highest(reached))
+        let level = result.unwrap_or_else(|| highest(reached));
+        if level > 0 {
+            let mut node = chain[level as usize - 1].2;
+            while node != NO_PARENT {
+                let (row, parent) = scratch.nodes[node as usize];
+                scratch.path.push(row);
+                node = parent;
+            }
+            scratch.path.reverse();
+        }
+        level
     }
+}
+
+const NO_PARENT: u32 = u32::MAX;
+
+/// Reusable buffers of the kernel, and the reported chain of the last run.
+#[derive(Debug, Default, Clone)]
+pub struct Scratch {
+    nodes: Vec<(u32, u32)>,
+    /// Rows of the reported chain, step 1 first.
+    pub path: Vec<u32>,
 }
 
 /// strict_once: every chain per level, each with the events it used.
@@ -230,7 +268,7 @@ impl<'k> StrictOnce<'k> {
             .map_or(0, |p| p as u32 + 1)
     }
 
-    fn run(mut self, ts: &[i64], masks: &[u64]) -> u32 {
+    fn run(mut self, ts: &[i64], masks: &[u64], path: &mut Vec<u32>) -> u32 {
         let kernel = self.kernel;
         let m = kernel.modes;
         let mut started = false;
@@ -269,9 +307,9 @@ impl<'k> StrictOnce<'k> {
                     }
                     let ok = in_window && !used.contains(&row) && (!m.strict_increase || last < t);
                     if ok {
-                        let mut path = used.clone();
-                        path.push(row);
-                        cur.push((start, t, path));
+                        let mut chain = used.clone();
+                        chain.push(row);
+                        cur.push((start, t, chain));
                         if k + 1 == kernel.steps as usize {
                             return Flow::Return(kernel.steps);
                         }
@@ -281,7 +319,13 @@ impl<'k> StrictOnce<'k> {
             }
             Flow::Continue
         });
-        result.unwrap_or_else(|| self.highest())
+        let level = result.unwrap_or_else(|| self.highest());
+        if level > 0
+            && let Some((_, _, chain)) = self.levels[level as usize - 1].last()
+        {
+            path.extend_from_slice(&chain[..level as usize]);
+        }
+        level
     }
 }
 
@@ -472,6 +516,36 @@ mod properties {
             let got = Kernel::new(steps, window, modes).level(&ts, &masks);
             let want = reference::level(steps, window, modes, &ts, &masks);
             prop_assert_eq!(got, want, "steps {} window {} modes {:?} events {:?}", steps, window, modes, events);
+        }
+
+        /// The reported chain is a real chain of the level reached.
+        #[test]
+        fn reported_chain_is_valid((steps, window, events) in person(), modes in modes()) {
+            let ts: Vec<i64> = events.iter().map(|e| e.0).collect();
+            let masks: Vec<u64> = events.iter().map(|e| e.1).collect();
+            let mut scratch = Scratch::default();
+            let level = Kernel::new(steps, window, modes).run(&ts, &masks, &mut scratch);
+            let path = &scratch.path;
+            prop_assert_eq!(path.len(), level as usize);
+            for (k, &r) in path.iter().enumerate() {
+                prop_assert!(masks[r as usize] & (1 << k) != 0, "row {} does not satisfy step {}", r, k + 1);
+            }
+            for w in path.windows(2) {
+                let (a, b) = (ts[w[0] as usize], ts[w[1] as usize]);
+                prop_assert!(a <= b);
+                if modes.strict_increase {
+                    prop_assert!(a < b);
+                }
+            }
+            if let (Some(&f), Some(&l)) = (path.first(), path.last()) {
+                prop_assert!(ts[l as usize] <= ts[f as usize] + window);
+            }
+            if modes.strict_once {
+                let mut rows = path.clone();
+                rows.sort_unstable();
+                rows.dedup();
+                prop_assert_eq!(rows.len(), path.len());
+            }
         }
     }
 }

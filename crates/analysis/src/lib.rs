@@ -12,8 +12,8 @@ mod inspect;
 mod kernel;
 mod report;
 
-pub use engine::analyze;
+pub use engine::{Analysis, AnalyzeOptions, AuditRow, Interval, analyze, write_audit};
 pub use error::AnalysisError;
 pub use inspect::{CountRow, StoreSummary, inspect};
-pub use kernel::{Kernel, Modes};
-pub use report::{FunnelReport, GroupReport, StepReport};
+pub use kernel::{Kernel, Modes, Scratch};
+pub use report::{Durations, FunnelReport, GroupReport, StepReport, TimeToConvert};

@@ -1,9 +1,55 @@
-//! Funnel results as reported (CONTRACT §6).
+//! Funnel results as reported (CONTRACT §6, plus pending persons, time to convert and trends).
 
 use std::collections::BTreeMap;
 
 use funnel_core::FunnelSpec;
 use serde::Serialize;
+
+/// Distribution of the time between two steps of the reported chains, in seconds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Durations {
+    /// Persons measured.
+    pub persons: u64,
+    /// Exact median (mean of the two middle values for an even count).
+    pub median: f64,
+    /// Nearest-rank percentiles: the smallest value with at least 90% (99%) of values at or below it.
+    pub p90: f64,
+    pub p99: f64,
+    pub mean: f64,
+}
+
+impl Durations {
+    /// From milliseconds (any order); `None` for no values.
+    pub(crate) fn of(values: &mut [i64]) -> Option<Durations> {
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_unstable();
+        let n = values.len();
+        let secs = |ms: f64| ms / 1000.0;
+        let median = if n % 2 == 1 {
+            values[n / 2] as f64
+        } else {
+            (values[n / 2 - 1] as f64 + values[n / 2] as f64) / 2.0
+        };
+        let rank = |p: f64| values[((p * n as f64).ceil() as usize).clamp(1, n) - 1] as f64;
+        let sum: i128 = values.iter().map(|v| i128::from(*v)).sum();
+        Some(Durations {
+            persons: n as u64,
+            median: secs(median),
+            p90: secs(rank(0.9)),
+            p99: secs(rank(0.99)),
+            mean: secs(sum as f64 / n as f64),
+        })
+    }
+}
+
+/// Time to convert to a step, on the chains that gave each person their level.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimeToConvert {
+    pub from_previous: Option<Durations>,
+    pub from_first: Option<Durations>,
+}
 
 /// One step of one group.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -17,13 +63,22 @@ pub struct StepReport {
     pub conversion_from_first: f64,
     /// persons of the previous step minus persons (0 for the first step).
     pub dropped_from_previous: u64,
+    /// Of those dropped, persons whose chain's window was still open at the cutoff: they may
+    /// yet reach this step.
+    pub pending: u64,
+    /// `None` for the first step.
+    pub time_to_convert: Option<TimeToConvert>,
 }
 
 /// The funnel for all persons (`key` empty) or for one breakdown value.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GroupReport {
-    /// Breakdown column -> value of the step-1 event (`null` where it lacks the column).
+    /// Breakdown column -> value of the step-1 event (`null` where it lacks the column); in
+    /// trends also `period`.
     pub key: BTreeMap<String, Option<String>>,
+    /// Persons left out because their window had not closed by the cutoff
+    /// (`--closed-windows-only`).
+    pub excluded_open_windows: u64,
     pub steps: Vec<StepReport>,
 }
 
@@ -35,42 +90,100 @@ pub struct FunnelReport {
     /// windowFunnel modes in effect (empty: default mode).
     pub modes: Vec<String>,
     pub breakdown: Vec<String>,
+    /// Events after this instant were not read; windows open at it are `pending`.
+    pub cutoff: String,
+    pub closed_windows_only: bool,
+    /// Step-1 events considered: from (inclusive) .. to (exclusive), if restricted.
+    pub from: Option<String>,
+    pub to: Option<String>,
     /// The first group has the empty key (no breakdown); one group per breakdown value follows.
     pub groups: Vec<GroupReport>,
+    /// `day`, `week` or `month` when trends were asked for.
+    pub interval: Option<String>,
+    /// Per period of the step-1 event (in `timezone`), all persons and each breakdown value.
+    pub trend: Vec<GroupReport>,
+    pub timezone: String,
 }
 
-/// Step counts from a histogram of levels (`levels[l]` = persons whose level is exactly `l`).
-pub(crate) fn group(
-    spec: &FunnelSpec,
-    key: BTreeMap<String, Option<String>>,
-    levels: &[u64],
-) -> GroupReport {
-    let n = spec.steps.len();
-    let mut at_least = vec![0u64; n + 1];
-    let mut acc = 0;
-    for l in (1..=n).rev() {
-        acc += levels.get(l).copied().unwrap_or(0);
-        at_least[l] = acc;
+/// Everything measured for one group.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GroupAcc {
+    /// Persons by exact level.
+    pub levels: Vec<u64>,
+    /// Persons by exact level whose chain's window is open at the cutoff.
+    pub open: Vec<u64>,
+    pub excluded: u64,
+    /// Per step (index 1..), milliseconds from the previous step and from step 1.
+    pub from_previous: Vec<Vec<i64>>,
+    pub from_first: Vec<Vec<i64>>,
+}
+
+impl GroupAcc {
+    pub fn new(steps: usize) -> GroupAcc {
+        GroupAcc {
+            levels: vec![0; steps + 1],
+            open: vec![0; steps + 1],
+            excluded: 0,
+            from_previous: vec![Vec::new(); steps],
+            from_first: vec![Vec::new(); steps],
+        }
     }
-    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-    let first = at_least[1];
-    let steps = spec
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let persons = at_least[i + 1];
-            let prev = if i == 0 { persons } else { at_least[i] };
-            StepReport {
-                name: s.name.clone(),
-                persons,
-                conversion_from_previous: ratio(persons, prev),
-                conversion_from_first: ratio(persons, first),
-                dropped_from_previous: prev - persons,
-            }
-        })
-        .collect();
-    GroupReport { key, steps }
+
+    pub fn merge(&mut self, other: GroupAcc) {
+        for (a, b) in self.levels.iter_mut().zip(other.levels) {
+            *a += b;
+        }
+        for (a, b) in self.open.iter_mut().zip(other.open) {
+            *a += b;
+        }
+        self.excluded += other.excluded;
+        for (a, b) in self.from_previous.iter_mut().zip(other.from_previous) {
+            a.extend(b);
+        }
+        for (a, b) in self.from_first.iter_mut().zip(other.from_first) {
+            a.extend(b);
+        }
+    }
+
+    pub fn report(
+        mut self,
+        spec: &FunnelSpec,
+        key: BTreeMap<String, Option<String>>,
+    ) -> GroupReport {
+        let n = spec.steps.len();
+        let mut at_least = vec![0u64; n + 2];
+        for l in (1..=n).rev() {
+            at_least[l] = at_least[l + 1] + self.levels[l];
+        }
+        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        let first = at_least[1];
+        let steps = spec
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let persons = at_least[i + 1];
+                let prev = if i == 0 { persons } else { at_least[i] };
+                StepReport {
+                    name: s.name.clone(),
+                    persons,
+                    conversion_from_previous: ratio(persons, prev),
+                    conversion_from_first: ratio(persons, first),
+                    dropped_from_previous: prev - persons,
+                    pending: if i == 0 { 0 } else { self.open[i] },
+                    time_to_convert: (i > 0).then(|| TimeToConvert {
+                        from_previous: Durations::of(&mut self.from_previous[i]),
+                        from_first: Durations::of(&mut self.from_first[i]),
+                    }),
+                }
+            })
+            .collect();
+        GroupReport {
+            key,
+            excluded_open_windows: self.excluded,
+            steps,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -85,19 +198,45 @@ mod tests {
         )
         .unwrap();
         // 10 persons at level 0 (not counted), 360 at 1, 440 at 2, 200 at 3.
-        let g = group(&spec, BTreeMap::new(), &[10, 360, 440, 200]);
+        let mut acc = GroupAcc::new(3);
+        acc.levels = vec![10, 360, 440, 200];
+        acc.open = vec![0, 7, 3, 0];
+        let g = acc.report(&spec, BTreeMap::new());
         let persons: Vec<u64> = g.steps.iter().map(|s| s.persons).collect();
         assert_eq!(persons, vec![1000, 640, 200]);
         assert_eq!(g.steps[0].conversion_from_previous, 1.0);
         assert_eq!(g.steps[1].conversion_from_previous, 0.64);
         assert_eq!(g.steps[1].dropped_from_previous, 360);
+        assert_eq!(g.steps[1].pending, 7);
+        assert_eq!(g.steps[2].pending, 3);
         assert_eq!(g.steps[2].conversion_from_first, 0.2);
-        let empty = group(&spec, BTreeMap::new(), &[]);
+        assert!(g.steps[0].time_to_convert.is_none());
+        assert_eq!(
+            g.steps[1].time_to_convert,
+            Some(TimeToConvert {
+                from_previous: None,
+                from_first: None
+            })
+        );
+        let empty = GroupAcc::new(3).report(&spec, BTreeMap::new());
         assert!(
             empty
                 .steps
                 .iter()
                 .all(|s| s.persons == 0 && s.conversion_from_previous == 0.0)
         );
+    }
+
+    #[test]
+    fn durations_are_exact() {
+        let d = Durations::of(&mut [4000, 1000, 3000, 2000]).unwrap();
+        assert_eq!((d.persons, d.median, d.mean), (4, 2.5, 2.5));
+        assert_eq!((d.p90, d.p99), (4.0, 4.0));
+        let mut v: Vec<i64> = (1..=100).map(|s| s * 1000).collect();
+        let d = Durations::of(&mut v).unwrap();
+        assert_eq!((d.median, d.p90, d.p99, d.mean), (50.5, 90.0, 99.0, 50.5));
+        let d = Durations::of(&mut [7]).unwrap();
+        assert_eq!((d.median, d.p90, d.p99), (0.007, 0.007, 0.007));
+        assert!(Durations::of(&mut []).is_none());
     }
 }

@@ -3,9 +3,18 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use funnel_core::load_funnel;
+use funnel_analysis::{AnalyzeOptions, Interval};
+use funnel_core::{StoreLayout, load_funnel, time};
 
+use crate::UsageError;
 use crate::export::{Format, render};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IntervalArg {
+    Day,
+    Week,
+    Month,
+}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -19,6 +28,59 @@ pub struct Args {
     /// Write to this file instead of stdout.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Trends: group by the day, week (ISO, labelled by its Monday) or month of the step-1 event.
+    #[arg(long, value_enum)]
+    pub interval: Option<IntervalArg>,
+    /// Only step-1 events at or after this time start chains (RFC 3339, or a date in --timezone).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Only step-1 events before this time start chains.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Analyse as of this time: later events are ignored, windows still open at it are pending
+    /// [default: the latest event in the store].
+    #[arg(long)]
+    pub cutoff: Option<String>,
+    /// Leave out persons whose chain's window had not closed by the cutoff.
+    #[arg(long)]
+    pub closed_windows_only: bool,
+    /// Time zone of calendar periods and of dates given to --from/--to/--cutoff [default: the store's].
+    #[arg(long)]
+    pub timezone: Option<String>,
+    /// Write the audit table (one row per person and group: level and the timestamp and event_id
+    /// of every step of the reported chain) to this Parquet file.
+    #[arg(long)]
+    pub persons_out: Option<PathBuf>,
+}
+
+pub fn options(args: &Args) -> Result<AnalyzeOptions> {
+    let tz_name = match &args.timezone {
+        Some(t) => t.clone(),
+        None => StoreLayout::new(&args.store).open_existing()?.1.timezone,
+    };
+    let tz = time::parse_timezone(&tz_name)
+        .map_err(|e| UsageError(format!("invalid --timezone {tz_name:?}: {e}")))?;
+    let instant = |flag: &str, v: &Option<String>| -> Result<Option<i64>> {
+        v.as_ref()
+            .map(|text| {
+                time::parse_instant(text, &tz)
+                    .map_err(|e| UsageError(format!("invalid {flag} {text:?}: {e}")).into())
+            })
+            .transpose()
+    };
+    Ok(AnalyzeOptions {
+        cutoff_ms: instant("--cutoff", &args.cutoff)?,
+        closed_windows_only: args.closed_windows_only,
+        interval: args.interval.map(|i| match i {
+            IntervalArg::Day => Interval::Day,
+            IntervalArg::Week => Interval::Week,
+            IntervalArg::Month => Interval::Month,
+        }),
+        from_ms: instant("--from", &args.from)?,
+        to_ms: instant("--to", &args.to)?,
+        timezone: Some(tz_name),
+        audit: args.persons_out.is_some(),
+    })
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -27,8 +89,12 @@ pub fn run(args: Args) -> Result<()> {
         .iter()
         .map(|p| load_funnel(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let reports = funnel_analysis::analyze(&args.store, &specs)?;
-    let text = render(&reports, args.format);
+    let opts = options(&args)?;
+    let analysis = funnel_analysis::analyze(&args.store, &specs, &opts)?;
+    if let Some(path) = &args.persons_out {
+        funnel_analysis::write_audit(path, &specs, &analysis.audit)?;
+    }
+    let text = render(&analysis.reports, args.format);
     match &args.out {
         Some(path) => {
             std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?

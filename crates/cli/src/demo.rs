@@ -68,10 +68,11 @@ pub fn run(args: Args) -> Result<()> {
         specs.len(),
         funnels_dir.display()
     );
-    let reports = funnel_analysis::analyze(&store, &specs)?;
+    let analysis =
+        funnel_analysis::analyze(&store, &specs, &funnel_analysis::AnalyzeOptions::default())?;
     out!(
         "{}",
-        crate::export::render(&reports, crate::export::Format::Table)
+        crate::export::render(&analysis.reports, crate::export::Format::Table)
     );
     outln!(
         "\nStore: {} (Parquet; DuckDB: SELECT * FROM read_parquet('{}/current/events/*/*.parquet', union_by_name=true))",

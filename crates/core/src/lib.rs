@@ -13,6 +13,7 @@ mod error;
 mod manifest;
 pub mod schema;
 mod spec;
+pub mod time;
 
 pub use error::CoreError;
 pub use manifest::{

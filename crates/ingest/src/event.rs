@@ -87,7 +87,7 @@ impl Event {
         put("event_id", Some(self.event_id.clone()));
         put("user_id", Some(self.user_id.clone()));
         put("event_type", Some(self.event_type.clone()));
-        put("ts", Some(crate::timestamp::format_ms(self.ts_ms)));
+        put("ts", Some(funnel_core::time::format_ms(self.ts_ms)));
         put("platform", self.platform.clone());
         put("journey", self.journey.clone());
         put("chat_type", self.chat_type.clone());

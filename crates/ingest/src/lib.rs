@@ -17,8 +17,15 @@ mod run;
 mod source;
 mod spill;
 mod store;
-mod timestamp;
 
 pub use error::IngestError;
 pub use run::{IngestOptions, IngestReport, Progress, ingest};
-pub use timestamp::parse_timezone;
+
+/// Parses an IANA time-zone name (`--timezone`).
+pub fn parse_timezone(name: &str) -> Result<chrono_tz::Tz, IngestError> {
+    funnel_core::time::parse_timezone(name).map_err(|message| IngestError::InvalidOption {
+        option: "--timezone",
+        value: name.to_string(),
+        message,
+    })
+}

@@ -13,7 +13,7 @@ use funnel_core::schema::{self, WARNING_ACTIONS, is_valid_event_type, store_colu
 
 use crate::event::{Event, parse_amount};
 use crate::source::Cell;
-use crate::timestamp::{local_ms_to_utc_ms, parse_ts};
+use funnel_core::time::{local_ms_to_utc_ms, parse_ts};
 
 /// Why a row is rejected, with the offending field and value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,7 +235,7 @@ pub(crate) fn normalize(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timestamp::parse_timezone;
+    use crate::parse_timezone;
 
     fn row(pairs: &[(&str, &str)]) -> Vec<(Arc<str>, Cell)> {
         pairs

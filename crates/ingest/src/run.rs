@@ -16,13 +16,14 @@ use crate::IngestError;
 use crate::event::Event;
 use crate::identity::Identity;
 use crate::normalize::{Lineage, Rejection, normalize};
+use crate::parse_timezone;
 use crate::source::{InputSpec, Item, discover, read_file};
 use crate::spill::{Spill, read_spill};
 use crate::store::{
     QuarantineRow, QuarantineWriter, read_event_ids, read_events, read_identity, write_events,
     write_identity, write_ids,
 };
-use crate::timestamp::{format_ms, parse_timezone};
+use funnel_core::time::format_ms;
 
 /// Options of `funnel ingest`.
 #[derive(Debug, Clone)]

@@ -17,7 +17,7 @@ use funnel_core::schema;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::IngestError;
-use crate::timestamp::format_ms;
+use funnel_core::time::format_ms;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Format {

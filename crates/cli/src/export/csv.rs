@@ -8,6 +8,7 @@ pub fn render(reports: &[FunnelReport]) -> String {
         .from_writer(Vec::new());
     let header = [
         "funnel",
+        "section",
         "group",
         "step_index",
         "step",
@@ -15,15 +16,35 @@ pub fn render(reports: &[FunnelReport]) -> String {
         "conversion_from_previous",
         "conversion_from_first",
         "dropped_from_previous",
+        "pending",
+        "median_seconds_from_previous",
+        "p90_seconds_from_previous",
+        "mean_seconds_from_previous",
+        "median_seconds_from_first",
     ];
     w.write_record(header).expect("in-memory write");
+    let num = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
     for r in reports {
-        for g in &r.groups {
+        let sections = r
+            .groups
+            .iter()
+            .map(|g| ("groups", g))
+            .chain(r.trend.iter().map(|g| ("trend", g)));
+        for (section, g) in sections {
             // The group key as a JSON object: unambiguous for any value, and {} for all persons.
             let key = serde_json::to_string(&g.key).expect("key serialises");
             for (i, s) in g.steps.iter().enumerate() {
+                let prev = s
+                    .time_to_convert
+                    .as_ref()
+                    .and_then(|t| t.from_previous.as_ref());
+                let first = s
+                    .time_to_convert
+                    .as_ref()
+                    .and_then(|t| t.from_first.as_ref());
                 w.write_record([
                     r.funnel.clone(),
+                    section.to_string(),
                     key.clone(),
                     (i + 1).to_string(),
                     s.name.clone(),
@@ -31,6 +52,11 @@ pub fn render(reports: &[FunnelReport]) -> String {
                     s.conversion_from_previous.to_string(),
                     s.conversion_from_first.to_string(),
                     s.dropped_from_previous.to_string(),
+                    s.pending.to_string(),
+                    num(prev.map(|d| d.median)),
+                    num(prev.map(|d| d.p90)),
+                    num(prev.map(|d| d.mean)),
+                    num(first.map(|d| d.median)),
                 ])
                 .expect("in-memory write");
             }

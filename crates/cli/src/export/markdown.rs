@@ -2,7 +2,9 @@
 
 use funnel_analysis::FunnelReport;
 
-use super::{key_label, modes_label, pct, window_label};
+use super::{
+    key_label, median_from_previous, modes_label, pct, period, trend_tables, window_label,
+};
 use crate::table::thousands;
 
 fn cell(s: &str) -> String {
@@ -20,16 +22,50 @@ pub fn render(reports: &[FunnelReport]) -> String {
         ));
         for g in &r.groups {
             out.push_str(&format!("### {}\n\n", cell(&key_label(g))));
-            out.push_str("| step | persons | from previous | from first | dropped |\n");
-            out.push_str("| --- | ---: | ---: | ---: | ---: |\n");
+            out.push_str("| step | persons | from previous | from first | dropped | pending | median time from previous |\n");
+            out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
             for s in &g.steps {
                 out.push_str(&format!(
-                    "| {} | {} | {} | {} | {} |\n",
+                    "| {} | {} | {} | {} | {} | {} | {} |\n",
                     cell(&s.name),
                     thousands(s.persons),
                     pct(s.conversion_from_previous),
                     pct(s.conversion_from_first),
-                    thousands(s.dropped_from_previous)
+                    thousands(s.dropped_from_previous),
+                    thousands(s.pending),
+                    median_from_previous(s)
+                ));
+            }
+            if g.excluded_open_windows > 0 {
+                out.push_str(&format!(
+                    "\n{} persons left out: window still open at the cutoff.\n",
+                    thousands(g.excluded_open_windows)
+                ));
+            }
+            out.push('\n');
+        }
+        for (label, groups) in trend_tables(r) {
+            let interval = r.interval.as_deref().unwrap_or("period");
+            out.push_str(&format!("### Trend by {interval}: {}\n\n", cell(&label)));
+            let names: Vec<String> = r.groups[0].steps.iter().map(|s| cell(&s.name)).collect();
+            out.push_str(&format!(
+                "| {interval} | {} | first to last |\n",
+                names.join(" | ")
+            ));
+            out.push_str(&format!(
+                "| --- |{} ---: |\n",
+                " ---: |".repeat(names.len())
+            ));
+            for g in groups {
+                let counts: Vec<String> = g.steps.iter().map(|s| thousands(s.persons)).collect();
+                let conv = g
+                    .steps
+                    .last()
+                    .map_or_else(String::new, |s| pct(s.conversion_from_first));
+                out.push_str(&format!(
+                    "| {} | {} | {conv} |\n",
+                    period(g),
+                    counts.join(" | ")
                 ));
             }
             out.push('\n');

@@ -56,3 +56,53 @@ fn window_label(seconds: i64) -> String {
 fn pct(x: f64) -> String {
     format!("{:.1}%", 100.0 * x)
 }
+
+/// A duration in seconds as people read it: `42s`, `3.5m`, `2.1h`, `1.5d`.
+fn duration(secs: f64) -> String {
+    if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else if secs < 3600.0 {
+        format!("{:.1}m", secs / 60.0)
+    } else if secs < 86_400.0 {
+        format!("{:.1}h", secs / 3600.0)
+    } else {
+        format!("{:.1}d", secs / 86_400.0)
+    }
+}
+
+/// Median time from the previous step, or "-".
+fn median_from_previous(s: &funnel_analysis::StepReport) -> String {
+    s.time_to_convert
+        .as_ref()
+        .and_then(|t| t.from_previous.as_ref())
+        .map_or_else(|| "-".to_string(), |d| duration(d.median))
+}
+
+/// The trend groups of a report, one line per period: (label of the non-period key, rows).
+fn trend_tables(r: &FunnelReport) -> Vec<(String, Vec<&GroupReport>)> {
+    let mut out: Vec<(String, Vec<&GroupReport>)> = Vec::new();
+    for g in &r.trend {
+        let rest: Vec<String> = g
+            .key
+            .iter()
+            .filter(|(k, _)| k.as_str() != "period")
+            .map(|(k, v)| format!("{k} = {}", v.as_deref().unwrap_or("(none)")))
+            .collect();
+        let label = if rest.is_empty() {
+            "all persons".to_string()
+        } else {
+            rest.join(", ")
+        };
+        match out.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, v)) => v.push(g),
+            None => out.push((label, vec![g])),
+        }
+    }
+    // All persons first, then the breakdown values in their order.
+    out.sort_by_key(|(l, _)| l != "all persons");
+    out
+}
+
+fn period(g: &GroupReport) -> String {
+    g.key.get("period").cloned().flatten().unwrap_or_default()
+}

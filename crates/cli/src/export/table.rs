@@ -2,7 +2,9 @@
 
 use funnel_analysis::FunnelReport;
 
-use super::{key_label, modes_label, pct, window_label};
+use super::{
+    key_label, median_from_previous, modes_label, pct, period, trend_tables, window_label,
+};
 use crate::table::{render as grid, thousands};
 
 const BAR: usize = 24;
@@ -37,6 +39,12 @@ pub fn render(reports: &[FunnelReport]) -> String {
                         pct(s.conversion_from_previous),
                         pct(s.conversion_from_first),
                         thousands(s.dropped_from_previous),
+                        if s.pending > 0 {
+                            thousands(s.pending)
+                        } else {
+                            String::new()
+                        },
+                        median_from_previous(s),
                         format!("{}{}", "#".repeat(filled), ".".repeat(BAR - filled)),
                     ]
                 })
@@ -48,10 +56,42 @@ pub fn render(reports: &[FunnelReport]) -> String {
                     ">from prev",
                     ">from first",
                     ">dropped",
+                    ">pending",
+                    ">median time",
                     "",
                 ],
                 &rows,
             ));
+            if g.excluded_open_windows > 0 {
+                out.push_str(&format!(
+                    "  ({} persons left out: window still open at the cutoff)\n",
+                    thousands(g.excluded_open_windows)
+                ));
+            }
+        }
+        for (label, groups) in trend_tables(r) {
+            out.push_str(&format!(
+                "\n trend by {}, {label}\n",
+                r.interval.as_deref().unwrap_or("period")
+            ));
+            let mut headers: Vec<String> = vec![r.interval.clone().unwrap_or_default()];
+            headers.extend(r.groups[0].steps.iter().map(|s| format!(">{}", s.name)));
+            headers.push(">first to last".into());
+            let rows: Vec<Vec<String>> = groups
+                .iter()
+                .map(|g| {
+                    let mut row = vec![period(g)];
+                    row.extend(g.steps.iter().map(|s| thousands(s.persons)));
+                    row.push(
+                        g.steps
+                            .last()
+                            .map_or_else(String::new, |s| pct(s.conversion_from_first)),
+                    );
+                    row
+                })
+                .collect();
+            let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+            out.push_str(&grid(&headers, &rows));
         }
     }
     out

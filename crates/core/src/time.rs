@@ -1,18 +1,21 @@
 //! Timestamp and time-zone parsing (CONTRACT §1: RFC 3339 with `Z` or an offset, integer epoch
-//! milliseconds, or a naive local time read in the ingest time zone).
+//! milliseconds, or a naive local time read in a given time zone), shared by ingest and the
+//! analysis options (`--cutoff`, `--from`, `--to`).
 
-use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone};
-use chrono_tz::Tz;
-
-use crate::IngestError;
+use chrono::{DateTime, LocalResult, NaiveDate, NaiveDateTime, TimeZone};
+pub use chrono_tz::Tz;
 
 /// Parses an IANA time-zone name such as `Asia/Shanghai` or `UTC`.
-pub fn parse_timezone(name: &str) -> Result<Tz, IngestError> {
-    name.parse::<Tz>().map_err(|e| IngestError::InvalidOption {
-        option: "--timezone",
-        value: name.to_string(),
-        message: e.to_string(),
-    })
+pub fn parse_timezone(name: &str) -> Result<Tz, String> {
+    name.parse::<Tz>().map_err(|e| e.to_string())
+}
+
+/// Like [`parse_ts`], and also a bare date (`2021-09-17`: local midnight in `tz`).
+pub fn parse_instant(text: &str, tz: &Tz) -> Result<i64, String> {
+    match NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d") {
+        Ok(d) => local_to_utc_ms(d.and_hms_opt(0, 0, 0).expect("midnight exists"), tz),
+        Err(_) => parse_ts(text, tz),
+    }
 }
 
 const NAIVE_FORMATS: [&str; 4] = [
@@ -26,7 +29,7 @@ const OFFSET_FORMATS: [&str; 2] = ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S
 
 /// Parses a textual timestamp into epoch milliseconds (UTC). Sub-millisecond digits are
 /// truncated toward the past, as the engine compares times at millisecond precision.
-pub(crate) fn parse_ts(text: &str, tz: &Tz) -> Result<i64, String> {
+pub fn parse_ts(text: &str, tz: &Tz) -> Result<i64, String> {
     let s = text.trim();
     if s.is_empty() {
         return Err("empty timestamp".into());
@@ -54,7 +57,7 @@ pub(crate) fn parse_ts(text: &str, tz: &Tz) -> Result<i64, String> {
 }
 
 /// Reads a naive local time (milliseconds since the epoch of the local wall clock) in `tz`.
-pub(crate) fn local_ms_to_utc_ms(local_ms: i64, tz: &Tz) -> Result<i64, String> {
+pub fn local_ms_to_utc_ms(local_ms: i64, tz: &Tz) -> Result<i64, String> {
     let naive = DateTime::from_timestamp_millis(local_ms)
         .ok_or_else(|| "timestamp out of range".to_string())?
         .naive_utc();
@@ -87,7 +90,7 @@ fn is_integer(s: &str) -> bool {
 }
 
 /// RFC 3339 text (UTC, millisecond precision) of epoch milliseconds.
-pub(crate) fn format_ms(ms: i64) -> String {
+pub fn format_ms(ms: i64) -> String {
     DateTime::from_timestamp_millis(ms)
         .map(|d| d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
         .unwrap_or_else(|| ms.to_string())
@@ -157,10 +160,21 @@ mod tests {
     }
 
     #[test]
-    fn bad_timezone_is_an_option_error() {
-        let err = parse_timezone("Mars/Olympus").unwrap_err();
-        assert!(err.is_usage_error());
-        assert!(err.to_string().contains("Mars/Olympus"));
+    fn bad_timezone_is_an_error() {
+        assert!(parse_timezone("Mars/Olympus").is_err());
+    }
+
+    #[test]
+    fn instants_accept_dates() {
+        assert_eq!(
+            parse_instant("2021-09-17", &sh()),
+            parse_ts("2021-09-17 00:00:00", &sh())
+        );
+        assert_eq!(
+            parse_instant("2021-09-17T02:00:00Z", &sh()),
+            Ok(1_631_844_000_000)
+        );
+        assert!(parse_instant("17.09.2021", &sh()).is_err());
     }
 
     #[test]
