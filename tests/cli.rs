@@ -836,8 +836,16 @@ fn bad_funnel_files_exit_2_naming_the_problem() {
             "breakdown = \"colour\"",
         ),
         (
-            "name = \"n\"\nwindow = \"1d\"\nexclusions = []\n[[steps]]\nname = \"a\"\nevent_type = \"click\"\n",
-            "unknown field `exclusions`",
+            "name = \"n\"\nwindow = \"1d\"\ncolour = \"red\"\n[[steps]]\nname = \"a\"\nevent_type = \"click\"\n",
+            "unknown field `colour`",
+        ),
+        (
+            "name = \"n\"\nwindow = \"1d\"\nmode = \"strict_order\"\n[[steps]]\nname = \"a\"\nevent_type = \"click\"\n[[steps]]\nname = \"b\"\nevent_type = \"view\"\noptional = true\n",
+            "modes cannot be combined",
+        ),
+        (
+            "name = \"n\"\nwindow = \"1d\"\nhold_constant = \"shoe_size\"\n[[steps]]\nname = \"a\"\nevent_type = \"click\"\n",
+            "hold_constant = \"shoe_size\": no such column",
         ),
         ("name = \"n\nwindow", "not a valid funnel file"),
     ];
@@ -1143,4 +1151,251 @@ fn reports_trace_to_the_audit_table_and_the_events() {
             .iter()
             .all(|s| s["pending"] == 0)
     );
+}
+
+/// The extended funnel's chains obey every rule they claim: optional login, `within`, same item,
+/// no reported link between click and purchase.
+#[test]
+fn extended_chains_obey_their_rules() {
+    let store = sample_store();
+    let tmp = tempfile::tempdir().unwrap();
+    let audit_path = tmp.path().join("persons.parquet");
+    let funnel_file = repo().join("data/funnels/external_link_extended.toml");
+    let spec = funnel_core::load_funnel(&funnel_file).unwrap();
+    let (out, _) = run(
+        &[
+            "analyze",
+            "--store",
+            store.to_str().unwrap(),
+            "--funnel",
+            funnel_file.to_str().unwrap(),
+            "--format",
+            "json",
+            "--persons-out",
+            audit_path.to_str().unwrap(),
+        ],
+        0,
+    );
+    let report: Value = serde_json::from_str(&out).unwrap();
+
+    // Stored events: by id, and each person's report-warnings.
+    let m = manifest(&store);
+    let mut by_id: HashMap<String, (i64, String, Option<String>, Option<String>)> = HashMap::new();
+    let mut reports_of: HashMap<String, Vec<i64>> = HashMap::new();
+    for f in m["event_files"].as_array().unwrap() {
+        for b in read_parquet(&store.join("current").join(f["path"].as_str().unwrap())) {
+            let ts = b
+                .column_by_name("ts")
+                .unwrap()
+                .as_primitive::<TimestampMillisecondType>()
+                .clone();
+            let s = |c: &str| b.column_by_name(c).unwrap().as_string::<i32>().clone();
+            let (id, person, et, wa, item) = (
+                s("event_id"),
+                s("person_id"),
+                s("event_type"),
+                s("warning_action"),
+                s("item_id"),
+            );
+            for i in 0..b.num_rows() {
+                let opt =
+                    |a: &arrow::array::StringArray| a.is_valid(i).then(|| a.value(i).to_string());
+                by_id.insert(
+                    id.value(i).to_string(),
+                    (ts.value(i), et.value(i).to_string(), opt(&wa), opt(&item)),
+                );
+                if et.value(i) == "warning" && opt(&wa).as_deref() == Some("report") {
+                    reports_of
+                        .entry(person.value(i).to_string())
+                        .or_default()
+                        .push(ts.value(i));
+                }
+            }
+        }
+    }
+    let mut logins_skipped = 0;
+    let mut rows_total = 0;
+    let mut through_login = 0u64;
+    for b in read_parquet(&audit_path) {
+        let s = |c: &str| {
+            arrow::compute::cast(
+                b.column_by_name(c).unwrap(),
+                &arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap()
+            .as_string::<i32>()
+            .clone()
+        };
+        let (group, person) = (s("group"), s("person_id"));
+        let level = b
+            .column_by_name("level")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::UInt32Type>()
+            .clone();
+        let ids: Vec<_> = (1..=4).map(|k| s(&format!("step_{k}_event_id"))).collect();
+        for i in 0..b.num_rows() {
+            if group.value(i) != "{}" {
+                continue;
+            }
+            let level = level.value(i) as usize;
+            if level == 0 {
+                continue;
+            }
+            rows_total += 1;
+            let chain: Vec<Option<&(i64, String, Option<String>, Option<String>)>> = (0..level)
+                .map(|k| ids[k].is_valid(i).then(|| &by_id[ids[k].value(i)]))
+                .collect();
+            let first = chain[0].expect("step 1 is always matched");
+            for (k, e) in chain.iter().enumerate() {
+                let Some(e) = e else {
+                    assert!(
+                        spec.steps[k].optional,
+                        "only an optional step may be skipped"
+                    );
+                    logins_skipped += 1;
+                    continue;
+                };
+                assert_eq!(e.1, spec.steps[k].event_type);
+                assert!(e.0 <= first.0 + spec.window_ms);
+                assert_eq!(e.3, first.3, "hold_constant item_id");
+                if k == 2 {
+                    through_login += 1;
+                    let prev = chain[1].unwrap();
+                    assert!(e.0 - prev.0 <= 600_000, "login within 10m of continue");
+                }
+            }
+            if level == 4 {
+                let purchase = chain[3].unwrap().0;
+                let reported = reports_of
+                    .get(person.value(i))
+                    .map(|v| v.iter().any(|t| *t > first.0 && *t < purchase));
+                assert_ne!(
+                    reported,
+                    Some(true),
+                    "a report between click and purchase voids the chain"
+                );
+            }
+        }
+    }
+    assert!(rows_total > 1000 && logins_skipped > 0);
+    let login = &report["groups"][0]["steps"][2];
+    assert_eq!(
+        login["persons"].as_u64().unwrap(),
+        through_login,
+        "an optional step counts who went through it"
+    );
+    assert!(report["extensions"].as_array().unwrap().len() >= 4);
+}
+
+/// Attempts, first/last-touch attribution and any-order on the sample, against what they must
+/// equal or bound.
+#[test]
+fn attempts_attribution_and_any_order() {
+    let store = sample_store();
+    let tmp = tempfile::tempdir().unwrap();
+    let analyze_text = |name: &str, body: &str| -> Value {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        let (out, _) = run(
+            &[
+                "analyze",
+                "--store",
+                store.to_str().unwrap(),
+                "--funnel",
+                path.to_str().unwrap(),
+                "--format",
+                "json",
+            ],
+            0,
+        );
+        serde_json::from_str(&out).unwrap()
+    };
+    let steps = "[[steps]]\nname = \"click\"\nevent_type = \"click\"\nwhere = { journey = \"external_link\" }\n[[steps]]\nname = \"continue\"\nevent_type = \"warning\"\nwhere = { warning_action = \"continue\" }\n[[steps]]\nname = \"purchase\"\nevent_type = \"purchase\"\n";
+    let persons = |v: &Value, g: usize| -> Vec<u64> {
+        v["groups"][g]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["persons"].as_u64().unwrap())
+            .collect()
+    };
+    // Attempts: every external-link click is one attempt.
+    let clicks: u64 = read_store(&store).len() as u64; // all events, for a bound
+    let attempts = analyze_text(
+        "a.toml",
+        &format!(
+            "name = \"a\"\nwindow = \"1d\"\ncount = \"attempts\"\nbreakdown = \"chat_type\"\n{steps}"
+        ),
+    );
+    let base = analyze_text(
+        "p.toml",
+        &format!("name = \"p\"\nwindow = \"1d\"\nbreakdown = \"chat_type\"\n{steps}"),
+    );
+    let summary: Value = serde_json::from_str(
+        &run(
+            &[
+                "inspect",
+                "--store",
+                store.to_str().unwrap(),
+                "--format",
+                "json",
+            ],
+            0,
+        )
+        .0,
+    )
+    .unwrap();
+    let ext_clicks = summary["clicks_by_journey"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["value"] == "external_link")
+        .unwrap()["events"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(persons(&attempts, 0)[0], ext_clicks);
+    assert!(ext_clicks < clicks);
+    // Each attempt is attributed to its own click: the groups partition the attempts.
+    let groups = attempts["groups"].as_array().unwrap();
+    let by_value: u64 = groups[1..]
+        .iter()
+        .map(|g| g["steps"][0]["persons"].as_u64().unwrap())
+        .sum();
+    assert_eq!(by_value, ext_clicks);
+    // More attempts than persons convert at least as often as persons do.
+    assert!(persons(&attempts, 0)[2] >= persons(&base, 0)[2]);
+
+    // First and last touch: one group per person, so the groups add up to the total.
+    for attribution in ["first_touch", "last_touch"] {
+        let v = analyze_text(
+            "t.toml",
+            &format!(
+                "name = \"t\"\nwindow = \"1d\"\nbreakdown = \"chat_type\"\nattribution = \"{attribution}\"\n{steps}"
+            ),
+        );
+        let total = persons(&v, 0);
+        let gs = v["groups"].as_array().unwrap();
+        for k in 0..3 {
+            let sum: u64 = gs[1..]
+                .iter()
+                .map(|g| g["steps"][k]["persons"].as_u64().unwrap())
+                .sum();
+            assert_eq!(sum, total[k], "{attribution} step {k}");
+        }
+        assert_eq!(
+            total,
+            persons(&base, 0),
+            "attribution does not change the total"
+        );
+    }
+
+    // Any order can only reach further than step order.
+    let any = analyze_text(
+        "any.toml",
+        &format!("name = \"any\"\nwindow = \"1d\"\norder = \"any\"\n{steps}"),
+    );
+    let strict = persons(&base, 0);
+    for (a, s) in persons(&any, 0).iter().zip(&strict) {
+        assert!(a >= s, "any order {a} < step order {s}");
+    }
 }

@@ -7,16 +7,17 @@
 //! order, so the output does not depend on scheduling. Memory is bounded by the buckets in
 //! flight, not the store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use chrono::{Datelike, TimeZone};
 use chrono_tz::Tz;
-use funnel_core::{FunnelSpec, StoreLayout, schema};
+use funnel_core::{Attribution, CountUnit, FunnelSpec, Order, StoreLayout, schema};
 use polars::prelude::*;
 use rayon::prelude::*;
 
 use crate::AnalysisError;
+use crate::extended::{ExtKernel, Rows, SKIPPED};
 use crate::kernel::{Kernel, Modes, Scratch};
 use crate::report::{FunnelReport, GroupAcc, GroupReport};
 
@@ -84,8 +85,9 @@ pub struct AuditRow {
     pub level: u32,
     /// The chain's window had not closed by the cutoff.
     pub window_open: bool,
-    /// (ts ms, event_id) of each step of the reported chain.
-    pub chain: Vec<(i64, String)>,
+    /// (ts ms, event_id) of each step of the reported chain up to the level (`None` for a
+    /// skipped optional step).
+    pub chain: Vec<Option<(i64, String)>>,
 }
 
 /// Reports, and the audit rows when asked for.
@@ -132,7 +134,7 @@ impl Partial {
 
 struct Setup<'a> {
     specs: &'a [FunnelSpec],
-    kernels: Vec<Kernel>,
+    kernels: Vec<FunnelKernel>,
     opts: &'a AnalyzeOptions,
     cutoff: i64,
     tz: Tz,
@@ -166,10 +168,7 @@ pub fn analyze(
     });
     let setup = Setup {
         specs,
-        kernels: specs
-            .iter()
-            .map(|s| Kernel::new(s.steps.len(), s.window_ms, Modes::from(&s.modes)))
-            .collect(),
+        kernels: specs.iter().map(FunnelKernel::new).collect(),
         opts,
         cutoff,
         tz,
@@ -219,6 +218,7 @@ pub fn analyze(
                 funnel: spec.name.clone(),
                 window_seconds: spec.window_ms / 1000,
                 modes: spec.modes.iter().map(|m| m.as_str().to_string()).collect(),
+                extensions: extensions(spec),
                 breakdown: spec.breakdown.clone(),
                 cutoff: fmt(cutoff),
                 closed_windows_only: opts.closed_windows_only,
@@ -232,6 +232,40 @@ pub fn analyze(
         })
         .collect();
     Ok(Analysis { reports, audit })
+}
+
+/// Human descriptions of the extensions a funnel uses.
+fn extensions(spec: &FunnelSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    if spec.order == Order::Any {
+        out.push("order: any".to_string());
+    }
+    if spec.count == CountUnit::Attempts {
+        out.push("count: attempts".to_string());
+    }
+    for s in &spec.steps {
+        if s.optional {
+            out.push(format!("optional: {}", s.name));
+        }
+        if let Some(w) = s.within_ms {
+            out.push(format!("within {}s: {}", w / 1000, s.name));
+        }
+    }
+    if !spec.hold_constant.is_empty() {
+        out.push(format!("hold_constant: {}", spec.hold_constant.join(", ")));
+    }
+    for x in &spec.exclusions {
+        out.push(format!(
+            "exclusion: {} between {} and {}",
+            x.event_type, spec.steps[x.after].name, spec.steps[x.before].name
+        ));
+    }
+    match spec.attribution {
+        Attribution::Step1 => {}
+        Attribution::FirstTouch => out.push("attribution: first_touch".to_string()),
+        Attribution::LastTouch => out.push("attribution: last_touch".to_string()),
+    }
+    out
 }
 
 /// Groups in key order: values in order, a missing value (null) after them; `period` first.
@@ -252,6 +286,10 @@ fn sorted(map: BTreeMap<Key, GroupAcc>) -> Vec<(Key, GroupAcc)> {
 
 fn mask_column(i: usize) -> String {
     format!("__mask{i}")
+}
+
+fn exclusion_column(i: usize) -> String {
+    format!("__excl{i}")
 }
 
 /// One bucket file with, per funnel, a step-mask column; events after the cutoff are dropped.
@@ -281,11 +319,19 @@ fn bucket_frame(path: &Path, setup: &Setup<'_>) -> PolarsResult<DataFrame> {
     }
     for (i, spec) in setup.specs.iter().enumerate() {
         select.push(step_mask(spec, setup.opts).alias(mask_column(i)));
+        if !spec.exclusions.is_empty() {
+            select.push(exclusion_mask(spec).alias(exclusion_column(i)));
+        }
     }
     let mut breakdown: Vec<&str> = setup
         .specs
         .iter()
-        .flat_map(|s| s.breakdown.iter().map(String::as_str))
+        .flat_map(|s| {
+            s.breakdown
+                .iter()
+                .chain(s.hold_constant.iter())
+                .map(String::as_str)
+        })
         .filter(|c| *c != schema::PERSON_ID && *c != schema::EVENT_ID)
         .collect();
     breakdown.sort_unstable();
@@ -294,6 +340,30 @@ fn bucket_frame(path: &Path, setup: &Setup<'_>) -> PolarsResult<DataFrame> {
     lf.filter(ts().lt_eq(lit(setup.cutoff)))
         .select(select)
         .collect()
+}
+
+/// An event filter as a polars expression (false where a filtered column is absent).
+fn event_filter(event_type: &str, filters: &[funnel_core::Filter]) -> Expr {
+    let mut cond = col(schema::EVENT_TYPE).eq(lit(event_type.to_string()));
+    for f in filters {
+        let values = Series::new("values".into(), f.values.clone());
+        let test = col(f.column.as_str())
+            .is_in(lit(values).implode(false), false)
+            .fill_null(lit(false));
+        cond = cond.and(test);
+    }
+    cond
+}
+
+/// Bit j set when the event matches exclusion j.
+fn exclusion_mask(spec: &FunnelSpec) -> Expr {
+    let u64_lit = |v: u64| lit(v).cast(DataType::UInt64);
+    let mut mask = u64_lit(0);
+    for (j, x) in spec.exclusions.iter().enumerate() {
+        let cond = event_filter(&x.event_type, &x.filters).fill_null(lit(false));
+        mask = mask + when(cond).then(u64_lit(1 << j)).otherwise(u64_lit(0));
+    }
+    mask
 }
 
 /// The step bitmask of a funnel as a polars expression: bit k set when the event satisfies step k+1.
@@ -329,18 +399,19 @@ fn step_mask(spec: &FunnelSpec, opts: &AnalyzeOptions) -> Expr {
 
 /// Where one evaluation's audit row goes, and what it names.
 struct AuditCtx<'a> {
-    rows: &'a mut Vec<AuditRow>,
+    rows: Vec<AuditRow>,
     funnel: usize,
-    key: &'a Key,
     person: &'a str,
     event_ids: &'a [String],
 }
 
-/// One group evaluation's effect on an accumulator (and the audit).
+/// One group evaluation's effect on an accumulator (and the audit). `path` holds one row per
+/// step up to the level ([`SKIPPED`] for a skipped optional step).
 #[allow(clippy::too_many_arguments)]
 fn record(
     acc: &mut GroupAcc,
-    audit: Option<AuditCtx<'_>>,
+    audit: Option<&mut AuditCtx<'_>>,
+    key: &Key,
     level: u32,
     path: &[u32],
     ts: &[i64],
@@ -348,7 +419,19 @@ fn record(
     cutoff: i64,
     closed_only: bool,
 ) {
-    let open = level >= 1 && ts[path[0] as usize] + spec.window_ms > cutoff;
+    let matched = || {
+        path.iter()
+            .enumerate()
+            .filter(|(_, r)| **r != SKIPPED)
+            .map(|(k, r)| (k, ts[*r as usize]))
+    };
+    let any_order = spec.order == Order::Any;
+    let start = if any_order {
+        matched().map(|(_, t)| t).min()
+    } else {
+        path.first().map(|r| ts[*r as usize])
+    };
+    let open = start.is_some_and(|t0| t0 + spec.window_ms > cutoff);
     if closed_only && open {
         acc.excluded += 1;
         return;
@@ -357,25 +440,103 @@ fn record(
     if open && (level as usize) < spec.steps.len() {
         acc.open[level as usize] += 1;
     }
-    let first = path.first().map(|r| ts[*r as usize]);
-    for k in 1..path.len() {
-        let t = ts[path[k] as usize];
-        acc.from_previous[k].push(t - ts[path[k - 1] as usize]);
-        acc.from_first[k].push(t - first.expect("non-empty path"));
+    let mut previous: Option<i64> = None;
+    for (k, t) in matched() {
+        acc.matched[k] += 1;
+        if k > 0 {
+            if let (Some(p), false) = (previous, any_order) {
+                acc.from_previous[k].push(t - p);
+            }
+            if let Some(t0) = start {
+                acc.from_first[k].push(t - t0);
+            }
+        }
+        previous = Some(t);
     }
     if let Some(a) = audit {
         a.rows.push(AuditRow {
             funnel: a.funnel,
-            group: serde_json::to_string(a.key).expect("key serialises"),
+            group: serde_json::to_string(key).expect("key serialises"),
             person_id: a.person.to_string(),
             level,
             window_open: open,
             chain: path
                 .iter()
-                .map(|r| (ts[*r as usize], a.event_ids[*r as usize].clone()))
+                .map(|r| {
+                    if *r == SKIPPED {
+                        None
+                    } else {
+                        Some((ts[*r as usize], a.event_ids[*r as usize].clone()))
+                    }
+                })
                 .collect(),
         });
     }
+}
+
+/// The kernel of one funnel.
+enum FunnelKernel {
+    Window(Kernel),
+    Extended(ExtKernel),
+}
+
+/// Per-event data of one person for one funnel.
+struct PersonView<'a> {
+    ts: &'a [i64],
+    masks: &'a [u64],
+    excluded: &'a [u64],
+    hold: &'a [u32],
+}
+
+impl FunnelKernel {
+    fn new(spec: &FunnelSpec) -> FunnelKernel {
+        if spec.is_extended() {
+            FunnelKernel::Extended(ExtKernel::new(spec))
+        } else {
+            FunnelKernel::Window(Kernel::new(
+                spec.steps.len(),
+                spec.window_ms,
+                Modes::from(&spec.modes),
+            ))
+        }
+    }
+
+    /// Level and reported chain (in `scratch.path`); `masks` may be a restricted copy.
+    fn eval(
+        &self,
+        p: &PersonView<'_>,
+        masks: &[u64],
+        only_start: Option<usize>,
+        scratch: &mut Scratch,
+    ) -> u32 {
+        match self {
+            FunnelKernel::Window(k) => k.run(p.ts, masks, scratch),
+            FunnelKernel::Extended(k) => {
+                let rows = Rows {
+                    ts: p.ts,
+                    masks,
+                    excluded: p.excluded,
+                    hold: p.hold,
+                };
+                k.best(rows, only_start, &mut scratch.path)
+            }
+        }
+    }
+}
+
+/// Codes of equal value tuples, per row (0 for every row when there are no columns).
+fn value_codes(cols: &[StringChunked], len: usize) -> Vec<u32> {
+    if cols.is_empty() {
+        return vec![0; len];
+    }
+    let mut dict: HashMap<Vec<Option<&str>>, u32> = HashMap::new();
+    (0..len)
+        .map(|r| {
+            let key: Vec<Option<&str>> = cols.iter().map(|c| c.get(r)).collect();
+            let next = dict.len() as u32;
+            *dict.entry(key).or_insert(next)
+        })
+        .collect()
 }
 
 fn walk_bucket(df: &DataFrame, setup: &Setup<'_>) -> PolarsResult<Vec<Partial>> {
@@ -391,162 +552,299 @@ fn walk_bucket(df: &DataFrame, setup: &Setup<'_>) -> PolarsResult<Vec<Partial>> 
     } else {
         Vec::new()
     };
+    let strings = |names: &[String]| -> PolarsResult<Vec<StringChunked>> {
+        names
+            .iter()
+            .map(|c| df.column(c.as_str()).and_then(|s| s.str().cloned()))
+            .collect()
+    };
     let mut masks: Vec<Vec<u64>> = Vec::with_capacity(specs.len());
-    for i in 0..specs.len() {
+    let mut excluded: Vec<Vec<u64>> = Vec::with_capacity(specs.len());
+    let mut holds: Vec<Vec<u32>> = Vec::with_capacity(specs.len());
+    let mut breakdowns: Vec<Vec<StringChunked>> = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
         masks.push(
             df.column(&mask_column(i))?
                 .u64()?
                 .into_no_null_iter()
                 .collect(),
         );
+        excluded.push(if spec.exclusions.is_empty() {
+            vec![0; ts.len()]
+        } else {
+            df.column(&exclusion_column(i))?
+                .u64()?
+                .into_no_null_iter()
+                .collect()
+        });
+        holds.push(value_codes(&strings(&spec.hold_constant)?, ts.len()));
+        breakdowns.push(strings(&spec.breakdown)?);
     }
-    let breakdowns: Vec<Vec<StringChunked>> = specs
-        .iter()
-        .map(|s| {
-            s.breakdown
-                .iter()
-                .map(|c| df.column(c.as_str()).and_then(|s| s.str().cloned()))
-                .collect::<PolarsResult<Vec<_>>>()
-        })
-        .collect::<PolarsResult<_>>()?;
     let ids: Vec<&str> = persons.iter().map(|p| p.unwrap_or_default()).collect();
     let mut out: Vec<Partial> = specs.iter().map(|_| Partial::default()).collect();
     let mut scratch = Scratch::default();
     let mut restricted: Vec<u64> = Vec::new();
-    let no_key = Key::new();
-    let cutoff = setup.cutoff;
-    let closed = setup.opts.closed_windows_only;
     let mut start = 0;
     while start < ids.len() {
         let mut end = start + 1;
         while end < ids.len() && ids[end] == ids[start] {
             end += 1;
         }
-        let person = ids[start];
-        let t = &ts[start..end];
-        let eids = if event_ids.is_empty() {
-            &[][..]
-        } else {
-            &event_ids[start..end]
-        };
         for (i, spec) in specs.iter().enumerate() {
-            let kernel = &setup.kernels[i];
-            let n = spec.steps.len();
-            let m = &masks[i][start..end];
-            let part = &mut out[i];
-            let mut audit = if setup.opts.audit {
-                Some(Vec::new())
-            } else {
-                None
+            let view = PersonView {
+                ts: &ts[start..end],
+                masks: &masks[i][start..end],
+                excluded: &excluded[i][start..end],
+                hold: &holds[i][start..end],
             };
-            let level = kernel.run(t, m, &mut scratch);
-            let total = part.total.get_or_insert_with(|| GroupAcc::new(n));
-            record(
-                total,
-                audit.as_mut().map(|rows| AuditCtx {
-                    rows,
-                    funnel: i,
-                    key: &no_key,
-                    person,
-                    event_ids: eids,
-                }),
-                level,
-                &scratch.path,
-                t,
+            let mut audit = setup.opts.audit.then(|| AuditCtx {
+                rows: Vec::new(),
+                funnel: i,
+                person: ids[start],
+                event_ids: &event_ids[start..end],
+            });
+            person_funnel(
+                &mut out[i],
+                audit.as_mut(),
+                setup,
+                i,
                 spec,
-                cutoff,
-                closed,
+                &view,
+                &breakdowns[i],
+                start,
+                &mut scratch,
+                &mut restricted,
             );
-            // Breakdown and trend keys come from the step-1 events (CONTRACT §5): per key K,
-            // step 1 also requires K.
-            let cols = &breakdowns[i];
-            let step1: Vec<usize> = (0..m.len()).filter(|r| m[*r] & 1 != 0).collect();
-            if step1.is_empty() {
-                if let Some(a) = audit {
-                    part.audit.extend(a);
-                }
-                continue;
-            }
-            let bkey = |r: usize| -> Key {
-                spec.breakdown
-                    .iter()
-                    .zip(cols)
-                    .map(|(c, v)| (c.clone(), v.get(start + r).map(str::to_string)))
-                    .collect()
-            };
-            let period = |r: usize| setup.opts.interval.map(|iv| iv.label(t[r], &setup.tz));
-            let mut evals: Vec<(bool, Key)> = Vec::new();
-            for &r in &step1 {
-                if !cols.is_empty() {
-                    evals.push((false, bkey(r)));
-                }
-                if let Some(p) = period(r) {
-                    let mut k = Key::new();
-                    k.insert("period".into(), Some(p.clone()));
-                    evals.push((true, k));
-                    if !cols.is_empty() {
-                        let mut k = bkey(r);
-                        k.insert("period".into(), Some(p));
-                        evals.push((true, k));
-                    }
-                }
-            }
-            evals.sort();
-            evals.dedup();
-            for (is_trend, key) in evals {
-                let matches = |r: usize| -> bool {
-                    key.iter().all(|(c, v)| {
-                        if c == "period" {
-                            period(r).as_ref() == v.as_ref()
-                        } else {
-                            let idx = spec
-                                .breakdown
-                                .iter()
-                                .position(|b| b == c)
-                                .expect("key columns are breakdown columns");
-                            cols[idx].get(start + r) == v.as_deref()
-                        }
-                    })
-                };
-                restricted.clear();
-                restricted.extend((0..m.len()).map(|r| {
-                    if m[r] & 1 != 0 && !matches(r) {
-                        m[r] & !1
-                    } else {
-                        m[r]
-                    }
-                }));
-                let level = kernel.run(t, &restricted, &mut scratch);
-                let map = if is_trend {
-                    &mut part.trend
-                } else {
-                    &mut part.by_key
-                };
-                let acc = map.entry(key.clone()).or_insert_with(|| GroupAcc::new(n));
-                record(
-                    acc,
-                    audit.as_mut().map(|rows| AuditCtx {
-                        rows,
-                        funnel: i,
-                        key: &key,
-                        person,
-                        event_ids: eids,
-                    }),
-                    level,
-                    &scratch.path,
-                    t,
-                    spec,
-                    cutoff,
-                    closed,
-                );
-            }
             if let Some(a) = audit {
-                part.audit.extend(a);
+                out[i].audit.extend(a.rows);
             }
         }
         start = end;
     }
     Ok(out)
+}
+
+/// One person, one funnel: the total, breakdown and trend groups.
+#[allow(clippy::too_many_arguments)]
+fn person_funnel(
+    part: &mut Partial,
+    mut audit: Option<&mut AuditCtx<'_>>,
+    setup: &Setup<'_>,
+    i: usize,
+    spec: &FunnelSpec,
+    p: &PersonView<'_>,
+    cols: &[StringChunked],
+    offset: usize,
+    scratch: &mut Scratch,
+    restricted: &mut Vec<u64>,
+) {
+    let kernel = &setup.kernels[i];
+    let n = spec.steps.len();
+    let (cutoff, closed) = (setup.cutoff, setup.opts.closed_windows_only);
+    let m = p.masks;
+    let step1: Vec<usize> = (0..m.len()).filter(|r| m[*r] & 1 != 0).collect();
+    let bkey = |r: usize| -> Key {
+        spec.breakdown
+            .iter()
+            .zip(cols)
+            .map(|(c, v)| (c.clone(), v.get(offset + r).map(str::to_string)))
+            .collect()
+    };
+    let period = |r: usize| setup.opts.interval.map(|iv| iv.label(p.ts[r], &setup.tz));
+    let attribution = spec.attribution;
+    let no_key = Key::new();
+
+    // The units counted: the person (all chains), or each step-1 event (attempts).
+    let attempts = spec.count == CountUnit::Attempts;
+    let units: Vec<Option<usize>> = if attempts {
+        step1.iter().map(|r| Some(*r)).collect()
+    } else {
+        vec![None]
+    };
+    for unit in units {
+        let level = kernel.eval(p, m, unit, scratch);
+        let total = part.total.get_or_insert_with(|| GroupAcc::new(n));
+        record(
+            total,
+            audit.as_deref_mut(),
+            &no_key,
+            level,
+            &scratch.path,
+            p.ts,
+            spec,
+            cutoff,
+            closed,
+        );
+        if level == 0 {
+            continue;
+        }
+        // First- and last-touch attribution: one value per unit, from the unrestricted chain.
+        if !cols.is_empty() && (attempts || attribution != Attribution::Step1) {
+            let r = match (unit, attribution) {
+                (Some(r), _) => r,
+                (None, Attribution::FirstTouch) => step1[0],
+                (None, _) => scratch.path[0] as usize,
+            };
+            let key = bkey(r);
+            let acc = part
+                .by_key
+                .entry(key.clone())
+                .or_insert_with(|| GroupAcc::new(n));
+            record(
+                acc,
+                audit.as_deref_mut(),
+                &key,
+                level,
+                &scratch.path,
+                p.ts,
+                spec,
+                cutoff,
+                closed,
+            );
+        }
+        if let (Some(r), Some(label)) = (unit, unit.and_then(period)) {
+            // An attempt falls in the period of its own step-1 event.
+            let mut key = Key::new();
+            key.insert("period".into(), Some(label));
+            let mut keys = vec![key.clone()];
+            if !cols.is_empty() {
+                key.extend(bkey(r));
+                keys.push(key);
+            }
+            for key in keys {
+                let acc = part
+                    .trend
+                    .entry(key.clone())
+                    .or_insert_with(|| GroupAcc::new(n));
+                record(
+                    acc,
+                    audit.as_deref_mut(),
+                    &key,
+                    level,
+                    &scratch.path,
+                    p.ts,
+                    spec,
+                    cutoff,
+                    closed,
+                );
+            }
+        }
+    }
+    if attempts || step1.is_empty() {
+        return;
+    }
+
+    // Per key K of the step-1 events, the funnel as if step 1 also required K (CONTRACT §5):
+    // breakdown values (step1 attribution) and trend periods.
+    let mut evals: Vec<(bool, Key)> = Vec::new();
+    for &r in &step1 {
+        if !cols.is_empty() && attribution == Attribution::Step1 {
+            evals.push((false, bkey(r)));
+        }
+        if let Some(label) = period(r) {
+            let mut k = Key::new();
+            k.insert("period".into(), Some(label));
+            evals.push((true, k));
+        }
+    }
+    evals.sort();
+    evals.dedup();
+    for (is_trend, key) in evals {
+        let matches = |r: usize| -> bool {
+            key.iter().all(|(c, v)| {
+                if c == "period" {
+                    period(r).as_ref() == v.as_ref()
+                } else {
+                    let idx = spec
+                        .breakdown
+                        .iter()
+                        .position(|b| b == c)
+                        .expect("key columns are breakdown columns");
+                    cols[idx].get(offset + r) == v.as_deref()
+                }
+            })
+        };
+        restricted.clear();
+        restricted.extend((0..m.len()).map(|r| {
+            if m[r] & 1 != 0 && !matches(r) {
+                m[r] & !1
+            } else {
+                m[r]
+            }
+        }));
+        let level = kernel.eval(p, restricted, None, scratch);
+        let map = if is_trend {
+            &mut part.trend
+        } else {
+            &mut part.by_key
+        };
+        let acc = map.entry(key.clone()).or_insert_with(|| GroupAcc::new(n));
+        record(
+            acc,
+            audit.as_deref_mut(),
+            &key,
+            level,
+            &scratch.path,
+            p.ts,
+            spec,
+            cutoff,
+            closed,
+        );
+        // Trends by breakdown value: the value of the period's chain (last touch), the
+        // period-restricted earliest step-1 event (first touch), or every value (step1).
+        if is_trend && !cols.is_empty() && level > 0 {
+            let values: Vec<Key> = match attribution {
+                Attribution::Step1 => {
+                    let mut v: Vec<Key> = (0..m.len())
+                        .filter(|r| restricted[*r] & 1 != 0)
+                        .map(bkey)
+                        .collect();
+                    v.sort();
+                    v.dedup();
+                    v
+                }
+                Attribution::FirstTouch => {
+                    vec![bkey(
+                        (0..m.len())
+                            .find(|r| restricted[*r] & 1 != 0)
+                            .expect("level > 0 has a step-1 event"),
+                    )]
+                }
+                Attribution::LastTouch => vec![bkey(scratch.path[0] as usize)],
+            };
+            for value in values {
+                let mut k = key.clone();
+                k.extend(value.clone());
+                let (level, path) = if attribution == Attribution::Step1 {
+                    let mut twice = restricted.clone();
+                    for (r, mask) in twice.iter_mut().enumerate() {
+                        if *mask & 1 != 0 && bkey(r) != value {
+                            *mask &= !1;
+                        }
+                    }
+                    let level = kernel.eval(p, &twice, None, scratch);
+                    (level, scratch.path.clone())
+                } else {
+                    (level, scratch.path.clone())
+                };
+                let acc = part
+                    .trend
+                    .entry(k.clone())
+                    .or_insert_with(|| GroupAcc::new(n));
+                record(
+                    acc,
+                    audit.as_deref_mut(),
+                    &k,
+                    level,
+                    &path,
+                    p.ts,
+                    spec,
+                    cutoff,
+                    closed,
+                );
+            }
+        }
+    }
 }
 
 /// Writes audit rows as Parquet: funnel, group, person_id, level, window_open, then per step
@@ -588,7 +886,10 @@ pub fn write_audit(
         ),
     ];
     for k in 0..steps {
-        let ts: Vec<Option<i64>> = rows.iter().map(|r| r.chain.get(k).map(|c| c.0)).collect();
+        let ts: Vec<Option<i64>> = rows
+            .iter()
+            .map(|r| r.chain.get(k).and_then(|c| c.as_ref()).map(|c| c.0))
+            .collect();
         let ts = Column::new(format!("step_{}_ts", k + 1).into(), ts)
             .cast(&DataType::Datetime(
                 TimeUnit::Milliseconds,
@@ -598,7 +899,12 @@ pub fn write_audit(
         cols.push(ts);
         let ids: Vec<Option<&str>> = rows
             .iter()
-            .map(|r| r.chain.get(k).map(|c| c.1.as_str()))
+            .map(|r| {
+                r.chain
+                    .get(k)
+                    .and_then(|c| c.as_ref())
+                    .map(|c| c.1.as_str())
+            })
             .collect();
         cols.push(Column::new(format!("step_{}_event_id", k + 1).into(), ids));
     }

@@ -8,6 +8,7 @@
 
 mod engine;
 mod error;
+mod extended;
 mod inspect;
 mod kernel;
 mod report;

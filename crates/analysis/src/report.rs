@@ -89,6 +89,8 @@ pub struct FunnelReport {
     pub window_seconds: i64,
     /// windowFunnel modes in effect (empty: default mode).
     pub modes: Vec<String>,
+    /// Extensions beyond windowFunnel in effect, e.g. `optional: login`, `hold_constant: item_id`.
+    pub extensions: Vec<String>,
     pub breakdown: Vec<String>,
     /// Events after this instant were not read; windows open at it are `pending`.
     pub cutoff: String,
@@ -112,6 +114,9 @@ pub(crate) struct GroupAcc {
     pub levels: Vec<u64>,
     /// Persons by exact level whose chain's window is open at the cutoff.
     pub open: Vec<u64>,
+    /// Per step: persons whose reported chain matched it (differs from "level at least" only
+    /// for optional steps).
+    pub matched: Vec<u64>,
     pub excluded: u64,
     /// Per step (index 1..), milliseconds from the previous step and from step 1.
     pub from_previous: Vec<Vec<i64>>,
@@ -123,6 +128,7 @@ impl GroupAcc {
         GroupAcc {
             levels: vec![0; steps + 1],
             open: vec![0; steps + 1],
+            matched: vec![0; steps],
             excluded: 0,
             from_previous: vec![Vec::new(); steps],
             from_first: vec![Vec::new(); steps],
@@ -134,6 +140,9 @@ impl GroupAcc {
             *a += b;
         }
         for (a, b) in self.open.iter_mut().zip(other.open) {
+            *a += b;
+        }
+        for (a, b) in self.matched.iter_mut().zip(other.matched) {
             *a += b;
         }
         self.excluded += other.excluded;
@@ -157,20 +166,34 @@ impl GroupAcc {
         }
         let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
         let first = at_least[1];
+        // An optional step counts the persons whose chain went through it; "previous" for any
+        // step is the nearest earlier step that is not optional.
+        let mut prev_required = first;
         let steps = spec
             .steps
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let persons = at_least[i + 1];
-                let prev = if i == 0 { persons } else { at_least[i] };
+                let persons = if s.optional {
+                    self.matched[i]
+                } else {
+                    at_least[i + 1]
+                };
+                let prev = if i == 0 { persons } else { prev_required };
+                if !s.optional {
+                    prev_required = persons;
+                }
                 StepReport {
                     name: s.name.clone(),
                     persons,
                     conversion_from_previous: ratio(persons, prev),
                     conversion_from_first: ratio(persons, first),
-                    dropped_from_previous: prev - persons,
-                    pending: if i == 0 { 0 } else { self.open[i] },
+                    dropped_from_previous: prev.saturating_sub(persons),
+                    pending: if i == 0 || s.optional {
+                        0
+                    } else {
+                        self.open[i]
+                    },
                     time_to_convert: (i > 0).then(|| TimeToConvert {
                         from_previous: Durations::of(&mut self.from_previous[i]),
                         from_first: Durations::of(&mut self.from_first[i]),

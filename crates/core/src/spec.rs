@@ -66,6 +66,52 @@ pub struct Step {
     pub event_type: String,
     /// All must hold (AND); each is a set of accepted values (OR).
     pub filters: Vec<Filter>,
+    /// The chain may skip this step (extension).
+    pub optional: bool,
+    /// Largest gap in milliseconds from the previous matched step (extension).
+    pub within_ms: Option<i64>,
+}
+
+/// An event filter that invalidates a chain between two steps (extension).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Exclusion {
+    pub event_type: String,
+    pub filters: Vec<Filter>,
+    /// 0-based index of the step after which the exclusion applies.
+    pub after: usize,
+    /// 0-based index of the step before which it applies.
+    pub before: usize,
+}
+
+/// In which order the steps must happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// Step by step (windowFunnel).
+    Strict,
+    /// In any order within the window from the earliest matched step (extension).
+    Any,
+}
+
+/// What a funnel counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CountUnit {
+    Persons,
+    /// Every step-1 event starts an attempt, counted on its own (extension).
+    Attempts,
+}
+
+/// Which step-1 event gives a person's breakdown value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Attribution {
+    /// Per value of the step-1 events, as if step 1 also required it (CONTRACT §5).
+    Step1,
+    /// The person's earliest step-1 event, one value per person.
+    FirstTouch,
+    /// The step-1 event of the chain that gave the person's level, one value per person.
+    LastTouch,
 }
 
 /// A validated funnel definition.
@@ -80,6 +126,11 @@ pub struct FunnelSpec {
     pub breakdown: Vec<String>,
     pub modes: BTreeSet<Mode>,
     pub steps: Vec<Step>,
+    pub order: Order,
+    pub count: CountUnit,
+    pub hold_constant: Vec<String>,
+    pub exclusions: Vec<Exclusion>,
+    pub attribution: Attribution,
     /// Where the definition came from (a path, for messages).
     pub source: String,
 }
@@ -89,11 +140,28 @@ impl FunnelSpec {
         self.modes.contains(&mode)
     }
 
+    /// True when the funnel uses a chain extension beyond windowFunnel (order, exclusions,
+    /// optional steps, within, hold_constant, attempts); such funnels run on the extended kernel.
+    pub fn is_extended(&self) -> bool {
+        self.order == Order::Any
+            || self.count == CountUnit::Attempts
+            || !self.hold_constant.is_empty()
+            || !self.exclusions.is_empty()
+            || self
+                .steps
+                .iter()
+                .any(|s| s.optional || s.within_ms.is_some())
+    }
+
     /// Every column the funnel reads besides `person_id`, `ts` and `event_type`, sorted.
     pub fn columns(&self) -> BTreeSet<String> {
         let mut out: BTreeSet<String> = self.breakdown.iter().cloned().collect();
+        out.extend(self.hold_constant.iter().cloned());
         for s in &self.steps {
             out.extend(s.filters.iter().map(|f| f.column.clone()));
+        }
+        for x in &self.exclusions {
+            out.extend(x.filters.iter().map(|f| f.column.clone()));
         }
         out.remove(schema::EVENT_TYPE);
         out
@@ -106,27 +174,39 @@ impl FunnelSpec {
                 || c == schema::PERSON_ID
                 || properties.iter().any(|p| p == c)
         };
-        for c in &self.breakdown {
-            if !known(c) {
-                return Err(self.invalid(
-                    "breakdown",
-                    c,
-                    format!("no such column in the store ({})", column_list(properties)),
-                ));
-            }
-        }
+        let mut named: Vec<(String, &str)> = Vec::new();
+        named.extend(
+            self.breakdown
+                .iter()
+                .map(|c| ("breakdown".to_string(), c.as_str())),
+        );
+        named.extend(
+            self.hold_constant
+                .iter()
+                .map(|c| ("hold_constant".to_string(), c.as_str())),
+        );
         for (i, s) in self.steps.iter().enumerate() {
-            for f in &s.filters {
-                if !known(&f.column) {
-                    return Err(self.invalid(
-                        &format!("steps[{i}].where"),
-                        &f.column,
-                        format!("no such column in the store ({})", column_list(properties)),
-                    ));
-                }
-            }
+            named.extend(
+                s.filters
+                    .iter()
+                    .map(|f| (format!("steps[{i}].where"), f.column.as_str())),
+            );
         }
-        Ok(())
+        for (i, x) in self.exclusions.iter().enumerate() {
+            named.extend(
+                x.filters
+                    .iter()
+                    .map(|f| (format!("exclusions[{i}].where"), f.column.as_str())),
+            );
+        }
+        match named.into_iter().find(|(_, c)| !known(c)) {
+            Some((key, c)) => Err(self.invalid(
+                &key,
+                c,
+                format!("no such column in the store ({})", column_list(properties)),
+            )),
+            None => Ok(()),
+        }
     }
 
     fn invalid(&self, key: &str, value: &str, message: impl Into<String>) -> SpecError {
@@ -179,7 +259,17 @@ struct RawFunnel {
     #[serde(default)]
     mode: Option<OneOrMany>,
     #[serde(default)]
+    order: Option<String>,
+    #[serde(default)]
+    count: Option<String>,
+    #[serde(default)]
+    hold_constant: Option<OneOrMany>,
+    #[serde(default)]
+    attribution: Option<String>,
+    #[serde(default)]
     steps: Vec<RawStep>,
+    #[serde(default)]
+    exclusions: Vec<RawExclusion>,
 }
 
 #[derive(Deserialize)]
@@ -189,6 +279,22 @@ struct RawStep {
     event_type: String,
     #[serde(default, rename = "where")]
     filter: toml::Table,
+    #[serde(default)]
+    optional: bool,
+    #[serde(default)]
+    within: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExclusion {
+    event_type: String,
+    #[serde(default, rename = "where")]
+    filter: toml::Table,
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    before: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -336,51 +442,194 @@ pub fn parse_funnel(text: &str, source: &str) -> Result<FunnelSpec, SpecError> {
                 "not an event type ([a-z][a-z0-9_]*)",
             ));
         }
-        let mut filters = Vec::new();
-        for (column, value) in s.filter {
-            check_column(source, &key("where"), &column)?;
-            let scalar = |v: &toml::Value| -> Result<String, SpecError> {
-                match v {
-                    toml::Value::String(s) => Ok(s.clone()),
-                    toml::Value::Integer(n) => Ok(n.to_string()),
-                    toml::Value::Boolean(b) => Ok(b.to_string()),
-                    other => Err(invalid(
-                        &format!("steps[{i}].where.{column}"),
-                        &other.to_string(),
-                        "expected a string or a list of strings",
-                    )),
-                }
-            };
-            let values = match &value {
-                toml::Value::Array(items) => {
-                    items.iter().map(scalar).collect::<Result<Vec<_>, _>>()?
-                }
-                v => vec![scalar(v)?],
-            };
-            if values.is_empty() {
-                return Err(invalid(
-                    &format!("steps[{i}].where.{column}"),
-                    "[]",
-                    "an empty list matches nothing",
-                ));
-            }
-            filters.push(Filter { column, values });
+        let filters = parse_filters(source, &format!("steps[{i}]"), s.filter)?;
+        if s.optional && i == 0 {
+            return Err(invalid(
+                &key("optional"),
+                "true",
+                "step 1 cannot be optional",
+            ));
         }
+        let within_ms = match &s.within {
+            None => None,
+            Some(w) if i == 0 => {
+                return Err(invalid(&key("within"), w, "step 1 has no previous step"));
+            }
+            Some(w) => Some(parse_window(w).map_err(|m| invalid(&key("within"), w, &m))?),
+        };
         steps.push(Step {
             name: s.name,
             event_type: s.event_type,
             filters,
+            optional: s.optional,
+            within_ms,
         });
     }
-    Ok(FunnelSpec {
+    let step_index = |key: &str, name: &str| -> Result<usize, SpecError> {
+        steps
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| invalid(key, name, "no step of that name"))
+    };
+    let mut exclusions = Vec::new();
+    for (i, x) in raw.exclusions.into_iter().enumerate() {
+        let key = |k: &str| format!("exclusions[{i}].{k}");
+        if !schema::is_valid_event_type(&x.event_type) {
+            return Err(invalid(
+                &key("event_type"),
+                &x.event_type,
+                "not an event type ([a-z][a-z0-9_]*)",
+            ));
+        }
+        let after = match &x.after {
+            Some(n) => step_index(&key("after"), n)?,
+            None => 0,
+        };
+        let before = match &x.before {
+            Some(n) => step_index(&key("before"), n)?,
+            None => steps.len() - 1,
+        };
+        if after >= before {
+            return Err(invalid(
+                &key("before"),
+                &steps[before].name,
+                "must name a step after `after`",
+            ));
+        }
+        for (k, idx) in [("after", after), ("before", before)] {
+            if steps[idx].optional {
+                return Err(invalid(
+                    &key(k),
+                    &steps[idx].name,
+                    "an exclusion cannot be bounded by an optional step",
+                ));
+            }
+        }
+        exclusions.push(Exclusion {
+            filters: parse_filters(source, &format!("exclusions[{i}]"), x.filter)?,
+            event_type: x.event_type,
+            after,
+            before,
+        });
+    }
+    let order = match raw.order.as_deref() {
+        None | Some("strict") => Order::Strict,
+        Some("any") => Order::Any,
+        Some(other) => return Err(invalid("order", other, "use \"strict\" or \"any\"")),
+    };
+    let count = match raw.count.as_deref() {
+        None | Some("persons") => CountUnit::Persons,
+        Some("attempts") => CountUnit::Attempts,
+        Some(other) => return Err(invalid("count", other, "use \"persons\" or \"attempts\"")),
+    };
+    let attribution = match raw.attribution.as_deref() {
+        None | Some("step1") => Attribution::Step1,
+        Some("first_touch") => Attribution::FirstTouch,
+        Some("last_touch") => Attribution::LastTouch,
+        Some(other) => {
+            return Err(invalid(
+                "attribution",
+                other,
+                "use \"step1\", \"first_touch\" or \"last_touch\"",
+            ));
+        }
+    };
+    if attribution != Attribution::Step1 && breakdown.is_empty() {
+        return Err(invalid(
+            "attribution",
+            raw.attribution.as_deref().unwrap_or_default(),
+            "attribution needs a breakdown",
+        ));
+    }
+    let hold_constant = raw
+        .hold_constant
+        .map(OneOrMany::into_vec)
+        .unwrap_or_default();
+    for c in &hold_constant {
+        check_column(source, "hold_constant", c)?;
+    }
+    let spec = FunnelSpec {
         name: raw.name,
         window_ms,
         window: raw.window,
         breakdown,
         modes,
         steps,
+        order,
+        count,
+        hold_constant,
+        exclusions,
+        attribution,
         source: source.to_string(),
-    })
+    };
+    // Extensions run on the extended kernel, which has windowFunnel's default semantics only.
+    if spec.is_extended()
+        && let Some(m) = spec.modes.iter().next()
+    {
+        return Err(invalid(
+            "mode",
+            m.as_str(),
+            "modes cannot be combined with order, exclusions, optional, within, hold_constant or count = \"attempts\"",
+        ));
+    }
+    if spec.order == Order::Any {
+        let bad = if !spec.exclusions.is_empty() {
+            Some("exclusions")
+        } else if spec.steps.iter().any(|s| s.within_ms.is_some()) {
+            Some("within")
+        } else if spec.count == CountUnit::Attempts {
+            Some("count = \"attempts\"")
+        } else {
+            None
+        };
+        if let Some(b) = bad {
+            return Err(invalid(
+                "order",
+                "any",
+                &format!("{b} needs step order (order = \"strict\")"),
+            ));
+        }
+    }
+    Ok(spec)
+}
+
+/// A `where` table: column -> value or list of values.
+fn parse_filters(source: &str, key: &str, table: toml::Table) -> Result<Vec<Filter>, SpecError> {
+    let invalid = |k: String, value: &str, message: &str| SpecError::Invalid {
+        source_name: source.to_string(),
+        key: k,
+        value: value.to_string(),
+        message: message.to_string(),
+    };
+    let mut filters = Vec::new();
+    for (column, value) in table {
+        check_column(source, &format!("{key}.where"), &column)?;
+        let scalar = |v: &toml::Value| -> Result<String, SpecError> {
+            match v {
+                toml::Value::String(s) => Ok(s.clone()),
+                toml::Value::Integer(n) => Ok(n.to_string()),
+                toml::Value::Boolean(b) => Ok(b.to_string()),
+                other => Err(invalid(
+                    format!("{key}.where.{column}"),
+                    &other.to_string(),
+                    "expected a string or a list of strings",
+                )),
+            }
+        };
+        let values = match &value {
+            toml::Value::Array(items) => items.iter().map(scalar).collect::<Result<Vec<_>, _>>()?,
+            v => vec![scalar(v)?],
+        };
+        if values.is_empty() {
+            return Err(invalid(
+                format!("{key}.where.{column}"),
+                "[]",
+                "an empty list matches nothing",
+            ));
+        }
+        filters.push(Filter { column, values });
+    }
+    Ok(filters)
 }
 
 #[cfg(test)]
@@ -543,6 +792,104 @@ event_type = "purchase"
         assert!(e.contains("steps[0].where = \"item_id\""), "{e}");
         f.check_columns(&["campaign".into(), "item_id".into()])
             .unwrap();
+    }
+
+    #[test]
+    fn extensions_parse_and_validate() {
+        let text = r#"
+name = "n"
+window = "1d"
+hold_constant = "item_id"
+breakdown = "journey"
+attribution = "last_touch"
+count = "attempts"
+
+[[steps]]
+name = "click"
+event_type = "click"
+
+[[steps]]
+name = "continue"
+event_type = "warning"
+where = { warning_action = "continue" }
+optional = true
+
+[[steps]]
+name = "login"
+event_type = "login"
+within = "10m"
+
+[[steps]]
+name = "purchase"
+event_type = "purchase"
+
+[[exclusions]]
+event_type = "warning"
+where = { warning_action = "report" }
+after = "click"
+before = "login"
+"#;
+        let f = parse_funnel(text, "f.toml").unwrap();
+        assert!(f.is_extended());
+        assert!(f.steps[1].optional && !f.steps[2].optional);
+        assert_eq!(f.steps[2].within_ms, Some(600_000));
+        assert_eq!(f.exclusions[0].after, 0);
+        assert_eq!(f.exclusions[0].before, 2);
+        assert_eq!(f.count, CountUnit::Attempts);
+        assert_eq!(f.attribution, Attribution::LastTouch);
+        assert!(f.columns().contains("item_id"));
+        assert!(
+            !parse_funnel(CONTRACT_EXAMPLE, "x.toml")
+                .unwrap()
+                .is_extended()
+        );
+
+        let head = "name = \"n\"\nwindow = \"1d\"\n";
+        let two = "[[steps]]\nname = \"a\"\nevent_type = \"click\"\n[[steps]]\nname = \"b\"\nevent_type = \"view\"\n";
+        let cases = [
+            (
+                format!("{head}[[steps]]\nname = \"a\"\nevent_type = \"click\"\noptional = true\n"),
+                "step 1 cannot be optional",
+            ),
+            (
+                format!("{head}[[steps]]\nname = \"a\"\nevent_type = \"click\"\nwithin = \"1m\"\n"),
+                "no previous step",
+            ),
+            (
+                format!("{head}order = \"sideways\"\n{two}"),
+                "order = \"sideways\"",
+            ),
+            (
+                format!("{head}count = \"events\"\n{two}"),
+                "count = \"events\"",
+            ),
+            (
+                format!("{head}attribution = \"first_touch\"\n{two}"),
+                "attribution needs a breakdown",
+            ),
+            (
+                format!("{head}mode = \"strict_once\"\ncount = \"attempts\"\n{two}"),
+                "modes cannot be combined",
+            ),
+            (
+                format!("{head}order = \"any\"\ncount = \"attempts\"\n{two}"),
+                "needs step order",
+            ),
+            (
+                format!(
+                    "{head}{two}[[exclusions]]\nevent_type = \"x\"\nafter = \"b\"\nbefore = \"a\"\n"
+                ),
+                "must name a step after",
+            ),
+            (
+                format!("{head}{two}[[exclusions]]\nevent_type = \"x\"\nafter = \"nope\"\n"),
+                "exclusions[0].after = \"nope\"",
+            ),
+        ];
+        for (text, needle) in cases {
+            let e = err(&text);
+            assert!(e.contains(needle), "{e:?} lacks {needle:?}");
+        }
     }
 
     #[test]

@@ -37,11 +37,13 @@ fn key_label(g: &GroupReport) -> String {
 }
 
 fn modes_label(r: &FunnelReport) -> String {
-    if r.modes.is_empty() {
-        "default mode".into()
+    let mut parts = if r.modes.is_empty() {
+        vec!["default mode".to_string()]
     } else {
-        r.modes.join(", ")
-    }
+        r.modes.clone()
+    };
+    parts.extend(r.extensions.iter().cloned());
+    parts.join("; ")
 }
 
 fn window_label(seconds: i64) -> String {
