@@ -501,16 +501,17 @@ mod tests {
         best
     }
 
-    fn world() -> impl Strategy<
-        Value = (
-            usize,
-            Vec<(i64, u64, bool, u32)>,
-            Vec<bool>,
-            Vec<Option<i64>>,
-            i64,
-            bool,
-        ),
-    > {
+    /// (steps, events as (ts, mask, excluded, hold), optional, within, window, exclusion?)
+    type World = (
+        usize,
+        Vec<(i64, u64, bool, u32)>,
+        Vec<bool>,
+        Vec<Option<i64>>,
+        i64,
+        bool,
+    );
+
+    fn world() -> impl Strategy<Value = World> {
         (2usize..=4).prop_flat_map(|n| {
             (
                 Just(n),
