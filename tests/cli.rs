@@ -1180,7 +1180,9 @@ fn extended_chains_obey_their_rules() {
 
     // Stored events: by id, and each person's report-warnings.
     let m = manifest(&store);
-    let mut by_id: HashMap<String, (i64, String, Option<String>, Option<String>)> = HashMap::new();
+    // event_id -> (ts, event_type, warning_action, item_id)
+    type Ev = (i64, String, Option<String>, Option<String>);
+    let mut by_id: HashMap<String, Ev> = HashMap::new();
     let mut reports_of: HashMap<String, Vec<i64>> = HashMap::new();
     for f in m["event_files"].as_array().unwrap() {
         for b in read_parquet(&store.join("current").join(f["path"].as_str().unwrap())) {
@@ -1242,7 +1244,7 @@ fn extended_chains_obey_their_rules() {
                 continue;
             }
             rows_total += 1;
-            let chain: Vec<Option<&(i64, String, Option<String>, Option<String>)>> = (0..level)
+            let chain: Vec<Option<&Ev>> = (0..level)
                 .map(|k| ids[k].is_valid(i).then(|| &by_id[ids[k].value(i)]))
                 .collect();
             let first = chain[0].expect("step 1 is always matched");
