@@ -1401,3 +1401,90 @@ fn attempts_attribution_and_any_order() {
         assert!(a >= s, "any order {a} < step order {s}");
     }
 }
+
+#[test]
+fn compare_reports_differences_and_extra_step_costs() {
+    let store = sample_store();
+    let f = repo().join("data/funnels/journeys_compared.toml");
+    let args = |baseline: &str, format: &str| {
+        vec![
+            "compare".to_string(),
+            "--store".into(),
+            store.display().to_string(),
+            "--funnel".into(),
+            f.display().to_string(),
+            "--by".into(),
+            "journey".into(),
+            "--baseline".into(),
+            baseline.into(),
+            "--format".into(),
+            format.into(),
+        ]
+    };
+    let a = args("wechat_native", "json");
+    let (out, _) = run(&a.iter().map(String::as_str).collect::<Vec<_>>(), 0);
+    let c: Value = serde_json::from_str(&out).unwrap();
+    let groups: Vec<&str> = c["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        groups,
+        ["external_link", "mini_program", "tao_code", "wechat_native"]
+    );
+    // The baseline has no warning page and no login: those are costs of the other journeys,
+    // and only purchase is a shared milestone.
+    let steps: BTreeSet<&str> = c["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, BTreeSet::from(["purchase"]));
+    let costs: Vec<(&str, &str)> = c["extra_steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["group"].as_str().unwrap(), s["step"].as_str().unwrap()))
+        .collect();
+    assert!(
+        costs.contains(&("external_link", "warning page passed"))
+            && costs.contains(&("external_link", "login"))
+    );
+    for d in c["differences"].as_array().unwrap() {
+        let (lo, hi, diff) = (
+            d["ci_low"].as_f64().unwrap(),
+            d["ci_high"].as_f64().unwrap(),
+            d["difference"].as_f64().unwrap(),
+        );
+        assert!(lo <= diff && diff <= hi);
+        assert!(d["p_holm"].as_f64().unwrap() >= d["p_value"].as_f64().unwrap());
+    }
+    // The same numbers as `analyze` with a breakdown by journey.
+    let ext = &c["groups"][0];
+    assert_eq!(
+        ext["clicks"],
+        c["report"]["groups"][1]["steps"][0]["persons"]
+    );
+    // Markdown and table render; an unknown baseline is a usage error naming the values.
+    run(
+        &args("wechat_native", "markdown")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        0,
+    );
+    let (_, err) = run(
+        &args("carrier_pigeon", "table")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        2,
+    );
+    assert!(
+        err.contains("carrier_pigeon") && err.contains("wechat_native"),
+        "{err}"
+    );
+}

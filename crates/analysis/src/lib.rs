@@ -6,15 +6,21 @@
 //! - [`analyze`]: funnels (ClickHouse `windowFunnel` semantics, [`Kernel`]) with breakdowns.
 //! - [`inspect`]: a summary of what the store holds.
 
+mod compare;
 mod engine;
 mod error;
 mod extended;
 mod inspect;
 mod kernel;
 mod report;
+mod stats;
 
+pub use compare::{
+    CompareOptions, Comparison, Difference, Group, MIN_SAMPLE, Rate, StepCost, compare,
+};
 pub use engine::{Analysis, AnalyzeOptions, AuditRow, Interval, analyze, write_audit};
 pub use error::AnalysisError;
 pub use inspect::{CountRow, StoreSummary, inspect};
 pub use kernel::{Kernel, Modes, Scratch};
 pub use report::{Durations, FunnelReport, GroupReport, StepReport, TimeToConvert};
+pub use stats::{Z95, fisher_exact, holm, newcombe, wilson, z_test};

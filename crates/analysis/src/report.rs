@@ -66,6 +66,9 @@ pub struct StepReport {
     /// Of those dropped, persons whose chain's window was still open at the cutoff: they may
     /// yet reach this step.
     pub pending: u64,
+    /// Persons whose chain ended at the step before this one: lost here. Equals
+    /// `dropped_from_previous` unless optional steps are involved (0 for the first step).
+    pub stopped_before: u64,
     /// `None` for the first step.
     pub time_to_convert: Option<TimeToConvert>,
 }
@@ -194,6 +197,7 @@ impl GroupAcc {
                     } else {
                         self.open[i]
                     },
+                    stopped_before: if i == 0 { 0 } else { self.levels[i] },
                     time_to_convert: (i > 0).then(|| TimeToConvert {
                         from_previous: Durations::of(&mut self.from_previous[i]),
                         from_first: Durations::of(&mut self.from_first[i]),

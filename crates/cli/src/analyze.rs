@@ -31,6 +31,17 @@ pub struct Args {
     /// Trends: group by the day, week (ISO, labelled by its Monday) or month of the step-1 event.
     #[arg(long, value_enum)]
     pub interval: Option<IntervalArg>,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    /// Write the audit table (one row per person and group: level and the timestamp and event_id
+    /// of every step of the reported chain) to this Parquet file.
+    #[arg(long)]
+    pub persons_out: Option<PathBuf>,
+}
+
+/// Which events and chains an analysis sees (shared by analyze, compare and report).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScopeArgs {
     /// Only step-1 events at or after this time start chains (RFC 3339, or a date in --timezone).
     #[arg(long)]
     pub from: Option<String>,
@@ -47,16 +58,18 @@ pub struct Args {
     /// Time zone of calendar periods and of dates given to --from/--to/--cutoff [default: the store's].
     #[arg(long)]
     pub timezone: Option<String>,
-    /// Write the audit table (one row per person and group: level and the timestamp and event_id
-    /// of every step of the reported chain) to this Parquet file.
-    #[arg(long)]
-    pub persons_out: Option<PathBuf>,
 }
 
-pub fn options(args: &Args) -> Result<AnalyzeOptions> {
+/// Analysis options from the scope flags.
+pub fn options(
+    store: &std::path::Path,
+    args: &ScopeArgs,
+    interval: Option<IntervalArg>,
+    audit: bool,
+) -> Result<AnalyzeOptions> {
     let tz_name = match &args.timezone {
         Some(t) => t.clone(),
-        None => StoreLayout::new(&args.store).open_existing()?.1.timezone,
+        None => StoreLayout::new(store).open_existing()?.1.timezone,
     };
     let tz = time::parse_timezone(&tz_name)
         .map_err(|e| UsageError(format!("invalid --timezone {tz_name:?}: {e}")))?;
@@ -71,7 +84,7 @@ pub fn options(args: &Args) -> Result<AnalyzeOptions> {
     Ok(AnalyzeOptions {
         cutoff_ms: instant("--cutoff", &args.cutoff)?,
         closed_windows_only: args.closed_windows_only,
-        interval: args.interval.map(|i| match i {
+        interval: interval.map(|i| match i {
             IntervalArg::Day => Interval::Day,
             IntervalArg::Week => Interval::Week,
             IntervalArg::Month => Interval::Month,
@@ -79,7 +92,7 @@ pub fn options(args: &Args) -> Result<AnalyzeOptions> {
         from_ms: instant("--from", &args.from)?,
         to_ms: instant("--to", &args.to)?,
         timezone: Some(tz_name),
-        audit: args.persons_out.is_some(),
+        audit,
     })
 }
 
@@ -89,7 +102,12 @@ pub fn run(args: Args) -> Result<()> {
         .iter()
         .map(|p| load_funnel(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let opts = options(&args)?;
+    let opts = options(
+        &args.store,
+        &args.scope,
+        args.interval,
+        args.persons_out.is_some(),
+    )?;
     let analysis = funnel_analysis::analyze(&args.store, &specs, &opts)?;
     if let Some(path) = &args.persons_out {
         funnel_analysis::write_audit(path, &specs, &analysis.audit)?;

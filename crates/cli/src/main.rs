@@ -18,6 +18,7 @@ macro_rules! out {
 }
 
 mod analyze;
+mod compare;
 mod demo;
 mod export;
 mod generate;
@@ -44,6 +45,8 @@ enum Command {
     Generate(generate::Args),
     /// Compute funnels over a store (ClickHouse windowFunnel semantics, with breakdowns).
     Analyze(analyze::Args),
+    /// Compare a funnel's groups (e.g. journeys) against a baseline, with intervals and tests.
+    Compare(compare::Args),
     /// Summarise what a store holds.
     Inspect(inspect::Args),
     /// Run the whole job on the sample data shipped in data/.
@@ -95,7 +98,8 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         }
         if let Some(e) = cause.downcast_ref::<funnel_analysis::AnalysisError>() {
             return match e {
-                funnel_analysis::AnalysisError::Spec(_) => 2,
+                funnel_analysis::AnalysisError::Spec(_)
+                | funnel_analysis::AnalysisError::Option { .. } => 2,
                 funnel_analysis::AnalysisError::Store(funnel_core::CoreError::NoStore {
                     ..
                 }) => 3,
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Analyze(args) => analyze::run(args),
+        Command::Compare(args) => compare::run(args),
         Command::Demo(args) => demo::run(args),
     };
     match result {
