@@ -1488,3 +1488,63 @@ fn compare_reports_differences_and_extra_step_costs() {
         "{err}"
     );
 }
+
+#[test]
+fn report_is_self_contained_and_reproducible() {
+    let store = sample_store();
+    let tmp = tempfile::tempdir().unwrap();
+    let funnels = repo().join("data/funnels");
+    let write = |name: &str| -> (String, String) {
+        let html = tmp.path().join(format!("{name}.html"));
+        let md = tmp.path().join(format!("{name}.md"));
+        run(
+            &[
+                "report",
+                "--store",
+                store.to_str().unwrap(),
+                "--funnel",
+                funnels
+                    .join("external_link_first_login.toml")
+                    .to_str()
+                    .unwrap(),
+                "--funnel",
+                funnels
+                    .join("all_journeys_by_journey.toml")
+                    .to_str()
+                    .unwrap(),
+                "--compare",
+                funnels.join("journeys_compared.toml").to_str().unwrap(),
+                "--out",
+                html.to_str().unwrap(),
+                "--markdown",
+                md.to_str().unwrap(),
+            ],
+            0,
+        );
+        (
+            std::fs::read_to_string(html).unwrap(),
+            std::fs::read_to_string(md).unwrap(),
+        )
+    };
+    let (a, a_md) = write("a");
+    let (b, b_md) = write("b");
+    assert_eq!(a, b, "same store and options, same bytes");
+    assert_eq!(a_md, b_md);
+    for needle in [
+        "Journeys compared",
+        "Data quality",
+        "Time to convert",
+        "by week of the click",
+        "store manifest sha-256",
+        "<svg",
+    ] {
+        assert!(a.contains(needle), "report lacks {needle:?}");
+    }
+    assert!(
+        !a.contains("http://")
+            || a.matches("http://")
+                .all(|_| a.contains("xmlns=\"http://www.w3.org/2000/svg\""))
+    );
+    assert!(!a.contains("<script"), "no scripts");
+    insta::assert_snapshot!("sample_report_markdown", a_md);
+}

@@ -74,10 +74,51 @@ pub fn run(args: Args) -> Result<()> {
         "{}",
         crate::export::render(&analysis.reports, crate::export::Format::Table)
     );
+
+    let compare_funnel = funnels_dir.join("journeys_compared.toml");
+    outln!("\n== 4. Journeys compared against WeChat-native pages\n");
+    let spec = funnel_core::load_funnel(&compare_funnel)?;
+    let copts = funnel_analysis::CompareOptions {
+        by: "journey".into(),
+        baseline: "wechat_native".into(),
+        attribution: funnel_core::Attribution::Step1,
+        analyze: funnel_analysis::AnalyzeOptions::default(),
+    };
+    let comparison = funnel_analysis::compare(&store, &spec, &copts)?;
+    out!("{}", crate::compare::render_text(&comparison, false));
+
+    let report_args = crate::report::Args {
+        store: store.clone(),
+        funnels: paths
+            .iter()
+            .filter(|p| **p != compare_funnel)
+            .cloned()
+            .collect(),
+        out: args.out.join("report.html"),
+        markdown: Some(args.out.join("report.md")),
+        compare: Some(compare_funnel),
+        by: "journey".into(),
+        baseline: "wechat_native".into(),
+        interval: crate::analyze::IntervalArg::Week,
+        title: "WeChat external links: from click to purchase (sample data)".into(),
+        scope: crate::analyze::ScopeArgs {
+            from: None,
+            to: None,
+            cutoff: None,
+            closed_windows_only: false,
+            timezone: None,
+        },
+    };
+    let html = crate::report::write(&report_args)?;
     outln!(
         "\nStore: {} (Parquet; DuckDB: SELECT * FROM read_parquet('{}/current/events/*/*.parquet', union_by_name=true))",
         store.display(),
         store.display()
+    );
+    outln!(
+        "\n== 5. Report\n\nHTML report (opens in any browser, no network needed): {}\nMarkdown twin: {}",
+        html.display(),
+        args.out.join("report.md").display()
     );
     Ok(())
 }

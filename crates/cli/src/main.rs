@@ -24,6 +24,7 @@ mod export;
 mod generate;
 mod ingest;
 mod inspect;
+mod report;
 mod table;
 
 #[derive(Debug, Parser)]
@@ -47,6 +48,8 @@ enum Command {
     Analyze(analyze::Args),
     /// Compare a funnel's groups (e.g. journeys) against a baseline, with intervals and tests.
     Compare(compare::Args),
+    /// Write the HTML report (and a Markdown twin): funnels, comparison, trends, data quality.
+    Report(report::Args),
     /// Summarise what a store holds.
     Inspect(inspect::Args),
     /// Run the whole job on the sample data shipped in data/.
@@ -134,6 +137,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Analyze(args) => analyze::run(args),
         Command::Compare(args) => compare::run(args),
+        Command::Report(args) => report::run(args),
         Command::Demo(args) => demo::run(args),
     };
     match result {

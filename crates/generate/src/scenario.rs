@@ -591,7 +591,7 @@ fn session(p: &mut Person, rng: &mut Rng, out: &mut Vec<Ev>, mut t: i64, day: i6
             }
             t += gap(rng, 1, 5);
             push(p, 0, base("view", &wx), t);
-            if rng.chance(0.14) {
+            if rng.chance(0.30) {
                 t += gap(rng, 30, 1200);
                 push(p, 0, purchase_row(&wx, rng), t);
             }
@@ -618,7 +618,7 @@ fn session(p: &mut Person, rng: &mut Rng, out: &mut Vec<Ev>, mut t: i64, day: i6
                 );
                 p.mini_login = true;
             }
-            if rng.chance(0.22) {
+            if rng.chance(0.26) {
                 t += gap(rng, 30, 1200);
                 push(p, 0, purchase_row(&wx, rng), t);
             }

@@ -1,8 +1,10 @@
 //! Funnel reports in each output format, one file per format.
 
 mod csv;
+pub mod html;
 mod json;
 mod markdown;
+mod svg;
 mod table;
 
 use funnel_analysis::{FunnelReport, GroupReport};
@@ -60,7 +62,7 @@ fn pct(x: f64) -> String {
 }
 
 /// A duration in seconds as people read it: `42s`, `3.5m`, `2.1h`, `1.5d`.
-fn duration(secs: f64) -> String {
+pub(crate) fn duration(secs: f64) -> String {
     if secs < 60.0 {
         format!("{secs:.1}s")
     } else if secs < 3600.0 {

@@ -1,0 +1,167 @@
+//! `funnel report`: the HTML report (and its Markdown twin) for analysts and managers.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use funnel_analysis::{CompareOptions, compare, inspect};
+use funnel_core::{Attribution, MANIFEST_FILE, StoreLayout, load_funnel};
+use sha2::{Digest, Sha256};
+
+use crate::analyze::{IntervalArg, ScopeArgs, options};
+use crate::export::html::{ReportData, render};
+use crate::table::thousands;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    pub store: PathBuf,
+    /// Funnel definitions to show (repeatable).
+    #[arg(long = "funnel", required = true)]
+    pub funnels: Vec<PathBuf>,
+    /// The HTML file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write the same tables as Markdown here.
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+    /// Funnel for the journey comparison section (none if absent).
+    #[arg(long)]
+    pub compare: Option<PathBuf>,
+    /// Column the comparison groups by.
+    #[arg(long, default_value = "journey")]
+    pub by: String,
+    /// Value the comparison measures against.
+    #[arg(long, default_value = "wechat_native")]
+    pub baseline: String,
+    /// Period of the trend lines.
+    #[arg(long, value_enum, default_value_t = IntervalArg::Week)]
+    pub interval: IntervalArg,
+    #[arg(long, default_value = "Conversion funnels")]
+    pub title: String,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+}
+
+/// Writes the report; returns the HTML path.
+pub fn write(args: &Args) -> Result<PathBuf> {
+    let specs = args
+        .funnels
+        .iter()
+        .map(|p| load_funnel(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let opts = options(&args.store, &args.scope, Some(args.interval), false)?;
+    let analysis = funnel_analysis::analyze(&args.store, &specs, &opts)?;
+    let summary = inspect(&args.store)?;
+    let (dir, manifest) = StoreLayout::new(&args.store).open_existing()?;
+    let manifest_bytes =
+        std::fs::read(dir.join(MANIFEST_FILE)).context("reading the store manifest")?;
+    let comparison = match &args.compare {
+        Some(path) => {
+            let spec = load_funnel(path)?;
+            let copts = CompareOptions {
+                by: args.by.clone(),
+                baseline: args.baseline.clone(),
+                attribution: Attribution::Step1,
+                analyze: options(&args.store, &args.scope, None, false)?,
+            };
+            Some(compare(&args.store, &spec, &copts)?)
+        }
+        None => None,
+    };
+    let mut definitions = Vec::new();
+    for p in args.funnels.iter().chain(args.compare.iter()) {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !definitions.iter().any(|(n, _)| *n == name) {
+            definitions.push((
+                name,
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            ));
+        }
+    }
+    let file_names = |ps: &[PathBuf]| -> String {
+        ps.iter()
+            .map(|p| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut shown = vec![
+        ("funnels".to_string(), file_names(&args.funnels)),
+        (
+            "interval".into(),
+            format!("{:?}", args.interval).to_lowercase(),
+        ),
+        (
+            "cutoff".into(),
+            analysis
+                .reports
+                .first()
+                .map(|r| r.cutoff.clone())
+                .unwrap_or_default(),
+        ),
+    ];
+    if let Some(c) = &args.compare {
+        shown.push(("compare".into(), file_names(std::slice::from_ref(c))));
+        shown.push(("by".into(), args.by.clone()));
+        shown.push(("baseline".into(), args.baseline.clone()));
+    }
+    for (k, v) in [("from", &args.scope.from), ("to", &args.scope.to)] {
+        if let Some(v) = v {
+            shown.push((k.into(), v.clone()));
+        }
+    }
+    if args.scope.closed_windows_only {
+        shown.push(("closed_windows_only".into(), "true".into()));
+    }
+    let data = ReportData {
+        title: args.title.clone(),
+        summary: &summary,
+        manifest: &manifest,
+        manifest_sha256: hex::encode(Sha256::digest(&manifest_bytes)),
+        reports: &analysis.reports,
+        comparison: comparison.as_ref(),
+        definitions,
+        options: shown,
+    };
+    std::fs::write(&args.out, render(&data))
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    if let Some(md) = &args.markdown {
+        let mut text = format!("# {}\n\n", args.title);
+        if let Some(c) = &comparison {
+            text.push_str(&crate::compare::render_text(c, true));
+            text.push('\n');
+        }
+        text.push_str(&crate::export::render(
+            &analysis.reports,
+            crate::export::Format::Markdown,
+        ));
+        let t = &summary.ingested;
+        text.push_str(&format!(
+            "## Data quality\n\n{} rows read: {} stored, {} duplicates, {} rejected ({}).\n\nStore manifest sha-256 `{}`, funnel {}.\n",
+            thousands(t.rows_read),
+            thousands(t.rows_stored),
+            thousands(t.rows_duplicate),
+            thousands(t.rows_rejected),
+            t.rejected_by_reason.iter().map(|(r, n)| format!("{r} {n}")).collect::<Vec<_>>().join(", "),
+            data.manifest_sha256,
+            funnel_core::TOOL_VERSION
+        ));
+        std::fs::write(md, text).with_context(|| format!("writing {}", md.display()))?;
+    }
+    Ok(args.out.clone())
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let path = write(&args)?;
+    outln!("Wrote {}", path.display());
+    if let Some(md) = &args.markdown {
+        outln!("Wrote {}", md.display());
+    }
+    Ok(())
+}
