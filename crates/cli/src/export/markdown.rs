@@ -22,18 +22,22 @@ pub fn render(reports: &[FunnelReport]) -> String {
         ));
         for g in &r.groups {
             out.push_str(&format!("### {}\n\n", cell(&key_label(g))));
-            out.push_str("| step | persons | from previous | from first | dropped | pending | median time from previous |\n");
-            out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+            out.push_str("| step | persons | from previous | from first | dropped | pending | median time from previous | |\n");
+            out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
             for s in &g.steps {
+                // A text bar, scaled to step 1, for terminals and pull requests.
+                let filled = (s.conversion_from_first * 20.0).round() as usize;
                 out.push_str(&format!(
-                    "| {} | {} | {} | {} | {} | {} | {} |\n",
+                    "| {} | {} | {} | {} | {} | {} | {} | `{}{}` |\n",
                     cell(&s.name),
                     thousands(s.persons),
                     pct(s.conversion_from_previous),
                     pct(s.conversion_from_first),
                     thousands(s.dropped_from_previous),
                     thousands(s.pending),
-                    median_from_previous(s)
+                    median_from_previous(s),
+                    "█".repeat(filled.min(20)),
+                    "·".repeat(20 - filled.min(20))
                 ));
             }
             if g.excluded_open_windows > 0 {
