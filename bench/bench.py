@@ -1,0 +1,162 @@
+"""Benchmark: `funnel` against ClickHouse's windowFunnel (chDB, over Parquet and over a MergeTree
+table ordered by (person_id, ts)) and a bare DuckDB scan of the columns the funnel needs, on the
+same generated data, in one run. Prints a table and writes bench/results.json.
+
+Usage: python bench/bench.py [--events 10000000] [--runs 3]   (creates nothing outside bench/work)
+
+Every engine must return the same per-step counts for the funnel (with its breakdown by
+journey); the run fails loudly otherwise. Times are whole-process wall times (median of --runs
+after a warm-up), peak RSS from GNU time. Not done yet (issue 5): DuckDB SQL and Python polars
+implementations of the same funnel, and the scale curve.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORK = os.path.join(ROOT, "bench", "work")
+FUNNEL_FILE = os.path.join(ROOT, "data", "funnels", "all_journeys_by_journey.toml")
+WINDOW_MS = 86_400_000
+
+
+def timed(cmd, **kw):
+    """(wall seconds, peak RSS MiB, stdout) of a whole process."""
+    start = time.perf_counter()
+    out = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True, **kw)
+    wall = time.perf_counter() - start
+    if out.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{out.stderr[-2000:]}")
+    rss_kib = int(out.stderr.strip().splitlines()[-1])
+    return wall, rss_kib / 1024, out.stdout
+
+
+def median_of(runs, cmd, **kw):
+    timed(cmd, **kw)  # warm-up
+    results = [timed(cmd, **kw) for _ in range(runs)]
+    return statistics.median(r[0] for r in results), max(r[1] for r in results), results[-1][2]
+
+
+PY = sys.executable
+
+
+def python(code):
+    return [PY, "-c", code]
+
+
+def chdb_query(sql, setup=""):
+    return python(
+        "import chdb, sys\n"
+        "from chdb import session\n"
+        f"s = session.Session({os.path.join(WORK, 'chdb')!r})\n"
+        + (f"s.query({setup!r})\n" if setup else "")
+        + f"print(s.query({sql!r}, 'JSONEachRow').data())"
+    )
+
+
+def funnel_sql(source):
+    """Per-step persons for all persons and per journey of the click (CONTRACT §5 breakdown)."""
+    return f"""
+      WITH j AS (SELECT DISTINCT journey FROM {source} WHERE event_type = 'click')
+      SELECT g, level, count() AS n FROM (
+        SELECT person_id, '' AS g,
+               windowFunnel({WINDOW_MS})(toUInt64(toUnixTimestamp64Milli(ts)),
+                 event_type = 'click', event_type = 'purchase') AS level
+        FROM {source} GROUP BY person_id
+        UNION ALL
+        SELECT person_id, ifNull(j.journey, '∅') AS g,
+               windowFunnel({WINDOW_MS})(toUInt64(toUnixTimestamp64Milli(e.ts)),
+                 e.event_type = 'click' AND ifNull(e.journey = j.journey, 0), e.event_type = 'purchase') AS level
+        FROM {source} AS e CROSS JOIN j GROUP BY person_id, j.journey)
+      WHERE level > 0 GROUP BY g, level ORDER BY g, level"""
+
+
+def counts_from_levels(jsonl):
+    by = {}
+    for line in jsonl.splitlines():
+        if line.strip():
+            r = json.loads(line)
+            by.setdefault(r["g"], {})[int(r["level"])] = int(r["n"])
+    return {g: [sum(n for l, n in lv.items() if l >= k) for k in (1, 2)] for g, lv in by.items()}
+
+
+def counts_from_report(text):
+    r = json.loads(text)
+    return {(g["key"].get("journey") or ""): [s["persons"] for s in g["steps"]] for g in r["groups"]}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=10_000_000)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    shutil.rmtree(WORK, ignore_errors=True)
+    os.makedirs(WORK)
+    t0 = time.perf_counter()
+    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "funnel-cli"], cwd=ROOT, check=True)
+    build_s = time.perf_counter() - t0
+    funnel = os.path.join(ROOT, "target", "release", "funnel")
+    persons = max(1, args.events * 10 // 56)  # the scenario makes about 5.6 events per person
+    data, store = os.path.join(WORK, "data"), os.path.join(WORK, "store")
+    t = time.perf_counter()
+    subprocess.run([funnel, "generate", "--out", data, "--persons", str(persons), "--seed", "1", "--format", "csv", "--clean"],
+                   check=True, stdout=subprocess.DEVNULL)
+    gen_s = time.perf_counter() - t
+    truth = json.load(open(os.path.join(data, "truth.json")))
+    events = truth["expected"]["rows_stored"]
+    rows = []
+
+    ingest_s, ingest_rss, _ = timed([funnel, "ingest", "--store", store, "--format", "json", data])
+    rows.append(("ingest CSV -> store (funnel)", ingest_s, ingest_rss, events))
+    duck_out = os.path.join(WORK, "duck.parquet")
+    copy = f"COPY (SELECT * FROM read_csv('{data}/*/*.csv', union_by_name=true)) TO '{duck_out}' (FORMAT parquet)"
+    s, rss, _ = timed(python(f"import duckdb; duckdb.sql({copy!r})"))
+    rows.append(("ingest CSV -> Parquet (DuckDB COPY)", s, rss, events))
+
+    parquet = f"file('{store}/current/events/*/*.parquet', Parquet)"
+    results = {}
+    s, rss, out = median_of(args.runs, [funnel, "analyze", "--store", store, "--funnel", FUNNEL_FILE, "--format", "json"])
+    results["funnel analyze"] = counts_from_report(out)
+    rows.append(("funnel analyze (embedded)", s, rss, events))
+    s, rss, out = median_of(args.runs, chdb_query(funnel_sql(parquet)))
+    results["chDB windowFunnel, Parquet"] = counts_from_levels(out)
+    rows.append(("chDB windowFunnel over Parquet", s, rss, events))
+    setup = (f"CREATE TABLE IF NOT EXISTS ev ENGINE = MergeTree ORDER BY (person_id, ts) AS "
+             f"SELECT person_id, ts, event_type, journey FROM {parquet}")
+    subprocess.run(chdb_query("SELECT 1", setup), check=True, stdout=subprocess.DEVNULL)
+    s, rss, out = median_of(args.runs, chdb_query(funnel_sql("ev")))
+    results["chDB windowFunnel, MergeTree"] = counts_from_levels(out)
+    rows.append(("chDB windowFunnel over MergeTree (person_id, ts)", s, rss, events))
+    scan = (f"SELECT count(*), count(DISTINCT person_id), max(ts), count(journey) FROM "
+            f"read_parquet('{store}/current/events/*/*.parquet', union_by_name=true) WHERE event_type IN ('click', 'purchase')")
+    s, rss, _ = median_of(args.runs, python(f"import duckdb; print(duckdb.sql({scan!r}).fetchall())"))
+    rows.append(("bare scan of the needed columns (DuckDB)", s, rss, events))
+
+    ours = results["funnel analyze"]
+    agree = all(r == ours for r in results.values())
+    ref = next(r for r in rows if r[0].startswith("funnel analyze"))[1]
+    print(f"\n{events:,} events, {persons:,} people; {platform.machine()}, {os.cpu_count()} cores; "
+          f"release build {build_s:.0f} s, generate {gen_s:.0f} s")
+    print(f"{'what':52} {'wall s':>8} {'peak MiB':>9} {'M events/s':>11} {'vs funnel':>10}")
+    for name, s, rss, n in rows:
+        print(f"{name:52} {s:8.2f} {rss:9.0f} {n / s / 1e6:11.2f} {s / ref:9.2f}x")
+    print(f"\nper-step counts agree across engines: {agree}")
+    if not agree:
+        for k, v in results.items():
+            print(" ", k, json.dumps(v, sort_keys=True))
+    json.dump({"events": events, "persons": persons, "machine": platform.platform(), "cores": os.cpu_count(),
+               "release_build_seconds": build_s,
+               "rows": [{"what": n, "wall_seconds": s, "peak_rss_mib": r, "events": e} for n, s, r, e in rows],
+               "counts": results, "agree": agree},
+              open(os.path.join(ROOT, "bench", "results.json"), "w"), indent=1, sort_keys=True)
+    sys.exit(0 if agree else 1)
+
+
+if __name__ == "__main__":
+    main()
