@@ -7,7 +7,9 @@ Usage: python bench/bench.py [--events 10000000] [--runs 3]   (creates nothing o
 Every engine must return the same per-step counts for the funnel (with its breakdown by
 journey); the run fails loudly otherwise. Times are whole-process wall times (median of --runs
 after a warm-up), peak RSS from GNU time. Not done yet (issue 5): DuckDB SQL and Python polars
-implementations of the same funnel, and the scale curve.
+implementations of funnels with more steps or modes (the two here are specific to this
+two-step funnel, whose level is "a purchase within the window after a click"), and the scale
+curve.
 """
 
 import argparse
@@ -86,6 +88,42 @@ def counts_from_levels(jsonl):
     return {g: [sum(n for l, n in lv.items() if l >= k) for k in (1, 2)] for g, lv in by.items()}
 
 
+DUCK_FUNNEL = """
+WITH ev AS (SELECT person_id, ts, event_type, journey FROM read_parquet('{glob}', union_by_name=true)
+            WHERE event_type IN ('click', 'purchase')),
+     c AS (SELECT person_id, ts, coalesce(journey, '∅') AS journey FROM ev WHERE event_type = 'click'),
+     p AS (SELECT person_id, ts AS pts FROM ev WHERE event_type = 'purchase'),
+     hit AS (SELECT c.person_id, c.journey, c.ts, p.pts FROM c ASOF LEFT JOIN p ON c.person_id = p.person_id AND p.pts >= c.ts),
+     per AS (SELECT person_id, journey, bool_or(pts IS NOT NULL AND pts <= ts + INTERVAL 1 DAY) AS bought FROM hit GROUP BY ALL)
+SELECT '' AS g, count(DISTINCT person_id), count(DISTINCT person_id) FILTER (WHERE bought) FROM per
+UNION ALL
+SELECT journey, count(*), count(*) FILTER (WHERE bought) FROM per GROUP BY journey
+"""
+
+POLARS_FUNNEL = """
+import json, polars as pl
+ev = (pl.scan_parquet({glob!r}, missing_columns="insert", extra_columns="ignore")
+      .select("person_id", "ts", "event_type", "journey")
+      .filter(pl.col("event_type").is_in(["click", "purchase"])))
+c = ev.filter(pl.col("event_type") == "click").select("person_id", "ts", pl.col("journey").fill_null("∅")).sort("ts")
+p = ev.filter(pl.col("event_type") == "purchase").select("person_id", pl.col("ts").alias("pts")).sort("pts")
+hit = c.join_asof(p, left_on="ts", right_on="pts", by="person_id", strategy="forward")
+per = (hit.with_columns(bought=pl.col("pts").is_not_null() & (pl.col("pts") <= pl.col("ts") + pl.duration(days=1)))
+       .group_by("person_id", "journey").agg(pl.col("bought").any()).collect())
+out = {{"": [per["person_id"].n_unique(), per.filter(pl.col("bought"))["person_id"].n_unique()]}}
+for (j,), g in per.group_by("journey"):
+    out[j] = [g.height, int(g["bought"].sum())]
+print(json.dumps(out))
+"""
+
+
+def counts_from_rows(text):
+    out = {}
+    for g, a, b in eval(text.strip()):
+        out[g] = [int(a), int(b)]
+    return out
+
+
 def counts_from_report(text):
     r = json.loads(text)
     return {(g["key"].get("journey") or ""): [s["persons"] for s in g["steps"]] for g in r["groups"]}
@@ -133,7 +171,15 @@ def main():
     s, rss, out = median_of(args.runs, chdb_query(funnel_sql("ev")))
     results["chDB windowFunnel, MergeTree"] = counts_from_levels(out)
     rows.append(("chDB windowFunnel over MergeTree (person_id, ts)", s, rss, events))
-    scan = (f"SELECT count(*), count(DISTINCT person_id), max(ts), count(journey) FROM "
+    glob = f"{store}/current/events/*/*.parquet"
+    sql = DUCK_FUNNEL.format(glob=glob)
+    s, rss, out = median_of(args.runs, python(f"import duckdb; print(duckdb.sql({sql!r}).fetchall())"))
+    results["DuckDB SQL (ASOF join)"] = counts_from_rows(out)
+    rows.append(("DuckDB SQL, same funnel (ASOF join)", s, rss, events))
+    s, rss, out = median_of(args.runs, python(POLARS_FUNNEL.format(glob=glob)))
+    results["Python polars (join_asof)"] = json.loads(out)
+    rows.append(("Python polars, same funnel (join_asof)", s, rss, events))
+    scan = (f"SELECT count(*), count(DISTINCT person_id), epoch_ms(max(ts)), count(journey) FROM "
             f"read_parquet('{store}/current/events/*/*.parquet', union_by_name=true) WHERE event_type IN ('click', 'purchase')")
     s, rss, _ = median_of(args.runs, python(f"import duckdb; print(duckdb.sql({scan!r}).fetchall())"))
     rows.append(("bare scan of the needed columns (DuckDB)", s, rss, events))
