@@ -40,6 +40,9 @@ pub fn parse_ts(text: &str, tz: &Tz) -> Result<i64, String> {
             .map_err(|_| "epoch milliseconds out of range".to_string())
             .and_then(check_range);
     }
+    if let Some(naive) = fast_naive(s) {
+        return local_to_utc_ms(naive, tz);
+    }
     if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
         return check_range(dt.timestamp_millis());
     }
@@ -54,6 +57,43 @@ pub fn parse_ts(text: &str, tz: &Tz) -> Result<i64, String> {
         }
     }
     Err("not RFC 3339, epoch milliseconds or a local date-time".into())
+}
+
+/// The common export form `YYYY-MM-DD HH:MM:SS[.fff]` (or with `T`), without an offset, read
+/// without the format machinery; anything else (or anything invalid) is left to the general path,
+/// so the result is always the one `NAIVE_FORMATS` would give.
+fn fast_naive(s: &str) -> Option<NaiveDateTime> {
+    let b = s.as_bytes();
+    if b.len() < 19
+        || !matches!(b[10], b' ' | b'T')
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |acc, c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    let mut milli = 0;
+    if b.len() > 19 {
+        let frac = &b[20..];
+        if b[19] != b'.'
+            || frac.is_empty()
+            || frac.len() > 9
+            || !frac.iter().all(u8::is_ascii_digit)
+        {
+            return None;
+        }
+        for i in 0..3 {
+            milli = milli * 10 + frac.get(i).map_or(0, |c| u32::from(c - b'0'));
+        }
+    }
+    let date = NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
+    date.and_hms_milli_opt(num(11..13)?, num(14..16)?, num(17..19)?, milli)
 }
 
 /// Reads a naive local time (milliseconds since the epoch of the local wall clock) in `tz`.
@@ -156,6 +196,60 @@ mod tests {
             "2021-09-17T10:00:00+25:00",
         ] {
             assert!(parse_ts(s, &sh()).is_err(), "{s:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_formats() {
+        let mut cases = vec![
+            "2021-09-17 10:00:00".to_string(),
+            "2021-09-17T10:00:00.5".into(),
+            "2021-09-17 10:00:00.123456789".into(),
+            "2021-09-17 10:00:00.".into(),
+            "2021-09-17 10:00:00.1234567890".into(),
+            "2021-02-29 10:00:00".into(),
+            "2021-09-17 24:00:00".into(),
+            "2021-09-17 23:59:60".into(),
+            "2021-09-17 10:00:00Z".into(),
+            "2021-09-17 10:0a:00".into(),
+            "+021-09-17 10:00:00".into(),
+        ];
+        let mut x = 7u64;
+        for _ in 0..2000 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let d = |m: u64| (x >> (m * 5)) % 10;
+            cases.push(format!(
+                "20{}{}-{}{}-{}{} {}{}:{}{}:{}{}.{}",
+                d(1),
+                d(2),
+                d(3) % 2,
+                d(4),
+                d(5) % 4,
+                d(6),
+                d(7) % 3,
+                d(8),
+                d(9) % 7,
+                d(10),
+                d(11) % 7,
+                d(12),
+                d(0)
+            ));
+        }
+        assert!(
+            fast_naive("2021-09-17 10:00:00.123").is_some()
+                && fast_naive("2021-09-17T10:00:00").is_some()
+        );
+        for c in cases {
+            let general = NAIVE_FORMATS
+                .iter()
+                .find_map(|f| NaiveDateTime::parse_from_str(&c, f).ok());
+            if let Some(fast) = fast_naive(&c) {
+                assert_eq!(
+                    Some(fast.and_utc().timestamp_millis()),
+                    general.map(|g| g.and_utc().timestamp_millis()),
+                    "{c}"
+                );
+            }
         }
     }
 

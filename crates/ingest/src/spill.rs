@@ -20,6 +20,35 @@ use crate::event::Event;
 /// Rows buffered per partition before they are written.
 const CHUNK: usize = 4096;
 
+/// Properties as `(u32 length, bytes)` pairs of key and value: cheaper than JSON, and any
+/// text round-trips.
+fn encode_props(props: &std::collections::BTreeMap<String, String>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in props {
+        for s in [k, v] {
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+    }
+    out
+}
+
+fn decode_props(mut b: &[u8]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let take = |b: &mut &[u8]| -> String {
+        let n = u32::from_le_bytes(b[..4].try_into().expect("4 bytes")) as usize;
+        let s = String::from_utf8(b[4..4 + n].to_vec()).expect("spilled text is UTF-8");
+        *b = &b[4 + n..];
+        s
+    };
+    while !b.is_empty() {
+        let k = take(&mut b);
+        let v = take(&mut b);
+        out.insert(k, v);
+    }
+    out
+}
+
 const STRINGS: [&str; 13] = [
     "event_id",
     "user_id",
@@ -39,7 +68,14 @@ const STRINGS: [&str; 13] = [
 fn schema() -> SchemaRef {
     let mut fields: Vec<Field> = STRINGS
         .iter()
-        .map(|n| Field::new(*n, DataType::Utf8, true))
+        .map(|n| {
+            let t = if *n == "props" {
+                DataType::Binary
+            } else {
+                DataType::Utf8
+            };
+            Field::new(*n, t, true)
+        })
         .collect();
     fields.push(Field::new("ts", DataType::Int64, false));
     fields.push(Field::new("amount", DataType::Int64, true));
@@ -56,12 +92,9 @@ fn strings<'a>(n: usize, f: impl Fn(usize) -> Option<&'a str>) -> ArrayRef {
 }
 
 fn to_batch(schema: &SchemaRef, events: &[Event]) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let props: Vec<Option<String>> = events
+    let props: Vec<Option<Vec<u8>>> = events
         .iter()
-        .map(|e| {
-            (!e.properties.is_empty())
-                .then(|| serde_json::to_string(&e.properties).expect("map serialises"))
-        })
+        .map(|e| (!e.properties.is_empty()).then(|| encode_props(&e.properties)))
         .collect();
     let n = events.len();
     let cols: Vec<ArrayRef> = vec![
@@ -76,7 +109,12 @@ fn to_batch(schema: &SchemaRef, events: &[Event]) -> Result<RecordBatch, arrow::
         strings(n, |i| events[i].order_id.as_deref()),
         strings(n, |i| events[i].currency.as_deref()),
         strings(n, |i| Some(&events[i].person_id)),
-        strings(n, |i| props[i].as_deref()),
+        Arc::new(
+            props
+                .iter()
+                .map(|p| p.as_deref())
+                .collect::<arrow::array::BinaryArray>(),
+        ),
         strings(n, |i| Some(&events[i].source_file)),
         Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e.ts_ms))),
         Arc::new(events.iter().map(|e| e.amount).collect::<Int64Array>()),
@@ -94,9 +132,17 @@ fn to_batch(schema: &SchemaRef, events: &[Event]) -> Result<RecordBatch, arrow::
 }
 
 fn from_batch(batch: &RecordBatch, sources: &mut BTreeMap<String, Arc<str>>) -> Vec<Event> {
+    // Column 11 (props) is binary; it is read below, and its slot here is never used.
     let s: Vec<&StringArray> = (0..STRINGS.len())
-        .map(|i| batch.column(i).as_string::<i32>())
+        .map(|i| {
+            if i == 11 {
+                batch.column(0).as_string::<i32>()
+            } else {
+                batch.column(i).as_string::<i32>()
+            }
+        })
         .collect();
+    let props = batch.column(11).as_binary::<i32>();
     let opt = |a: &StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
     let ts = batch.column(13).as_primitive::<Int64Type>();
     let amount = batch.column(14).as_primitive::<Int64Type>();
@@ -129,9 +175,11 @@ fn from_batch(batch: &RecordBatch, sources: &mut BTreeMap<String, Arc<str>>) -> 
                 order_id: opt(s[8], i),
                 amount: amount.is_valid(i).then(|| amount.value(i)),
                 currency: opt(s[9], i),
-                properties: opt(s[11], i)
-                    .map(|j| serde_json::from_str(&j).expect("spill holds valid JSON"))
-                    .unwrap_or_default(),
+                properties: if props.is_valid(i) {
+                    decode_props(props.value(i))
+                } else {
+                    BTreeMap::new()
+                },
                 person_id: s[10].value(i).to_string(),
                 content_hash: hash.value(i),
                 source_file,
