@@ -18,6 +18,7 @@ pub enum IntervalArg {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Store directory (written by `funnel ingest`).
     #[arg(long)]
     pub store: PathBuf,
     /// Funnel definition (TOML); repeat to compute several funnels in one pass over the store.

@@ -26,8 +26,10 @@ pub enum CompareFormat {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Store directory (written by `funnel ingest`).
     #[arg(long)]
     pub store: PathBuf,
+    /// Funnel definition (TOML).
     #[arg(long)]
     pub funnel: PathBuf,
     /// Column whose values are compared (e.g. journey).

@@ -10,6 +10,7 @@ use crate::table::{percent, render, thousands};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Store directory (written by `funnel ingest`).
     #[arg(long)]
     pub store: PathBuf,
     #[arg(long, value_enum, default_value_t = SummaryFormat::Table)]

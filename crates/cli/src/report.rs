@@ -13,6 +13,7 @@ use crate::table::thousands;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Store directory (written by `funnel ingest`).
     #[arg(long)]
     pub store: PathBuf,
     /// Funnel definitions to show (repeatable).
