@@ -132,11 +132,38 @@ def ours(store, funnel, tmp, options=(), section="groups"):
     return {json.dumps(g["key"], sort_keys=True): [s["persons"] for s in g["steps"]] for g in report[section]}
 
 
+def generated_sql(store, funnel, tmp):
+    """Per-step counts from the query `funnel sql --dialect clickhouse` prints, run in chDB."""
+    path = os.path.join(tmp, "f.toml")
+    with open(path, "w") as f:
+        f.write(toml(funnel))
+    sql = subprocess.run([FUNNEL, "sql", "--dialect", "clickhouse", "--funnel", path,
+                          "--source", f"{store}/current/events/*/*.parquet"], capture_output=True, text=True, check=True).stdout
+    hist = {}
+    for line in q(sql).splitlines():
+        row = json.loads(line)
+        key = json.dumps(json.loads(row["group"]), sort_keys=True)
+        hist.setdefault(key, {})[int(row["level"])] = int(row["persons"])
+    n = len(funnel["steps"])
+    return {k: [sum(c for l, c in h.items() if l >= s) for s in range(1, n + 1)] for k, h in hist.items()}
+
+
 def compare(label, store, funnel, tmp, options=(), want=None, section="groups"):
     global passed
     events = f"file('{store}/current/events/*/*.parquet', Parquet)"
+    plain = want is None
     want = clickhouse_groups(events, funnel) if want is None else want(events)
     got = ours(store, funnel, tmp, options, section)
+    if plain:
+        # The SQL this project generates for ClickHouse must give the same numbers.
+        sql_counts = generated_sql(store, funnel, tmp)
+        # A group whose every person is at level 0 has no rows in SQL; ours reports zeros.
+        padded = {k: sql_counts.get(k, [0] * len(funnel["steps"])) for k in want}
+        if padded != want:
+            failed.append((label + " (generated SQL)", funnel, want, sql_counts))
+            print(f"FAIL {label} (generated SQL):\n  clickhouse {want}\n  generated  {sql_counts}")
+        else:
+            passed += 1
     if got == want:
         passed += 1
     else:
@@ -228,6 +255,12 @@ with tempfile.TemporaryDirectory() as tmp:
                 compare(f"{label} / {os.path.basename(path)} / {modes or 'default'}", store, f, tmp)
         for i in range(RANDOM_FUNNELS):
             compare(f"{label} / random {i}", store, random_funnel(rng, i, VOCAB), tmp)
+        # Hostile values and a hostile name: the generated SQL must keep them as data.
+        hostile = {"name": "x'; DROP TABLE t; --", "window": "1d", "breakdown": "journey", "mode": ["strict_order"],
+                   "steps": [{"name": "a", "event_type": "click",
+                              "where": {"journey": ["external_link", "x') OR 1=1 --", "back\\slash'quote`tick"]}},
+                             {"name": "b", "event_type": "purchase"}]}
+        compare(f"{label} / hostile funnel", store, hostile, tmp)
         if not label.startswith("generated"):
             continue
         # Options: trends by week, a step-1 time range, and a cutoff, on every example funnel.

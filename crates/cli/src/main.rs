@@ -25,6 +25,7 @@ mod generate;
 mod ingest;
 mod inspect;
 mod report;
+mod sql;
 mod table;
 
 #[derive(Debug, Parser)]
@@ -50,6 +51,8 @@ enum Command {
     Compare(compare::Args),
     /// Write the HTML report (and a Markdown twin): funnels, comparison, trends, data quality.
     Report(report::Args),
+    /// Print the SQL a cluster engine runs for a funnel (ClickHouse dialect so far).
+    Sql(sql::Args),
     /// Summarise what a store holds.
     Inspect(inspect::Args),
     /// Run the whole job on the sample data shipped in data/.
@@ -138,6 +141,7 @@ fn main() -> ExitCode {
         Command::Analyze(args) => analyze::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Report(args) => report::run(args),
+        Command::Sql(args) => sql::run(args),
         Command::Demo(args) => demo::run(args),
     };
     match result {
