@@ -146,6 +146,9 @@ def main():
     subprocess.run([funnel, "generate", "--out", data, "--persons", str(persons), "--seed", "1", "--format", "csv", "--clean"],
                    check=True, stdout=subprocess.DEVNULL)
     gen_s = time.perf_counter() - t
+    jdata = os.path.join(WORK, "data-jsonl")
+    subprocess.run([funnel, "generate", "--out", jdata, "--persons", str(persons), "--seed", "1", "--format", "jsonl", "--clean"],
+                   check=True, stdout=subprocess.DEVNULL)
     truth = json.load(open(os.path.join(data, "truth.json")))
     events = truth["expected"]["rows_stored"]
     rows = []
@@ -156,12 +159,23 @@ def main():
     copy = f"COPY (SELECT * FROM read_csv('{data}/*/*.csv', union_by_name=true)) TO '{duck_out}' (FORMAT parquet)"
     s, rss, _ = timed(python(f"import duckdb; duckdb.sql({copy!r})"))
     rows.append(("ingest CSV -> Parquet (DuckDB COPY)", s, rss, events))
+    s, rss, _ = timed([funnel, "ingest", "--store", os.path.join(WORK, "store-jsonl"), "--format", "json", jdata])
+    rows.append(("ingest JSON lines -> store (funnel)", s, rss, events))
+    copy = f"COPY (SELECT * FROM read_json('{jdata}/*/*.jsonl', union_by_name=true)) TO '{duck_out}' (FORMAT parquet)"
+    s, rss, _ = timed(python(f"import duckdb; duckdb.sql({copy!r})"))
+    rows.append(("ingest JSON lines -> Parquet (DuckDB COPY)", s, rss, events))
 
     parquet = f"file('{store}/current/events/*/*.parquet', Parquet)"
     results = {}
     s, rss, out = median_of(args.runs, [funnel, "analyze", "--store", store, "--funnel", FUNNEL_FILE, "--format", "json"])
     results["funnel analyze"] = counts_from_report(out)
     rows.append(("funnel analyze (embedded)", s, rss, events))
+    four = [os.path.join(ROOT, "data", "funnels", f) for f in
+            ("all_journeys_by_journey.toml", "external_link_to_purchase.toml", "external_link_first_login.toml",
+             "wechat_native_to_purchase.toml")]
+    s4, rss4, _ = median_of(args.runs, [funnel, "analyze", "--store", store, "--format", "json",
+                                        *[a for f in four for a in ("--funnel", f)]])
+    rows.append(("funnel analyze, 4 funnels in one run", s4, rss4, events))
     s, rss, out = median_of(args.runs, chdb_query(funnel_sql(parquet)))
     results["chDB windowFunnel, Parquet"] = counts_from_levels(out)
     rows.append(("chDB windowFunnel over Parquet", s, rss, events))
