@@ -893,34 +893,43 @@ fn bad_funnel_files_exit_2_naming_the_problem() {
     );
 }
 
+/// Runs `analyze --format json --persons-out` on one funnel: (spec, report, the temporary
+/// directory holding the audit table, the audit table's path).
+fn analyze_with_audit(
+    store: &Path,
+    funnel_file: &Path,
+    extra: &[&str],
+) -> (funnel_core::FunnelSpec, Value, tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let audit_path = tmp.path().join("persons.parquet");
+    let spec = funnel_core::load_funnel(funnel_file).unwrap();
+    let mut args = vec![
+        "analyze",
+        "--store",
+        store.to_str().unwrap(),
+        "--funnel",
+        funnel_file.to_str().unwrap(),
+        "--format",
+        "json",
+        "--persons-out",
+        audit_path.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let (out, _) = run(&args, 0);
+    (spec, serde_json::from_str(&out).unwrap(), tmp, audit_path)
+}
+
 /// Every number of a report re-derived from the audit table (`--persons-out`), and every chain in
 /// the audit table checked against the stored events it names.
 #[test]
 fn reports_trace_to_the_audit_table_and_the_events() {
     let store = sample_store();
-    let tmp = tempfile::tempdir().unwrap();
-    let audit_path = tmp.path().join("persons.parquet");
     let funnel_file = repo().join("data/funnels/external_link_first_login.toml");
-    let spec = funnel_core::load_funnel(&funnel_file).unwrap();
-    let (out, _) = run(
-        &[
-            "analyze",
-            "--store",
-            store.to_str().unwrap(),
-            "--funnel",
-            funnel_file.to_str().unwrap(),
-            "--format",
-            "json",
-            "--interval",
-            "week",
-            "--cutoff",
-            "2021-10-08",
-            "--persons-out",
-            audit_path.to_str().unwrap(),
-        ],
-        0,
+    let (spec, report, _tmp, audit_path) = analyze_with_audit(
+        &store,
+        &funnel_file,
+        &["--interval", "week", "--cutoff", "2021-10-08"],
     );
-    let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
         report["cutoff"], "2021-10-07T16:00:00.000Z",
         "a date is local midnight in the store's zone"
@@ -1158,25 +1167,8 @@ fn reports_trace_to_the_audit_table_and_the_events() {
 #[test]
 fn extended_chains_obey_their_rules() {
     let store = sample_store();
-    let tmp = tempfile::tempdir().unwrap();
-    let audit_path = tmp.path().join("persons.parquet");
     let funnel_file = repo().join("data/funnels/external_link_extended.toml");
-    let spec = funnel_core::load_funnel(&funnel_file).unwrap();
-    let (out, _) = run(
-        &[
-            "analyze",
-            "--store",
-            store.to_str().unwrap(),
-            "--funnel",
-            funnel_file.to_str().unwrap(),
-            "--format",
-            "json",
-            "--persons-out",
-            audit_path.to_str().unwrap(),
-        ],
-        0,
-    );
-    let report: Value = serde_json::from_str(&out).unwrap();
+    let (spec, report, _tmp, audit_path) = analyze_with_audit(&store, &funnel_file, &[]);
 
     // Stored events: by id, and each person's report-warnings.
     let m = manifest(&store);
