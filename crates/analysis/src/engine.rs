@@ -405,72 +405,99 @@ struct AuditCtx<'a> {
     event_ids: &'a [String],
 }
 
-/// One group evaluation's effect on an accumulator (and the audit). `path` holds one row per
-/// step up to the level ([`SKIPPED`] for a skipped optional step).
-#[allow(clippy::too_many_arguments)]
-fn record(
-    acc: &mut GroupAcc,
-    audit: Option<&mut AuditCtx<'_>>,
-    key: &Key,
-    level: u32,
-    path: &[u32],
-    ts: &[i64],
-    spec: &FunnelSpec,
+/// What every group evaluation of one person and funnel shares.
+struct Recorder<'a> {
+    spec: &'a FunnelSpec,
+    ts: &'a [i64],
     cutoff: i64,
     closed_only: bool,
-) {
-    let matched = || {
-        path.iter()
-            .enumerate()
-            .filter(|(_, r)| **r != SKIPPED)
-            .map(|(k, r)| (k, ts[*r as usize]))
-    };
-    let any_order = spec.order == Order::Any;
-    let start = if any_order {
-        matched().map(|(_, t)| t).min()
-    } else {
-        path.first().map(|r| ts[*r as usize])
-    };
-    let open = start.is_some_and(|t0| t0 + spec.window_ms > cutoff);
-    if closed_only && open {
-        acc.excluded += 1;
-        return;
+}
+
+impl Recorder<'_> {
+    /// Records into the accumulator of `key` in `map`, creating it on first use.
+    fn add(
+        &self,
+        map: &mut BTreeMap<Key, GroupAcc>,
+        key: Key,
+        audit: Option<&mut AuditCtx<'_>>,
+        level: u32,
+        path: &[u32],
+    ) {
+        let acc = map
+            .entry(key.clone())
+            .or_insert_with(|| GroupAcc::new(self.spec.steps.len()));
+        self.record(acc, audit, &key, level, path);
     }
-    acc.levels[level as usize] += 1;
-    if open && (level as usize) < spec.steps.len() {
-        acc.open[level as usize] += 1;
-    }
-    let mut previous: Option<i64> = None;
-    for (k, t) in matched() {
-        acc.matched[k] += 1;
-        if k > 0 {
-            if let (Some(p), false) = (previous, any_order) {
-                acc.from_previous[k].push(t - p);
-            }
-            if let Some(t0) = start {
-                acc.from_first[k].push(t - t0);
-            }
+
+    /// One group evaluation's effect on an accumulator (and the audit). `path` holds one row
+    /// per step up to the level ([`SKIPPED`] for a skipped optional step).
+    fn record(
+        &self,
+        acc: &mut GroupAcc,
+        audit: Option<&mut AuditCtx<'_>>,
+        key: &Key,
+        level: u32,
+        path: &[u32],
+    ) {
+        let Recorder {
+            spec,
+            ts,
+            cutoff,
+            closed_only,
+        } = *self;
+        let matched = || {
+            path.iter()
+                .enumerate()
+                .filter(|(_, r)| **r != SKIPPED)
+                .map(|(k, r)| (k, ts[*r as usize]))
+        };
+        let any_order = spec.order == Order::Any;
+        let start = if any_order {
+            matched().map(|(_, t)| t).min()
+        } else {
+            path.first().map(|r| ts[*r as usize])
+        };
+        let open = start.is_some_and(|t0| t0 + spec.window_ms > cutoff);
+        if closed_only && open {
+            acc.excluded += 1;
+            return;
         }
-        previous = Some(t);
-    }
-    if let Some(a) = audit {
-        a.rows.push(AuditRow {
-            funnel: a.funnel,
-            group: serde_json::to_string(key).expect("key serialises"),
-            person_id: a.person.to_string(),
-            level,
-            window_open: open,
-            chain: path
-                .iter()
-                .map(|r| {
-                    if *r == SKIPPED {
-                        None
-                    } else {
-                        Some((ts[*r as usize], a.event_ids[*r as usize].clone()))
-                    }
-                })
-                .collect(),
-        });
+        acc.levels[level as usize] += 1;
+        if open && (level as usize) < spec.steps.len() {
+            acc.open[level as usize] += 1;
+        }
+        let mut previous: Option<i64> = None;
+        for (k, t) in matched() {
+            acc.matched[k] += 1;
+            if k > 0 {
+                if let (Some(p), false) = (previous, any_order) {
+                    acc.from_previous[k].push(t - p);
+                }
+                if let Some(t0) = start {
+                    acc.from_first[k].push(t - t0);
+                }
+            }
+            previous = Some(t);
+        }
+        if let Some(a) = audit {
+            a.rows.push(AuditRow {
+                funnel: a.funnel,
+                group: serde_json::to_string(key).expect("key serialises"),
+                person_id: a.person.to_string(),
+                level,
+                window_open: open,
+                chain: path
+                    .iter()
+                    .map(|r| {
+                        if *r == SKIPPED {
+                            None
+                        } else {
+                            Some((ts[*r as usize], a.event_ids[*r as usize].clone()))
+                        }
+                    })
+                    .collect(),
+            });
+        }
     }
 }
 
@@ -640,7 +667,12 @@ fn person_funnel(
 ) {
     let kernel = &setup.kernels[i];
     let n = spec.steps.len();
-    let (cutoff, closed) = (setup.cutoff, setup.opts.closed_windows_only);
+    let rec = Recorder {
+        spec,
+        ts: p.ts,
+        cutoff: setup.cutoff,
+        closed_only: setup.opts.closed_windows_only,
+    };
     let m = p.masks;
     let step1: Vec<usize> = (0..m.len()).filter(|r| m[*r] & 1 != 0).collect();
     let bkey = |r: usize| -> Key {
@@ -664,17 +696,7 @@ fn person_funnel(
     for unit in units {
         let level = kernel.eval(p, m, unit, scratch);
         let total = part.total.get_or_insert_with(|| GroupAcc::new(n));
-        record(
-            total,
-            audit.as_deref_mut(),
-            &no_key,
-            level,
-            &scratch.path,
-            p.ts,
-            spec,
-            cutoff,
-            closed,
-        );
+        rec.record(total, audit.as_deref_mut(), &no_key, level, &scratch.path);
         if level == 0 {
             continue;
         }
@@ -686,20 +708,12 @@ fn person_funnel(
                 (None, _) => scratch.path[0] as usize,
             };
             let key = bkey(r);
-            let acc = part
-                .by_key
-                .entry(key.clone())
-                .or_insert_with(|| GroupAcc::new(n));
-            record(
-                acc,
+            rec.add(
+                &mut part.by_key,
+                key,
                 audit.as_deref_mut(),
-                &key,
                 level,
                 &scratch.path,
-                p.ts,
-                spec,
-                cutoff,
-                closed,
             );
         }
         if let (Some(r), Some(label)) = (unit, unit.and_then(period)) {
@@ -712,20 +726,12 @@ fn person_funnel(
                 keys.push(key);
             }
             for key in keys {
-                let acc = part
-                    .trend
-                    .entry(key.clone())
-                    .or_insert_with(|| GroupAcc::new(n));
-                record(
-                    acc,
+                rec.add(
+                    &mut part.trend,
+                    key,
                     audit.as_deref_mut(),
-                    &key,
                     level,
                     &scratch.path,
-                    p.ts,
-                    spec,
-                    cutoff,
-                    closed,
                 );
             }
         }
@@ -778,18 +784,7 @@ fn person_funnel(
         } else {
             &mut part.by_key
         };
-        let acc = map.entry(key.clone()).or_insert_with(|| GroupAcc::new(n));
-        record(
-            acc,
-            audit.as_deref_mut(),
-            &key,
-            level,
-            &scratch.path,
-            p.ts,
-            spec,
-            cutoff,
-            closed,
-        );
+        rec.add(map, key.clone(), audit.as_deref_mut(), level, &scratch.path);
         // Trends by breakdown value: the value of the period's chain (last touch), the
         // period-restricted earliest step-1 event (first touch), or every value (step1).
         if is_trend && !cols.is_empty() && level > 0 {
@@ -827,21 +822,7 @@ fn person_funnel(
                 } else {
                     (level, scratch.path.clone())
                 };
-                let acc = part
-                    .trend
-                    .entry(k.clone())
-                    .or_insert_with(|| GroupAcc::new(n));
-                record(
-                    acc,
-                    audit.as_deref_mut(),
-                    &k,
-                    level,
-                    &path,
-                    p.ts,
-                    spec,
-                    cutoff,
-                    closed,
-                );
+                rec.add(&mut part.trend, k, audit.as_deref_mut(), level, &path);
             }
         }
     }
