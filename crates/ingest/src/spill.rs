@@ -49,7 +49,8 @@ fn decode_props(mut b: &[u8]) -> BTreeMap<String, String> {
     out
 }
 
-const STRINGS: [&str; 13] = [
+/// The text columns, in order; the properties (binary) follow them, then the numbers.
+const STRINGS: [&str; 12] = [
     "event_id",
     "user_id",
     "event_type",
@@ -61,22 +62,15 @@ const STRINGS: [&str; 13] = [
     "order_id",
     "currency",
     "person_id",
-    "props",
     "source_file",
 ];
 
 fn schema() -> SchemaRef {
     let mut fields: Vec<Field> = STRINGS
         .iter()
-        .map(|n| {
-            let t = if *n == "props" {
-                DataType::Binary
-            } else {
-                DataType::Utf8
-            };
-            Field::new(*n, t, true)
-        })
+        .map(|n| Field::new(*n, DataType::Utf8, true))
         .collect();
+    fields.push(Field::new("props", DataType::Binary, true));
     fields.push(Field::new("ts", DataType::Int64, false));
     fields.push(Field::new("amount", DataType::Int64, true));
     fields.push(Field::new("hash", DataType::UInt64, false));
@@ -109,13 +103,13 @@ fn to_batch(schema: &SchemaRef, events: &[Event]) -> Result<RecordBatch, arrow::
         strings(n, |i| events[i].order_id.as_deref()),
         strings(n, |i| events[i].currency.as_deref()),
         strings(n, |i| Some(&events[i].person_id)),
+        strings(n, |i| Some(&events[i].source_file)),
         Arc::new(
             props
                 .iter()
                 .map(|p| p.as_deref())
                 .collect::<arrow::array::BinaryArray>(),
         ),
-        strings(n, |i| Some(&events[i].source_file)),
         Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e.ts_ms))),
         Arc::new(events.iter().map(|e| e.amount).collect::<Int64Array>()),
         Arc::new(UInt64Array::from_iter_values(
@@ -132,17 +126,10 @@ fn to_batch(schema: &SchemaRef, events: &[Event]) -> Result<RecordBatch, arrow::
 }
 
 fn from_batch(batch: &RecordBatch, sources: &mut BTreeMap<String, Arc<str>>) -> Vec<Event> {
-    // Column 11 (props) is binary; it is read below, and its slot here is never used.
     let s: Vec<&StringArray> = (0..STRINGS.len())
-        .map(|i| {
-            if i == 11 {
-                batch.column(0).as_string::<i32>()
-            } else {
-                batch.column(i).as_string::<i32>()
-            }
-        })
+        .map(|i| batch.column(i).as_string::<i32>())
         .collect();
-    let props = batch.column(11).as_binary::<i32>();
+    let props = batch.column(STRINGS.len()).as_binary::<i32>();
     let opt = |a: &StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
     let ts = batch.column(13).as_primitive::<Int64Type>();
     let amount = batch.column(14).as_primitive::<Int64Type>();
@@ -153,7 +140,7 @@ fn from_batch(batch: &RecordBatch, sources: &mut BTreeMap<String, Arc<str>>) -> 
     let row = batch.column(19).as_primitive::<UInt64Type>();
     (0..batch.num_rows())
         .map(|i| {
-            let src = s[12].value(i);
+            let src = s[11].value(i);
             let source_file = match sources.get(src) {
                 Some(a) => a.clone(),
                 None => {
