@@ -69,6 +69,20 @@ pub struct Difference {
     pub insufficient_sample: bool,
 }
 
+impl Difference {
+    /// How to read the difference: `insufficient sample`, `significant` (Holm p < 0.05) or
+    /// `not significant`.
+    pub fn verdict(&self) -> &'static str {
+        if self.insufficient_sample {
+            "insufficient sample"
+        } else if self.significant {
+            "significant"
+        } else {
+            "not significant"
+        }
+    }
+}
+
 /// A step a group has and the baseline does not (no baseline person goes through it), and
 /// the share of the group's clicks lost there: persons whose chain ended just before it.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -177,13 +177,7 @@ pub fn render_text(c: &Comparison, markdown: bool) -> String {
                     .map_or_else(|| "-".into(), |l| format!("{:+.1}%", 100.0 * l)),
                 format!("{} {:.4}", d.test, d.p_value),
                 format!("{:.4}", d.p_holm),
-                if d.insufficient_sample {
-                    "insufficient sample".into()
-                } else if d.significant {
-                    "significant".into()
-                } else {
-                    String::new()
-                },
+                d.verdict().to_string(),
             ]
         })
         .collect();

@@ -164,11 +164,9 @@ fn comparison(c: &Comparison) -> String {
                 format!("{} {:.4}", d.test, d.p_value),
                 format!("{:.4}", d.p_holm),
                 if d.insufficient_sample {
-                    "<span class=\"flag\">insufficient sample</span>".into()
-                } else if d.significant {
-                    "significant".into()
+                    format!("<span class=\"flag\">{}</span>", d.verdict())
                 } else {
-                    "not significant".into()
+                    d.verdict().to_string()
                 },
             ]
         })
