@@ -117,15 +117,32 @@ pub fn compare(
     spec: &FunnelSpec,
     opts: &CompareOptions,
 ) -> Result<Comparison, AnalysisError> {
-    let mut spec = spec.clone();
-    spec.breakdown = vec![opts.by.clone()];
-    spec.attribution = opts.attribution;
+    let spec = comparison_spec(spec, opts);
     let analysis = analyze(store, std::slice::from_ref(&spec), &opts.analyze)?;
     let report = analysis
         .reports
         .into_iter()
         .next()
         .expect("one funnel in, one report out");
+    compare_report(&spec, report, opts)
+}
+
+/// The funnel as the comparison computes it: broken down by `opts.by` with `opts.attribution`.
+/// Add it to the funnels of an [`analyze`] run and pass its report to [`compare_report`] to
+/// compare without a second pass over the store.
+pub fn comparison_spec(spec: &FunnelSpec, opts: &CompareOptions) -> FunnelSpec {
+    let mut spec = spec.clone();
+    spec.breakdown = vec![opts.by.clone()];
+    spec.attribution = opts.attribution;
+    spec
+}
+
+/// The comparison from the report of [`comparison_spec`].
+pub fn compare_report(
+    spec: &FunnelSpec,
+    report: FunnelReport,
+    opts: &CompareOptions,
+) -> Result<Comparison, AnalysisError> {
     let value_of = |g: &crate::GroupReport| g.key.get(&opts.by).cloned().flatten();
     let groups: Vec<Group> = report.groups[1..]
         .iter()

@@ -17,6 +17,7 @@ mod stats;
 
 pub use compare::{
     CompareOptions, Comparison, Difference, Group, MIN_SAMPLE, Rate, StepCost, compare,
+    compare_report, comparison_spec,
 };
 pub use engine::{Analysis, AnalyzeOptions, AuditRow, Interval, analyze, write_audit};
 pub use error::AnalysisError;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use funnel_analysis::{CompareOptions, compare, inspect};
+use funnel_analysis::{CompareOptions, compare_report, comparison_spec, inspect};
 use funnel_core::{Attribution, MANIFEST_FILE, StoreLayout, load_funnel};
 use sha2::{Digest, Sha256};
 
@@ -45,30 +45,42 @@ pub struct Args {
 
 /// Writes the report; returns the HTML path.
 pub fn write(args: &Args) -> Result<PathBuf> {
-    let specs = args
+    let mut specs = args
         .funnels
         .iter()
         .map(|p| load_funnel(p))
         .collect::<Result<Vec<_>, _>>()?;
     let opts = options(&args.store, &args.scope, Some(args.interval), false)?;
-    let analysis = funnel_analysis::analyze(&args.store, &specs, &opts)?;
-    let summary = inspect(&args.store)?;
-    let (dir, manifest) = StoreLayout::new(&args.store).open_existing()?;
-    let manifest_bytes =
-        std::fs::read(dir.join(MANIFEST_FILE)).context("reading the store manifest")?;
-    let comparison = match &args.compare {
+    // The comparison's funnel joins the same pass over the store.
+    let compared = match &args.compare {
         Some(path) => {
-            let spec = load_funnel(path)?;
             let copts = CompareOptions {
                 by: args.by.clone(),
                 baseline: args.baseline.clone(),
                 attribution: Attribution::Step1,
-                analyze: options(&args.store, &args.scope, None, false)?,
+                analyze: opts.clone(),
             };
-            Some(compare(&args.store, &spec, &copts)?)
+            let spec = comparison_spec(&load_funnel(path)?, &copts);
+            specs.push(spec.clone());
+            Some((spec, copts))
         }
         None => None,
     };
+    let mut analysis = funnel_analysis::analyze(&args.store, &specs, &opts)?;
+    let comparison = match compared {
+        Some((spec, copts)) => {
+            let report = analysis
+                .reports
+                .pop()
+                .expect("the comparison's funnel was analysed last");
+            Some(compare_report(&spec, report, &copts)?)
+        }
+        None => None,
+    };
+    let summary = inspect(&args.store)?;
+    let (dir, manifest) = StoreLayout::new(&args.store).open_existing()?;
+    let manifest_bytes =
+        std::fs::read(dir.join(MANIFEST_FILE)).context("reading the store manifest")?;
     let mut definitions = Vec::new();
     for p in args.funnels.iter().chain(args.compare.iter()) {
         let name = p
