@@ -192,11 +192,6 @@ pub fn analyze(
             m.merge(p);
         }
     }
-    let fmt = |ms: i64| {
-        chrono::DateTime::from_timestamp_millis(ms)
-            .map(|d| d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-            .unwrap_or_default()
-    };
     let mut audit = Vec::new();
     let reports = specs
         .iter()
@@ -214,24 +209,96 @@ pub fn analyze(
                 .into_iter()
                 .map(|(k, a)| a.report(spec, k))
                 .collect();
-            FunnelReport {
-                funnel: spec.name.clone(),
-                window_seconds: spec.window_ms / 1000,
-                modes: spec.modes.iter().map(|m| m.as_str().to_string()).collect(),
-                extensions: extensions(spec),
-                breakdown: spec.breakdown.clone(),
-                cutoff: fmt(cutoff),
-                closed_windows_only: opts.closed_windows_only,
-                from: opts.from_ms.map(fmt),
-                to: opts.to_ms.map(fmt),
-                groups,
-                interval: opts.interval.map(|i| i.name().to_string()),
-                trend,
-                timezone: tz_name.clone(),
-            }
+            assemble(spec, opts, cutoff, &tz_name, groups, trend)
         })
         .collect();
     Ok(Analysis { reports, audit })
+}
+
+fn format_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default()
+}
+
+fn assemble(
+    spec: &FunnelSpec,
+    opts: &AnalyzeOptions,
+    cutoff: i64,
+    tz_name: &str,
+    groups: Vec<GroupReport>,
+    trend: Vec<GroupReport>,
+) -> FunnelReport {
+    FunnelReport {
+        funnel: spec.name.clone(),
+        window_seconds: spec.window_ms / 1000,
+        modes: spec.modes.iter().map(|m| m.as_str().to_string()).collect(),
+        extensions: extensions(spec),
+        breakdown: spec.breakdown.clone(),
+        cutoff: format_ms(cutoff),
+        closed_windows_only: opts.closed_windows_only,
+        from: opts.from_ms.map(format_ms),
+        to: opts.to_ms.map(format_ms),
+        groups,
+        interval: opts.interval.map(|i| i.name().to_string()),
+        trend,
+        timezone: tz_name.to_string(),
+    }
+}
+
+/// The report of a funnel computed elsewhere (a cluster engine): persons per group, exact
+/// level and window state at `cutoff_ms`. Time to convert is not known (`None`).
+pub fn report_from_levels(
+    spec: &FunnelSpec,
+    rows: &[funnel_core::LevelCount],
+    opts: &AnalyzeOptions,
+    cutoff_ms: i64,
+) -> FunnelReport {
+    let n = spec.steps.len();
+    let mut total = GroupAcc::new(n);
+    let mut by_key: BTreeMap<Key, GroupAcc> = BTreeMap::new();
+    for row in rows {
+        let acc = match &row.key {
+            None => &mut total,
+            Some(values) => by_key
+                .entry(
+                    spec.breakdown
+                        .iter()
+                        .cloned()
+                        .zip(values.iter().cloned())
+                        .collect(),
+                )
+                .or_insert_with(|| GroupAcc::new(n)),
+        };
+        let level = (row.level as usize).min(n);
+        if opts.closed_windows_only && row.window_open {
+            acc.excluded += row.persons;
+            continue;
+        }
+        acc.levels[level] += row.persons;
+        if row.window_open && level < n {
+            acc.open[level] += row.persons;
+        }
+        for m in &mut acc.matched[..level] {
+            *m += row.persons;
+        }
+    }
+    let mut groups = vec![total.report(spec, Key::new())];
+    groups.extend(sorted(by_key).into_iter().map(|(k, a)| a.report(spec, k)));
+    let mut report = assemble(
+        spec,
+        opts,
+        cutoff_ms,
+        opts.timezone.as_deref().unwrap_or("UTC"),
+        groups,
+        Vec::new(),
+    );
+    for g in &mut report.groups {
+        for s in &mut g.steps {
+            s.time_to_convert = None;
+        }
+    }
+    report
 }
 
 /// Human descriptions of the extensions a funnel uses.

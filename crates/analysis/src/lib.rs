@@ -19,7 +19,9 @@ pub use compare::{
     CompareOptions, Comparison, Difference, Group, MIN_SAMPLE, Rate, StepCost, compare,
     compare_report, comparison_spec,
 };
-pub use engine::{Analysis, AnalyzeOptions, AuditRow, Interval, analyze, write_audit};
+pub use engine::{
+    Analysis, AnalyzeOptions, AuditRow, Interval, analyze, report_from_levels, write_audit,
+};
 pub use error::AnalysisError;
 pub use inspect::{CountRow, StoreSummary, inspect};
 pub use kernel::{Kernel, Modes, Scratch};

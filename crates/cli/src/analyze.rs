@@ -16,11 +16,38 @@ pub enum IntervalArg {
     Month,
 }
 
+/// Where a funnel is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// This process, over the store.
+    Embedded,
+    /// A Spark cluster over Spark Connect (`--spark-remote`).
+    Spark,
+    /// A ClickHouse server over HTTP (`--clickhouse-url`).
+    Clickhouse,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Store directory (written by `funnel ingest`).
-    #[arg(long)]
-    pub store: PathBuf,
+    /// Store directory (written by `funnel ingest`). With a cluster engine, the store must be
+    /// readable by the cluster under the same path.
+    #[arg(long, required_unless_present_any = ["path", "table"])]
+    pub store: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Engine::Embedded)]
+    pub engine: Engine,
+    /// Spark Connect endpoint for `--engine spark`, e.g. sc://127.0.0.1:15002.
+    #[arg(long, value_name = "sc://HOST:PORT")]
+    pub spark_remote: Option<String>,
+    /// ClickHouse HTTP endpoint for `--engine clickhouse`, e.g. http://127.0.0.1:8123.
+    #[arg(long, value_name = "URL")]
+    pub clickhouse_url: Option<String>,
+    /// Cluster engines: Parquet files (path or glob the cluster can read) with the store's
+    /// columns, instead of --store.
+    #[arg(long, conflicts_with_all = ["store", "table"])]
+    pub path: Option<String>,
+    /// Cluster engines: a table (`db.table`) with the store's columns, instead of --store.
+    #[arg(long, conflicts_with_all = ["store", "path"])]
+    pub table: Option<String>,
     /// Funnel definition (TOML); repeat to compute several funnels in one pass over the store.
     #[arg(long = "funnel", required = true)]
     pub funnels: Vec<PathBuf>,
@@ -61,16 +88,17 @@ pub struct ScopeArgs {
     pub timezone: Option<String>,
 }
 
-/// Analysis options from the scope flags.
+/// Analysis options from the scope flags (`store`, when given, supplies the default time zone).
 pub fn options(
-    store: &std::path::Path,
+    store: Option<&std::path::Path>,
     args: &ScopeArgs,
     interval: Option<IntervalArg>,
     audit: bool,
 ) -> Result<AnalyzeOptions> {
-    let tz_name = match &args.timezone {
-        Some(t) => t.clone(),
-        None => StoreLayout::new(store).open_existing()?.1.timezone,
+    let tz_name = match (&args.timezone, store) {
+        (Some(t), _) => t.clone(),
+        (None, Some(store)) => StoreLayout::new(store).open_existing()?.1.timezone,
+        (None, None) => "UTC".to_string(),
     };
     let tz = time::parse_timezone(&tz_name)
         .map_err(|e| UsageError(format!("invalid --timezone {tz_name:?}: {e}")))?;
@@ -104,16 +132,24 @@ pub fn run(args: Args) -> Result<()> {
         .map(|p| load_funnel(p))
         .collect::<Result<Vec<_>, _>>()?;
     let opts = options(
-        &args.store,
+        args.store.as_deref(),
         &args.scope,
         args.interval,
         args.persons_out.is_some(),
     )?;
-    let analysis = funnel_analysis::analyze(&args.store, &specs, &opts)?;
-    if let Some(path) = &args.persons_out {
-        funnel_analysis::write_audit(path, &specs, &analysis.audit)?;
-    }
-    let text = render(&analysis.reports, args.format);
+    let reports = if args.engine == Engine::Embedded {
+        let Some(store) = &args.store else {
+            return Err(UsageError("--engine embedded needs --store".into()).into());
+        };
+        let analysis = funnel_analysis::analyze(store, &specs, &opts)?;
+        if let Some(path) = &args.persons_out {
+            funnel_analysis::write_audit(path, &specs, &analysis.audit)?;
+        }
+        analysis.reports
+    } else {
+        crate::cluster::analyze(&args, &specs, &opts)?
+    };
+    let text = render(&reports, args.format);
     match &args.out {
         Some(path) => {
             std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?

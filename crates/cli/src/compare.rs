@@ -61,7 +61,7 @@ pub fn run(args: Args) -> Result<()> {
             AttributionArg::FirstTouch => Attribution::FirstTouch,
             AttributionArg::LastTouch => Attribution::LastTouch,
         },
-        analyze: options(&args.store, &args.scope, None, false)?,
+        analyze: options(Some(&args.store), &args.scope, None, false)?,
     };
     let c = compare(&args.store, &spec, &opts)?;
     let text = match args.format {

@@ -18,6 +18,7 @@ macro_rules! out {
 }
 
 mod analyze;
+mod cluster;
 mod compare;
 mod demo;
 mod export;

@@ -50,7 +50,7 @@ pub fn write(args: &Args) -> Result<PathBuf> {
         .iter()
         .map(|p| load_funnel(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let opts = options(&args.store, &args.scope, Some(args.interval), false)?;
+    let opts = options(Some(&args.store), &args.scope, Some(args.interval), false)?;
     // The comparison's funnel joins the same pass over the store.
     let compared = match &args.compare {
         Some(path) => {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use funnel_core::load_funnel;
+use funnel_sql::{Plan, PlanOptions};
 
 use crate::UsageError;
 
@@ -11,6 +12,15 @@ use crate::UsageError;
 pub enum Dialect {
     Clickhouse,
     Spark,
+}
+
+impl From<Dialect> for funnel_sql::Dialect {
+    fn from(d: Dialect) -> Self {
+        match d {
+            Dialect::Clickhouse => funnel_sql::Dialect::ClickHouse,
+            Dialect::Spark => funnel_sql::Dialect::Spark,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -27,18 +37,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let spec = load_funnel(&args.funnel)?;
-    let sql = match args.dialect {
-        Dialect::Clickhouse => {
-            funnel_sql::clickhouse(&spec, &args.source).map_err(|e| UsageError(e.to_string()))?
-        }
-        Dialect::Spark => {
-            return Err(UsageError(
-                "the spark dialect is not implemented yet (issue 6); use --dialect clickhouse"
-                    .into(),
-            )
-            .into());
-        }
-    };
-    out!("{sql}");
+    let plan = Plan::new(&spec, PlanOptions::default()).map_err(|e| UsageError(e.to_string()))?;
+    out!(
+        "{}",
+        funnel_sql::query(&plan, args.dialect.into(), &args.source)
+    );
     Ok(())
 }

@@ -8,14 +8,17 @@
 //! - [`Manifest`] and [`StoreLayout`]: how a store is laid out on disk and what its manifest says.
 //! - [`bucket_of`]: the person-hash that assigns a person to a bucket file.
 //! - [`FunnelSpec`]: a validated funnel definition ([`load_funnel`]), shared by every executor.
+//! - [`LevelCount`]: what a cluster engine returns for a funnel.
 
 mod error;
+mod levels;
 mod manifest;
 pub mod schema;
 mod spec;
 pub mod time;
 
 pub use error::CoreError;
+pub use levels::LevelCount;
 pub use manifest::{
     Counts, EventFile, IdFile, InputFile, MANIFEST_FILE, Manifest, RunRecord, STORE_FORMAT,
     STORE_FORMAT_VERSION, StoreLayout, bucket_of,

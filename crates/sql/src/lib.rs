@@ -1,12 +1,16 @@
 //! Funnel definitions compiled to SQL, so the same TOML files run on cluster engines.
 //!
-//! The planner starts from the validated [`funnel_core::FunnelSpec`] the embedded engine uses.
-//! Every value and column name from a funnel file is escaped (string literals, quoted
-//! identifiers), never spliced raw. Anything a dialect cannot express exactly is an error naming
-//! the option, never an approximation.
-//!
-//! - [`clickhouse`]: `windowFunnel` with its modes; breakdowns by the contract's step-1 rule.
+//! The planner starts from the validated [`funnel_core::FunnelSpec`] the embedded engine uses
+//! ([`Plan::new`] refuses, naming the option, what SQL cannot compute exactly), and renders one
+//! query in either dialect ([`query`]): Spark SQL with higher-order functions (`aggregate`,
+//! `transform`, `filter`), or ClickHouse with `windowFunnel` and `arrayFold`. Every value and
+//! column name from a funnel file is a quoted literal or identifier, never spliced raw.
 
-mod clickhouse;
+mod dialect;
+mod error;
+mod plan;
+mod query;
 
-pub use clickhouse::{SqlError, clickhouse, quote_identifier, quote_string};
+pub use error::SqlError;
+pub use plan::{Dialect, MAX_STEPS, Plan, PlanOptions};
+pub use query::query;

@@ -1,0 +1,217 @@
+//! The query's result columns (`grp`, `k0..`, `level`, `window_open`, `persons`) as rows.
+
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Int64Type};
+use arrow::record_batch::RecordBatch;
+use funnel_core::LevelCount;
+
+use crate::RemoteError;
+
+fn column(
+    batch: &RecordBatch,
+    name: &str,
+    to: &DataType,
+    engine: &'static str,
+) -> Result<ArrayRef, RemoteError> {
+    let answer = |message: String| RemoteError::Answer { engine, message };
+    let c = batch
+        .column_by_name(name)
+        .ok_or_else(|| answer(format!("no column {name:?} in the result")))?;
+    // Booleans become 0/1; ClickHouse may send strings as binary.
+    let c = match (c.data_type(), to) {
+        (DataType::Boolean, DataType::Int64) => cast(c, &DataType::UInt8),
+        (DataType::Binary | DataType::LargeBinary, DataType::Utf8) => {
+            let b = cast(c, &DataType::LargeBinary).map_err(|e| answer(e.to_string()))?;
+            let b = b.as_binary::<i64>();
+            let strings: arrow::array::StringArray = (0..b.len())
+                .map(|i| (!b.is_null(i)).then(|| String::from_utf8_lossy(b.value(i)).into_owned()))
+                .collect();
+            return Ok(std::sync::Arc::new(strings));
+        }
+        _ => Ok(c.clone()),
+    }
+    .map_err(|e| answer(e.to_string()))?;
+    cast(&c, to).map_err(|e| answer(format!("column {name:?}: {e}")))
+}
+
+/// A query's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// Sorted.
+    pub rows: Vec<LevelCount>,
+    /// The latest event the query read (`None` when no person reached step 1).
+    pub max_ts_ms: Option<i64>,
+}
+
+/// Rows of Arrow batches answering a query with `breakdown` key columns.
+pub fn from_batches(
+    batches: &[RecordBatch],
+    breakdown: usize,
+    engine: &'static str,
+) -> Result<Answer, RemoteError> {
+    let mut out = Vec::new();
+    let mut max_ts_ms = None;
+    for batch in batches {
+        if batch.num_rows() > 0 {
+            let c = column(batch, "cutoff_ms", &DataType::Int64, engine)?;
+            let c = c.as_primitive::<Int64Type>();
+            max_ts_ms = (!c.is_null(0)).then(|| c.value(0));
+        }
+        let int = |name: &str| -> Result<ArrayRef, RemoteError> {
+            column(batch, name, &DataType::Int64, engine)
+        };
+        let (grp, level, open, persons) = (
+            int("grp")?,
+            int("level")?,
+            int("window_open")?,
+            int("persons")?,
+        );
+        let keys: Vec<ArrayRef> = (0..breakdown)
+            .map(|i| column(batch, &format!("k{i}"), &DataType::Utf8, engine))
+            .collect::<Result<_, _>>()?;
+        let i64s = |a: &ArrayRef, i: usize| a.as_primitive::<Int64Type>().value(i);
+        for i in 0..batch.num_rows() {
+            out.push(LevelCount {
+                key: (i64s(&grp, i) != 0).then(|| {
+                    keys.iter()
+                        .map(|k| {
+                            let k = k.as_string::<i32>();
+                            (!k.is_null(i)).then(|| k.value(i).to_string())
+                        })
+                        .collect()
+                }),
+                level: u32::try_from(i64s(&level, i)).map_err(|_| RemoteError::Answer {
+                    engine,
+                    message: format!("level {} out of range", i64s(&level, i)),
+                })?,
+                window_open: i64s(&open, i) != 0,
+                persons: i64s(&persons, i) as u64,
+            });
+        }
+    }
+    out.sort();
+    Ok(Answer {
+        rows: out,
+        max_ts_ms,
+    })
+}
+
+/// Batches of Arrow IPC data: the stream format, or the file format (`ARROW1` magic).
+pub fn read_ipc(bytes: &[u8], engine: &'static str) -> Result<Vec<RecordBatch>, RemoteError> {
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let answer = |e: arrow::error::ArrowError| RemoteError::Answer {
+        engine,
+        message: format!("reading the Arrow answer: {e}"),
+    };
+    if bytes.starts_with(b"ARROW1") {
+        let reader = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None)
+            .map_err(answer)?;
+        return reader.collect::<Result<Vec<_>, _>>().map_err(answer);
+    }
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+        .map_err(answer)?;
+    reader.collect::<Result<Vec<_>, _>>().map_err(answer)
+}
+
+/// Rows of a JSON-lines answer (ClickHouse `JSONEachRow`).
+pub fn from_json_lines(
+    text: &str,
+    breakdown: usize,
+    engine: &'static str,
+) -> Result<Answer, RemoteError> {
+    let answer = |message: String| RemoteError::Answer { engine, message };
+    let mut out = Vec::new();
+    let mut max_ts_ms = None;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| answer(format!("{e}: {line}")))?;
+        let int = |name: &str| -> Result<i64, RemoteError> {
+            match &v[name] {
+                serde_json::Value::Number(n) => n.as_i64(),
+                serde_json::Value::String(s) => s.parse().ok(),
+                serde_json::Value::Bool(b) => Some(i64::from(*b)),
+                _ => None,
+            }
+            .ok_or_else(|| answer(format!("no integer {name:?} in {line}")))
+        };
+        max_ts_ms = Some(int("cutoff_ms")?);
+        out.push(LevelCount {
+            key: (int("grp")? != 0).then(|| {
+                (0..breakdown)
+                    .map(|i| v[format!("k{i}")].as_str().map(str::to_string))
+                    .collect()
+            }),
+            level: int("level")? as u32,
+            window_open: int("window_open")? != 0,
+            persons: int("persons")? as u64,
+        });
+    }
+    out.sort();
+    Ok(Answer {
+        rows: out,
+        max_ts_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{
+        BinaryArray, BooleanArray, Int32Array, Int64Array, StringArray, UInt8Array, UInt64Array,
+    };
+    use arrow::ipc::writer::StreamWriter;
+
+    use super::*;
+
+    #[test]
+    fn arrow_and_json_answers_give_the_same_rows() {
+        let batch = RecordBatch::try_from_iter(vec![
+            ("grp", Arc::new(UInt8Array::from(vec![0, 1, 1])) as ArrayRef),
+            (
+                "k0",
+                Arc::new(BinaryArray::from(vec![None, Some(&b"wechat"[..]), None])) as ArrayRef,
+            ),
+            (
+                "level",
+                Arc::new(Int32Array::from(vec![2, 1, 3])) as ArrayRef,
+            ),
+            (
+                "window_open",
+                Arc::new(BooleanArray::from(vec![true, false, false])) as ArrayRef,
+            ),
+            (
+                "persons",
+                Arc::new(UInt64Array::from(vec![5, 7, 1])) as ArrayRef,
+            ),
+            (
+                "cutoff_ms",
+                Arc::new(Int64Array::from(vec![9, 9, 9])) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let mut bytes = Vec::new();
+        let mut w = StreamWriter::try_new(&mut bytes, &batch.schema()).unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+        drop(w);
+        let from_arrow = from_batches(&read_ipc(&bytes, "test").unwrap(), 1, "test").unwrap();
+        let json = "{\"grp\":0,\"k0\":null,\"level\":2,\"window_open\":1,\"persons\":\"5\",\"cutoff_ms\":9}\n\
+                    {\"grp\":1,\"k0\":\"wechat\",\"level\":1,\"window_open\":false,\"persons\":7,\"cutoff_ms\":9}\n\
+                    {\"grp\":1,\"k0\":null,\"level\":3,\"window_open\":0,\"persons\":1,\"cutoff_ms\":\"9\"}\n";
+        let from_json = from_json_lines(json, 1, "test").unwrap();
+        assert_eq!(from_arrow, from_json);
+        assert_eq!(from_arrow.max_ts_ms, Some(9));
+        let rows = &from_arrow.rows;
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].key, None);
+        assert!(rows[0].window_open);
+        assert_eq!(rows[2].key, Some(vec![Some("wechat".to_string())]));
+        let strings = StringArray::from(vec![Some("a")]);
+        assert_eq!(strings.len(), 1);
+        assert!(from_json_lines("{\"grp\":0}", 0, "test").is_err());
+    }
+}

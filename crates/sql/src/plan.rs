@@ -1,0 +1,150 @@
+//! What a cluster query computes, checked against what SQL can express exactly.
+//!
+//! A [`Plan`] is the validated funnel spec plus the analysis scope (`--from`, `--to`,
+//! `--cutoff`). Both dialects render the same plan, and the embedded engine reads the same spec,
+//! so the three cannot drift apart in what they accept.
+
+use funnel_core::{Attribution, FunnelSpec, Mode};
+
+use crate::SqlError;
+
+/// The analysis scope a query applies (the embedded engine's `AnalyzeOptions` that SQL covers).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Only step-1 events at or after this instant (ms since the epoch) start chains.
+    pub from_ms: Option<i64>,
+    /// Only step-1 events before this instant start chains.
+    pub to_ms: Option<i64>,
+    /// Events after this instant are ignored; windows open at it are pending. `None`: the
+    /// latest event of the source, computed by the query.
+    pub cutoff_ms: Option<i64>,
+}
+
+/// The cluster dialects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Spark,
+    ClickHouse,
+}
+
+impl Dialect {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Spark => "spark",
+            Dialect::ClickHouse => "clickhouse",
+        }
+    }
+}
+
+/// A funnel as a cluster query computes it.
+#[derive(Debug, Clone)]
+pub struct Plan<'s> {
+    pub spec: &'s FunnelSpec,
+    pub options: PlanOptions,
+    pub(crate) strict_order: bool,
+    pub(crate) strict_increase: bool,
+    pub(crate) strict_deduplication: bool,
+    pub(crate) strict_once: bool,
+    pub(crate) allow_reentry: bool,
+}
+
+/// Most steps a query handles (the embedded kernel's limit).
+pub const MAX_STEPS: usize = 64;
+
+impl<'s> Plan<'s> {
+    /// Checks that `spec` can be computed exactly in SQL; the error names the option that cannot.
+    pub fn new(spec: &'s FunnelSpec, options: PlanOptions) -> Result<Plan<'s>, SqlError> {
+        let unsupported = |option: &str, reason: &str| SqlError::Unsupported {
+            source_name: spec.source.clone(),
+            option: option.to_string(),
+            reason: reason.to_string(),
+        };
+        let chain_search = "the chain is found by an exhaustive search, which a SQL fold over \
+                            the events cannot reproduce exactly; use --engine embedded";
+        if spec.order == funnel_core::Order::Any {
+            return Err(unsupported("order = \"any\"", chain_search));
+        }
+        if spec.count == funnel_core::CountUnit::Attempts {
+            return Err(unsupported("count = \"attempts\"", chain_search));
+        }
+        if !spec.hold_constant.is_empty() {
+            return Err(unsupported("hold_constant", chain_search));
+        }
+        if !spec.exclusions.is_empty() {
+            return Err(unsupported("exclusions", chain_search));
+        }
+        if let Some(s) = spec.steps.iter().find(|s| s.optional) {
+            return Err(unsupported(
+                &format!("optional (step {:?})", s.name),
+                chain_search,
+            ));
+        }
+        if let Some(s) = spec.steps.iter().find(|s| s.within_ms.is_some()) {
+            return Err(unsupported(
+                &format!("within (step {:?})", s.name),
+                chain_search,
+            ));
+        }
+        if spec.attribution != Attribution::Step1 {
+            return Err(unsupported(
+                "attribution",
+                "only the step-1 breakdown rule is compiled; use --engine embedded",
+            ));
+        }
+        if spec.steps.len() > MAX_STEPS {
+            return Err(unsupported("steps", "at most 64 steps"));
+        }
+        Ok(Plan {
+            spec,
+            options,
+            strict_order: spec.has(Mode::StrictOrder),
+            strict_increase: spec.has(Mode::StrictIncrease),
+            strict_deduplication: spec.has(Mode::StrictDeduplication),
+            strict_once: spec.has(Mode::StrictOnce),
+            allow_reentry: spec.has(Mode::AllowReentry),
+        })
+    }
+
+    pub fn steps(&self) -> usize {
+        self.spec.steps.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(extra: &str, step2: &str) -> FunnelSpec {
+        funnel_core::parse_funnel(
+            &format!(
+                "name = \"x\"\nwindow = \"1h\"\n{extra}\n[[steps]]\nname = \"a\"\nevent_type = \"click\"\n[[steps]]\nname = \"b\"\nevent_type = \"purchase\"\n{step2}\n"
+            ),
+            "f.toml",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn extensions_are_refused_by_name() {
+        for (extra, step2, named) in [
+            ("", "optional = true", "optional"),
+            ("", "within = \"5m\"", "within"),
+            ("order = \"any\"", "", "order"),
+            ("count = \"attempts\"", "", "count"),
+            ("hold_constant = \"item_id\"", "", "hold_constant"),
+            (
+                "attribution = \"first_touch\"\nbreakdown = \"journey\"",
+                "",
+                "attribution",
+            ),
+        ] {
+            let s = spec(extra, step2);
+            let e = Plan::new(&s, PlanOptions::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(named) && e.contains("f.toml"), "{e}");
+        }
+        let s = spec("mode = [\"strict_once\", \"strict_order\"]", "");
+        assert!(Plan::new(&s, PlanOptions::default()).is_ok());
+    }
+}
