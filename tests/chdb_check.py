@@ -18,18 +18,10 @@ import tempfile
 
 import chdb
 
+from funnel_cases import MODES, VOCAB, adversarial_exports, is_extended, random_funnel, toml
+
 FUNNEL = sys.argv[1]
 RANDOM_FUNNELS = int(sys.argv[sys.argv.index("--funnels") + 1]) if "--funnels" in sys.argv else 40
-MODES = [
-    [],
-    ["strict_order"],
-    ["strict_deduplication"],
-    ["strict_increase"],
-    ["strict_once"],
-    ["strict_order", "allow_reentry"],
-    ["strict_order", "strict_increase"],
-    ["strict_once", "strict_increase", "strict_deduplication"],
-]
 passed, failed = 0, []
 
 
@@ -105,21 +97,6 @@ def clickhouse_trend(events, funnel, step1=None, where="1"):
     return out
 
 
-def toml(funnel):
-    def value(v):
-        return "[" + ", ".join(json.dumps(x) for x in v) + "]" if isinstance(v, list) else json.dumps(v)
-    lines = [f"name = {json.dumps(funnel['name'])}", f"window = {json.dumps(funnel['window'])}"]
-    if funnel.get("breakdown"):
-        lines.append(f"breakdown = {json.dumps(funnel['breakdown'])}")
-    if funnel.get("mode"):
-        lines.append(f"mode = {value(funnel['mode'])}")
-    for s in funnel["steps"]:
-        lines += ["", "[[steps]]", f"name = {json.dumps(s['name'])}", f"event_type = {json.dumps(s['event_type'])}"]
-        if s.get("where"):
-            lines.append("where = { " + ", ".join(f"{k} = {value(v)}" for k, v in s["where"].items()) + " }")
-    return "\n".join(lines) + "\n"
-
-
 def ours(store, funnel, tmp, options=(), section="groups"):
     path = os.path.join(tmp, "f.toml")
     with open(path, "w") as f:
@@ -139,11 +116,15 @@ def generated_sql(store, funnel, tmp):
         f.write(toml(funnel))
     sql = subprocess.run([FUNNEL, "sql", "--dialect", "clickhouse", "--funnel", path,
                           "--source", f"{store}/current/events/*/*.parquet"], capture_output=True, text=True, check=True).stdout
+    cols = funnel.get("breakdown") or []
+    cols = cols if isinstance(cols, list) else [cols]
     hist = {}
     for line in q(sql).splitlines():
         row = json.loads(line)
-        key = json.dumps(json.loads(row["group"]), sort_keys=True)
-        hist.setdefault(key, {})[int(row["level"])] = int(row["persons"])
+        key = "{}" if int(row["grp"]) == 0 else json.dumps(
+            {c: row[f"k{i}"] for i, c in enumerate(cols)}, sort_keys=True)
+        levels_of = hist.setdefault(key, {})
+        levels_of[int(row["level"])] = levels_of.get(int(row["level"]), 0) + int(row["persons"])
     n = len(funnel["steps"])
     return {k: [sum(c for l, c in h.items() if l >= s) for s in range(1, n + 1)] for k, h in hist.items()}
 
@@ -171,64 +152,9 @@ def compare(label, store, funnel, tmp, options=(), want=None, section="groups"):
         print(f"FAIL {label}: {toml(funnel)}\n  clickhouse {want}\n  ours       {got}")
 
 
-def random_funnel(rng, i, vocabulary):
-    steps = []
-    for k in range(rng.randint(1, 5)):
-        et = rng.choice(vocabulary["event_type"])
-        step = {"name": f"s{k}", "event_type": et}
-        if rng.random() < 0.5:
-            col = rng.choice([c for c in vocabulary if c != "event_type"])
-            vals = rng.sample(vocabulary[col], rng.randint(1, min(2, len(vocabulary[col]))))
-            step["where"] = {col: vals if len(vals) > 1 or rng.random() < 0.5 else vals[0]}
-        steps.append(step)
-    f = {"name": f"random {i}", "window": rng.choice(["0s", "1m", "3m", "10m", "1h", "1d", "2w"]), "steps": steps}
-    if rng.random() < 0.4:
-        f["breakdown"] = rng.choice(["journey", "chat_type", "campaign"])
-    f["mode"] = rng.choice(MODES)
-    return f
-
-
-def adversarial_exports(path, rng, persons):
-    """Few event kinds, minute-resolution times: dense ties, equal timestamps, window edges."""
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["event_id", "user_id", "event_type", "ts", "journey", "chat_type", "warning_action",
-                    "account_id", "order_id", "amount", "campaign"])
-        n = 0
-        for p in range(persons):
-            for _ in range(rng.randint(0, 14)):
-                n += 1
-                et = rng.choice(["click", "click", "warning", "view", "login", "purchase"])
-                minute = rng.choice([0, 0, 1, 2, 3, 3, 4, 10, 11, 60, 61])
-                w.writerow([f"e{n}", f"u{p}", et, f"2021-09-17T10:{minute % 60:02d}:00Z" if minute < 60
-                            else f"2021-09-17T11:{minute - 60:02d}:00Z",
-                            rng.choice(["external_link", "wechat_native", ""]),
-                            rng.choice(["one_to_one", "group"]),
-                            rng.choice(["shown", "continue", "return"]) if et == "warning" else "",
-                            f"a{p}" if et == "login" else "", f"o{n}" if et == "purchase" else "",
-                            "9.90" if et == "purchase" else "", rng.choice(["c1", "c2", ""])])
-
-
-EXTENSIONS = {"optional", "within", "exclusions", "hold_constant", "count", "order", "attribution"}
-
-
-def is_extended(path):
-    import tomllib
-    f = tomllib.load(open(path, "rb"))
-    return bool(EXTENSIONS & (set(f) | {k for s in f["steps"] for k in s}))
-
-
 # Funnels with extensions beyond windowFunnel have no ClickHouse counterpart.
 EXAMPLES = [os.path.join("data/funnels", f) for f in sorted(os.listdir("data/funnels"))
             if f.endswith(".toml") and not is_extended(os.path.join("data/funnels", f))]
-VOCAB = {
-    "event_type": ["click", "warning", "view", "login", "purchase", "app_open"],
-    "journey": ["external_link", "wechat_native", "mini_program", "tao_code"],
-    "chat_type": ["one_to_one", "group", "official_account"],
-    "warning_action": ["shown", "continue", "return", "report"],
-    "campaign": ["autumn_sale", "new_arrivals", "flash_deal", "member_day", "c1", "c2"],
-}
-
 with tempfile.TemporaryDirectory() as tmp:
     rng = random.Random(20210917)
     stores = []

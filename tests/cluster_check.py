@@ -1,0 +1,176 @@
+"""Cluster engines give the embedded engine's numbers, exactly.
+
+For a generated store and an adversarial one (dense in equal timestamps and window edges), every
+example funnel in every windowFunnel mode, a set of random funnels, a hostile funnel, and the
+scope options (--from/--to, --cutoff, --closed-windows-only), `funnel analyze --engine E` must
+print the same JSON as `funnel analyze` (embedded), group for group and step for step: persons,
+conversion, drop-off, pending and excluded persons (time to convert is the embedded engine's
+own; cluster engines report it as null). Funnels with extensions SQL cannot compute exactly must be
+refused with exit 2 naming the option.
+
+  python tests/cluster_check.py FUNNEL_BIN --clickhouse-chdb [--funnels N]
+      ClickHouse's engine (chDB) behind a minimal ClickHouse HTTP interface on 127.0.0.1.
+  python tests/cluster_check.py FUNNEL_BIN --spark sc://127.0.0.1:15002 [--funnels N]
+      A Spark cluster over Spark Connect (tests/spark_cluster.sh starts one).
+"""
+
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tomllib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from funnel_cases import MODES, VOCAB, adversarial_exports, is_extended, random_funnel, toml
+
+FUNNEL = sys.argv[1]
+RANDOM_FUNNELS = int(sys.argv[sys.argv.index("--funnels") + 1]) if "--funnels" in sys.argv else 20
+passed, failed, refused, seconds = 0, [], 0, []
+
+
+def chdb_http_server():
+    """ClickHouse's HTTP interface for what funnel sends: POST a query ending in FORMAT X."""
+    import chdb
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            query, _, fmt = body.rstrip().rpartition("FORMAT ")
+            try:
+                data = chdb.query(query, fmt.strip()).bytes()
+                self.send_response(200)
+            except Exception as e:  # the server's error text, as ClickHouse sends it
+                data = f"Code: 1. DB::Exception: {e}".encode()
+                self.send_response(500)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+if "--spark" in sys.argv:
+    ENGINE = ["--engine", "spark", "--spark-remote", sys.argv[sys.argv.index("--spark") + 1]]
+else:
+    ENGINE = ["--engine", "clickhouse", "--clickhouse-url", chdb_http_server()]
+
+
+def analyze(store, path, options, engine=()):
+    started = time.monotonic()
+    out = subprocess.run([FUNNEL, "analyze", "--store", store, "--funnel", path, "--format", "json",
+                          *engine, *options], capture_output=True, text=True)
+    if engine:
+        seconds.append(time.monotonic() - started)
+    return out
+
+
+def comparable(report):
+    report = json.loads(report)
+    for g in report["groups"]:
+        for s in g["steps"]:
+            s.pop("time_to_convert")
+    return report
+
+
+def check(label, store, path, options=()):
+    global passed, refused
+    embedded = analyze(store, path, options)
+    if embedded.returncode != 0:
+        raise RuntimeError(embedded.stderr)
+    cluster = analyze(store, path, options, ENGINE)
+    if cluster.returncode != 0:
+        failed.append(label)
+        print(f"FAIL {label}: exit {cluster.returncode}: {cluster.stderr.strip()}")
+        return
+    want, got = comparable(embedded.stdout), comparable(cluster.stdout)
+    if want == got:
+        passed += 1
+    else:
+        failed.append(label)
+        for gw, gg in zip(want["groups"], got["groups"]):
+            if gw != gg:
+                print(f"FAIL {label} {gw['key']}:\n  embedded {gw}\n  cluster  {gg}")
+                break
+        else:
+            print(f"FAIL {label}: {len(want['groups'])} vs {len(got['groups'])} groups")
+
+
+def check_refused(label, store, path):
+    """A funnel SQL cannot compute exactly: exit 2, naming the option."""
+    global passed
+    out = analyze(store, path, (), ENGINE)
+    f = tomllib.load(open(path, "rb"))
+    named = [k for k in ("optional", "within", "exclusions", "hold_constant", "count", "order", "attribution")
+             if k in f or any(k in s for s in f["steps"])]
+    if out.returncode == 2 and any(n in out.stderr for n in named):
+        passed += 1
+    else:
+        failed.append(label)
+        print(f"FAIL {label}: expected exit 2 naming one of {named}, got {out.returncode}: {out.stderr.strip()}")
+
+
+with tempfile.TemporaryDirectory() as tmp:
+    rng = random.Random(20211001)
+    gen, store = f"{tmp}/gen", f"{tmp}/store"
+    subprocess.run([FUNNEL, "generate", "--out", gen, "--persons", "1200", "--seed", "5", "--format", "mixed"],
+                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([FUNNEL, "ingest", "--store", store, gen], check=True, stdout=subprocess.DEVNULL)
+    adv_csv, adv = f"{tmp}/adv.csv", f"{tmp}/adv-store"
+    adversarial_exports(adv_csv, rng, 300)
+    subprocess.run([FUNNEL, "ingest", "--store", adv, adv_csv], check=True, stdout=subprocess.DEVNULL)
+
+    def write(funnel, name):
+        path = os.path.join(tmp, name)
+        with open(path, "w") as f:
+            f.write(toml(funnel))
+        return path
+
+    examples = sorted(os.path.join("data/funnels", f) for f in os.listdir("data/funnels") if f.endswith(".toml"))
+    for path in examples:
+        name = os.path.basename(path)
+        if is_extended(path):
+            check_refused(f"{name} refused", store, path)
+            continue
+        check(f"generated / {name}", store, path)
+        check(f"generated / {name} / from-to", store, path,
+              ["--from", "2021-09-20T00:00:00Z", "--to", "2021-10-01T12:00:00Z"])
+        check(f"generated / {name} / cutoff", store, path, ["--cutoff", "2021-10-03T00:00:00Z"])
+        check(f"generated / {name} / closed windows only", store, path,
+              ["--cutoff", "2021-10-03T00:00:00Z", "--closed-windows-only"])
+        base = tomllib.load(open(path, "rb"))
+        for modes in MODES[1:]:
+            if isinstance(base.get("breakdown"), list):
+                continue
+            f = dict(base, mode=modes)
+            check(f"adversarial / {name} / {modes}", adv, write(f, "mode.toml"))
+    for i in range(RANDOM_FUNNELS):
+        f = random_funnel(rng, i, VOCAB)
+        if rng.random() < 0.3 and f.get("breakdown"):
+            f["breakdown"] = [f["breakdown"], rng.choice(["journey", "chat_type", "campaign"])]
+            if f["breakdown"][0] == f["breakdown"][1]:
+                f["breakdown"] = f["breakdown"][:1]
+        label = "adversarial" if i % 2 else "generated"
+        check(f"{label} / random {i} {f.get('mode')}", adv if i % 2 else store, write(f, f"r{i}.toml"))
+    hostile = {"name": "x'; DROP TABLE t; --", "window": "1d", "breakdown": "journey",
+               "mode": ["strict_order", "strict_once"],
+               "steps": [{"name": "a", "event_type": "click",
+                          "where": {"journey": ["external_link", "x') OR 1=1 --", "back\\slash'quote`tick",
+                                                "\\u0027) OR (1=1"]}},
+                         {"name": "b", "event_type": "purchase"}]}
+    check("generated / hostile funnel", store, write(hostile, "hostile.toml"))
+
+engine = ENGINE[1]
+seconds.sort()
+median = seconds[len(seconds) // 2] if seconds else 0
+print(f"{engine}: {passed} passed, {len(failed)} failed; {len(seconds)} queries, "
+      f"median {median:.1f} s per funnel, slowest {max(seconds, default=0):.1f} s")
+sys.exit(1 if failed else 0)
