@@ -109,13 +109,16 @@ def ours(store, funnel, tmp, options=(), section="groups"):
     return {json.dumps(g["key"], sort_keys=True): [s["persons"] for s in g["steps"]] for g in report[section]}
 
 
-def generated_sql(store, funnel, tmp):
-    """Per-step counts from the query `funnel sql --dialect clickhouse` prints, run in chDB."""
+def generated_sql(store, funnel, tmp, fold_level=False):
+    """Per-step counts from the query `funnel sql --dialect clickhouse` prints, run in chDB; with
+    `fold_level`, the level comes from the query's arrayFold instead of windowFunnel."""
     path = os.path.join(tmp, "f.toml")
     with open(path, "w") as f:
         f.write(toml(funnel))
     sql = subprocess.run([FUNNEL, "sql", "--dialect", "clickhouse", "--funnel", path,
-                          "--source", f"{store}/current/events/*/*.parquet"], capture_output=True, text=True, check=True).stdout
+                          "--source", f"{store}/current/events/*/*.parquet",
+                          *(["--fold-level"] if fold_level else [])],
+                         capture_output=True, text=True, check=True).stdout
     cols = funnel.get("breakdown") or []
     cols = cols if isinstance(cols, list) else [cols]
     hist = {}
@@ -136,15 +139,18 @@ def compare(label, store, funnel, tmp, options=(), want=None, section="groups"):
     want = clickhouse_groups(events, funnel) if want is None else want(events)
     got = ours(store, funnel, tmp, options, section)
     if plain:
-        # The SQL this project generates for ClickHouse must give the same numbers.
-        sql_counts = generated_sql(store, funnel, tmp)
-        # A group whose every person is at level 0 has no rows in SQL; ours reports zeros.
-        padded = {k: sql_counts.get(k, [0] * len(funnel["steps"])) for k in want}
-        if padded != want:
-            failed.append((label + " (generated SQL)", funnel, want, sql_counts))
-            print(f"FAIL {label} (generated SQL):\n  clickhouse {want}\n  generated  {sql_counts}")
-        else:
-            passed += 1
+        # The SQL this project generates for ClickHouse must give the same numbers, with the
+        # level from windowFunnel and with the level from the query's own fold (as on Spark).
+        for fold_level in (False, True):
+            sql_counts = generated_sql(store, funnel, tmp, fold_level)
+            # A group whose every person is at level 0 has no rows in SQL; ours reports zeros.
+            padded = {k: sql_counts.get(k, [0] * len(funnel["steps"])) for k in want}
+            what = "generated SQL, fold level" if fold_level else "generated SQL"
+            if padded != want:
+                failed.append((f"{label} ({what})", funnel, want, sql_counts))
+                print(f"FAIL {label} ({what}):\n  clickhouse {want}\n  generated  {sql_counts}")
+            else:
+                passed += 1
     if got == want:
         passed += 1
     else:

@@ -49,6 +49,7 @@ pub fn analyze(
         from_ms: opts.from_ms,
         to_ms: opts.to_ms,
         cutoff_ms: opts.cutoff_ms.or(store_cutoff),
+        fold_level: false,
     };
     let mut reports = Vec::with_capacity(specs.len());
     for spec in specs {

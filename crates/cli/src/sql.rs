@@ -33,11 +33,18 @@ pub struct Args {
     /// Table name (`db.table`) or Parquet path/glob with the store's columns.
     #[arg(long, default_value = "events")]
     pub source: String,
+    /// ClickHouse: compute the level with arrayFold instead of windowFunnel (as beyond 32 steps).
+    #[arg(long)]
+    pub fold_level: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let spec = load_funnel(&args.funnel)?;
-    let plan = Plan::new(&spec, PlanOptions::default()).map_err(|e| UsageError(e.to_string()))?;
+    let options = PlanOptions {
+        fold_level: args.fold_level,
+        ..PlanOptions::default()
+    };
+    let plan = Plan::new(&spec, options).map_err(|e| UsageError(e.to_string()))?;
     out!(
         "{}",
         funnel_sql::query(&plan, args.dialect.into(), &args.source)

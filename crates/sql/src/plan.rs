@@ -18,6 +18,10 @@ pub struct PlanOptions {
     /// Events after this instant are ignored; windows open at it are pending. `None`: the
     /// latest event of the source, computed by the query.
     pub cutoff_ms: Option<i64>,
+    /// ClickHouse: take the level from the fold (`arrayFold`) even where `windowFunnel` could
+    /// give it (always so beyond 32 steps). For servers whose `windowFunnel` lacks a mode, and
+    /// for checking the fold against `windowFunnel`.
+    pub fold_level: bool,
 }
 
 /// The cluster dialects.

@@ -209,7 +209,7 @@ impl Query<'_, '_> {
             None => "(SELECT max(t) FROM e)".to_string(),
         };
         let mut level = level.replace("@", "st");
-        if d == Dialect::ClickHouse && n <= 32 {
+        if d == Dialect::ClickHouse && n <= 32 && !self.plan.options.fold_level {
             // ClickHouse's own windowFunnel gives the level.
             let modes: String = self
                 .spec()
@@ -529,6 +529,7 @@ event_type = "purchase"
             from_ms: Some(1000),
             to_ms: Some(2000),
             cutoff_ms: Some(5000),
+            fold_level: false,
         };
         let plan = Plan::new(&f, opts).unwrap();
         let ch = query(&plan, Dialect::ClickHouse, "events");
@@ -541,6 +542,19 @@ event_type = "purchase"
         let spark = query(&plan, Dialect::Spark, "lake.events");
         assert!(spark.contains("aggregate(") && spark.contains("`lake`.`events`"));
         assert!(!spark.contains("windowFunnel"));
+        let fold = Plan::new(
+            &f,
+            PlanOptions {
+                fold_level: true,
+                ..PlanOptions::default()
+            },
+        )
+        .unwrap();
+        let ch = query(&fold, Dialect::ClickHouse, "events");
+        assert!(
+            !ch.contains("windowFunnel") && ch.contains("arrayFold"),
+            "{ch}"
+        );
         // Without strict_order, events that match no step are left out before the fold.
         assert!(spark.contains("WHERE c0 OR c1"), "{spark}");
     }
