@@ -44,6 +44,10 @@ pub enum IngestError {
     Store { path: PathBuf, message: String },
     #[error(transparent)]
     Core(#[from] funnel_core::CoreError),
+    /// Internal: a file reader stopped because the run had already ended with another error.
+    /// Never returned by [`crate::ingest`].
+    #[error("reading stopped: the run ended early")]
+    Cancelled,
 }
 
 impl IngestError {

@@ -146,42 +146,94 @@ pub fn ingest(
     std::fs::create_dir_all(&scratch).map_err(|e| IngestError::store(&scratch, e))?;
     let mut quarantine = QuarantineWriter::new(scratch.join("quarantine.parquet"));
 
-    // Phase 1: read and validate.
+    // Phase 1: read and validate. Files are parsed and validated on worker threads (several
+    // files at once), and their rows consumed here strictly in file order, so the outcome is
+    // the same as reading one file after another.
     let mut by_id = Spill::new(&scratch, "by-id", buckets as usize)?;
     let mut input_records = Vec::with_capacity(files.len());
     let mut rows_total = 0u64;
-    for (index, spec) in files.iter().enumerate() {
-        let (bytes, sha256) = hash_file(&spec.path)?;
-        progress(Progress::File {
-            path: &spec.path,
-            index,
-            total: files.len(),
-            bytes,
-        });
-        let counts = read_one(
-            spec,
-            index as u32,
-            run_no,
-            &tz,
-            buckets,
-            &mut by_id,
-            &mut quarantine,
-            &mut || {
-                rows_total += 1;
-                if rows_total.is_multiple_of(65_536) {
-                    progress(Progress::Rows(rows_total));
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4)
+        .min(files.len().max(1));
+    let next_file = std::sync::atomic::AtomicUsize::new(0);
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..files.len())
+        .map(|_| std::sync::mpsc::sync_channel::<Parsed>(PIPELINE_DEPTH))
+        .unzip();
+    let senders: Vec<std::sync::Mutex<Option<_>>> = senders
+        .into_iter()
+        .map(|s| std::sync::Mutex::new(Some(s)))
+        .collect();
+    std::thread::scope(|scope| -> Result<(), IngestError> {
+        // The receivers live in this closure: if it returns early, they are dropped before the
+        // workers are joined, and a worker blocked on a full channel stops.
+        let receivers = receivers;
+        let senders = &senders;
+        let (files, next_file, tz) = (&files, &next_file, &tz);
+        for _ in 0..workers {
+            scope.spawn(move || {
+                loop {
+                    let i = next_file.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if i >= files.len() {
+                        break;
+                    }
+                    let tx = senders[i]
+                        .lock()
+                        .expect("sender lock")
+                        .take()
+                        .expect("each file is taken once");
+                    parse_one(&files[i], i as u32, run_no, tz, buckets, &tx);
                 }
-            },
-        )?;
-        input_records.push(InputFile {
-            path: spec.path.display().to_string(),
-            format: spec.format.name().to_string(),
-            gzip: spec.gzip,
-            bytes,
-            sha256,
-            counts,
-        });
-    }
+            });
+        }
+        for (index, (spec, rx)) in files.iter().zip(receivers).enumerate() {
+            let mut counts = Counts::default();
+            let mut size = (0, String::new());
+            for parsed in rx {
+                match parsed {
+                    Parsed::Hashed(bytes, sha256) => {
+                        progress(Progress::File {
+                            path: &spec.path,
+                            index,
+                            total: files.len(),
+                            bytes,
+                        });
+                        size = (bytes, sha256);
+                    }
+                    Parsed::Rows(rows) => {
+                        for row in rows {
+                            rows_total += 1;
+                            if rows_total.is_multiple_of(65_536) {
+                                progress(Progress::Rows(rows_total));
+                            }
+                            counts.rows_read += 1;
+                            match row {
+                                Row::Event(partition, ev) => by_id.push(partition, ev)?,
+                                Row::Rejected(q) => {
+                                    counts.rows_rejected += 1;
+                                    *counts
+                                        .rejected_by_reason
+                                        .entry(q.reason.to_string())
+                                        .or_default() += 1;
+                                    quarantine.push(q)?;
+                                }
+                            }
+                        }
+                    }
+                    Parsed::Failed(e) => return Err(e),
+                }
+            }
+            input_records.push(InputFile {
+                path: spec.path.display().to_string(),
+                format: spec.format.name().to_string(),
+                gzip: spec.gzip,
+                bytes: size.0,
+                sha256: size.1,
+                counts,
+            });
+        }
+        Ok(())
+    })?;
     progress(Progress::Rows(rows_total));
     progress(Progress::Committing);
     let by_id = by_id.finish()?;
@@ -433,12 +485,14 @@ pub fn ingest(
         if events.is_empty() {
             continue;
         }
-        events.sort_by(|x, y| {
+        // Sorted by reference: events are large, and (person_id, ts, event_id) is unique.
+        let mut sorted: Vec<&Event> = events.iter().collect();
+        sorted.sort_unstable_by(|x, y| {
             (&x.person_id, x.ts_ms, &x.event_id).cmp(&(&y.person_id, y.ts_ms, &y.event_id))
         });
         let rel = StoreLayout::bucket_file(b, generation);
-        write_events(&gen_dir.join(&rel), &properties, &events)?;
-        let persons = 1 + events
+        write_events(&gen_dir.join(&rel), &properties, &sorted)?;
+        let persons = 1 + sorted
             .windows(2)
             .filter(|w| w[0].person_id != w[1].person_id)
             .count() as u64;
@@ -490,21 +544,50 @@ pub fn ingest(
 
 /// Reads one file: rejected rows to the quarantine, valid ones to the spill by event_id.
 #[allow(clippy::too_many_arguments)]
-fn read_one(
+/// Rows per message from a parsing worker, and messages a file may have in flight.
+const PIPELINE_BATCH: usize = 4096;
+const PIPELINE_DEPTH: usize = 8;
+
+/// One input row, parsed and validated.
+// Nearly every row is an event; boxing it would cost an allocation per row.
+#[allow(clippy::large_enum_variant)]
+enum Row {
+    /// Valid so far, with its event_id partition; phase 2 may find it a duplicate or a conflict.
+    Event(usize, Event),
+    Rejected(QuarantineRow),
+}
+
+/// What a parsing worker sends for one file, in order: its size and hash, rows, and at the end
+/// nothing (the channel closes) or the error that stopped it.
+enum Parsed {
+    Hashed(u64, String),
+    Rows(Vec<Row>),
+    Failed(IngestError),
+}
+
+/// Parses and validates one file into `tx`. Stops quietly when the receiver is gone.
+fn parse_one(
     spec: &InputSpec,
     file: u32,
     run: u64,
     tz: &chrono_tz::Tz,
     partitions: u32,
-    spill: &mut Spill,
-    quarantine: &mut QuarantineWriter,
-    tick: &mut dyn FnMut(),
-) -> Result<Counts, IngestError> {
+    tx: &std::sync::mpsc::SyncSender<Parsed>,
+) {
+    match hash_file(&spec.path) {
+        Ok((bytes, sha256)) => {
+            if tx.send(Parsed::Hashed(bytes, sha256)).is_err() {
+                return;
+            }
+        }
+        Err(e) => {
+            let _ = tx.send(Parsed::Failed(e));
+            return;
+        }
+    }
     let source: Arc<str> = Arc::from(spec.path.display().to_string());
-    let mut counts = Counts::default();
-    read_file(spec, &mut |item| {
-        tick();
-        counts.rows_read += 1;
+    let mut batch: Vec<Row> = Vec::with_capacity(PIPELINE_BATCH);
+    let result = read_file(spec, &mut |item| {
         let (line, row, rejection, raw) = match item {
             Item::Malformed {
                 line,
@@ -530,21 +613,15 @@ fn read_one(
                 };
                 match normalize(&rec.cells, tz, &lineage) {
                     Ok(ev) => {
-                        // Provisionally stored; phase 2 may find it a duplicate or a conflict.
                         let p = bucket_of(&ev.event_id, partitions) as usize;
-                        spill.push(p, ev)?;
-                        return Ok(());
+                        batch.push(Row::Event(p, ev));
+                        return flush(&mut batch, tx);
                     }
                     Err(rej) => (rec.line, rec.row, rej, rec.raw_text()),
                 }
             }
         };
-        counts.rows_rejected += 1;
-        *counts
-            .rejected_by_reason
-            .entry(rejection.reason.as_str().to_string())
-            .or_default() += 1;
-        quarantine.push(QuarantineRow {
+        batch.push(Row::Rejected(QuarantineRow {
             run,
             source_file: source.clone(),
             line,
@@ -554,9 +631,31 @@ fn read_one(
             value: rejection.value,
             message: rejection.message,
             raw,
-        })
-    })?;
-    Ok(counts)
+        }));
+        flush(&mut batch, tx)
+    });
+    let _ = match result {
+        Ok(()) => tx.send(Parsed::Rows(batch)),
+        // The consumer has gone: nothing more to do.
+        Err(IngestError::Cancelled) => Ok(()),
+        // Rows read before the error are delivered first, as a sequential read would.
+        Err(e) => tx
+            .send(Parsed::Rows(batch))
+            .and_then(|()| tx.send(Parsed::Failed(e))),
+    };
+}
+
+/// Sends a full batch; `Cancelled` when the consumer has gone.
+fn flush(
+    batch: &mut Vec<Row>,
+    tx: &std::sync::mpsc::SyncSender<Parsed>,
+) -> Result<(), IngestError> {
+    if batch.len() >= PIPELINE_BATCH {
+        let full = std::mem::replace(batch, Vec::with_capacity(PIPELINE_BATCH));
+        tx.send(Parsed::Rows(full))
+            .map_err(|_| IngestError::Cancelled)?;
+    }
+    Ok(())
 }
 
 fn hash_file(path: &Path) -> Result<(u64, String), IngestError> {

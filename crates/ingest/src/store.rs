@@ -99,14 +99,14 @@ fn write_batches(
     Ok(())
 }
 
-fn opt_strings<'a>(events: &'a [Event], f: impl Fn(&'a Event) -> Option<&'a str>) -> ArrayRef {
-    Arc::new(events.iter().map(f).collect::<StringArray>())
+fn opt_strings<'a>(events: &[&'a Event], f: impl Fn(&'a Event) -> Option<&'a str>) -> ArrayRef {
+    Arc::new(events.iter().map(|e| f(e)).collect::<StringArray>())
 }
 
 fn events_batch(
     schema: &SchemaRef,
     properties: &[String],
-    events: &[Event],
+    events: &[&Event],
 ) -> Result<RecordBatch, arrow::error::ArrowError> {
     let mut cols: Vec<ArrayRef> = vec![
         opt_strings(events, |e| Some(&e.event_id)),
@@ -154,7 +154,7 @@ fn events_batch(
 pub(crate) fn write_events(
     path: &Path,
     properties: &[String],
-    events: &[Event],
+    events: &[&Event],
 ) -> Result<(), IngestError> {
     let schema = events_schema(properties);
     let sorting = ["person_id", "ts", "event_id"]
@@ -529,7 +529,7 @@ mod tests {
         let path = dir.path().join("b/part.parquet");
         let events: Vec<Event> = (0..10).map(ev).collect();
         let props = vec!["campaign".to_string(), "item_id".to_string()];
-        write_events(&path, &props, &events).unwrap();
+        write_events(&path, &props, &events.iter().collect::<Vec<_>>()).unwrap();
         assert_eq!(read_events(&path).unwrap(), events);
         let mut ids = HashMap::new();
         read_event_ids(&path, &mut ids).unwrap();
