@@ -1628,6 +1628,17 @@ fn cluster_engines_run_the_compiled_query_or_refuse_clearly() {
         "{e}"
     );
 
+    // `analyze` on ClickHouse at an address where nothing listens, with `args` after it.
+    let unreachable = |args: &[&str], code: i32| -> String {
+        let base = [
+            "analyze",
+            "--engine",
+            "clickhouse",
+            "--clickhouse-url",
+            "http://127.0.0.1:9",
+        ];
+        run(&[&base[..], args].concat(), code).1
+    };
     let (_, e) = run(
         &[
             "analyze",
@@ -1641,56 +1652,16 @@ fn cluster_engines_run_the_compiled_query_or_refuse_clearly() {
         2,
     );
     assert!(e.contains("--clickhouse-url"), "{e}");
-    let (_, e) = run(
-        &[
-            "analyze",
-            "--engine",
-            "clickhouse",
-            "--clickhouse-url",
-            "http://127.0.0.1:9",
-            "--table",
-            "events",
-            "--funnel",
-            extended,
-        ],
-        2,
-    );
+    let e = unreachable(&["--table", "events", "--funnel", extended], 2);
     assert!(
         e.contains("hold_constant cannot be computed exactly in SQL"),
         "{e}"
     );
-    let (_, e) = run(
-        &[
-            "analyze",
-            "--engine",
-            "clickhouse",
-            "--clickhouse-url",
-            "http://127.0.0.1:9",
-            "--store",
-            s,
-            "--funnel",
-            plain,
-            "--interval",
-            "week",
-        ],
-        2,
-    );
+    let e = unreachable(&["--store", s, "--funnel", plain, "--interval", "week"], 2);
     assert!(e.contains("--interval"), "{e}");
-    let (_, e) = run(
-        &[
-            "analyze",
-            "--engine",
-            "clickhouse",
-            "--clickhouse-url",
-            "http://127.0.0.1:9",
-            "--store",
-            s,
-            "--funnel",
-            plain,
-        ],
-        1,
-    );
+    let e = unreachable(&["--store", s, "--funnel", plain], 1);
     assert!(e.contains("cannot reach clickhouse"), "{e}");
+    let spark_code = if cfg!(feature = "spark") { 1 } else { 2 };
     let (_, e) = run(
         &[
             "analyze",
@@ -1703,7 +1674,7 @@ fn cluster_engines_run_the_compiled_query_or_refuse_clearly() {
             "--funnel",
             plain,
         ],
-        if cfg!(feature = "spark") { 1 } else { 2 },
+        spark_code,
     );
     assert!(e.contains("spark"), "{e}");
 

@@ -227,7 +227,13 @@ impl Spill {
         let err = |e: &dyn std::fmt::Display| IngestError::store(&path, format!("spill: {e}"));
         if self.parts[part].writer.is_none() {
             let file = File::create(&path).map_err(|e| err(&e))?;
-            let w = FileWriter::try_new(BufWriter::new(file), &self.schema).map_err(|e| err(&e))?;
+            // lz4: spilled rows are mostly repeated strings, and a large run spills each row
+            // three times (by event_id, accepted, by bucket).
+            let options = arrow::ipc::writer::IpcWriteOptions::default()
+                .try_with_compression(Some(arrow::ipc::CompressionType::LZ4_FRAME))
+                .map_err(|e| err(&e))?;
+            let w = FileWriter::try_new_with_options(BufWriter::new(file), &self.schema, options)
+                .map_err(|e| err(&e))?;
             self.parts[part].writer = Some(w);
         }
         let batch = to_batch(&self.schema, &self.parts[part].pending).map_err(|e| err(&e))?;
@@ -255,7 +261,8 @@ impl Spill {
     }
 }
 
-/// Reads a spilled partition back, batch by batch, in the order it was written.
+/// Reads a spilled partition back, batch by batch, in the order it was written, then deletes
+/// it (each partition is read once), so the scratch space of a run stays near one copy of it.
 pub(crate) fn read_spill(
     path: &Path,
     mut each: impl FnMut(Vec<Event>) -> Result<(), IngestError>,
@@ -268,7 +275,7 @@ pub(crate) fn read_spill(
         let batch = batch.map_err(|e| err(&e))?;
         each(from_batch(&batch, &mut sources))?;
     }
-    Ok(())
+    std::fs::remove_file(path).map_err(|e| err(&e))
 }
 
 #[cfg(test)]

@@ -50,7 +50,8 @@ impl Dialect {
     pub fn millis(self, column: &str) -> String {
         match self {
             Dialect::Spark => format!("unix_millis({column})"),
-            Dialect::ClickHouse => format!("toUnixTimestamp64Milli({column})"),
+            // toDateTime64 lets a table's DateTime (seconds) column serve as well as DateTime64.
+            Dialect::ClickHouse => format!("toUnixTimestamp64Milli(toDateTime64({column}, 3))"),
         }
     }
 
@@ -88,6 +89,14 @@ impl Dialect {
         match self {
             Dialect::Spark => c.to_string(),
             Dialect::ClickHouse => format!("toUInt8({c})"),
+        }
+    }
+
+    /// A fold-state boolean as a condition.
+    pub fn is_true(self, flag: &str) -> String {
+        match self {
+            Dialect::Spark => flag.to_string(),
+            Dialect::ClickHouse => format!("{flag} = 1"),
         }
     }
 

@@ -285,13 +285,7 @@ impl Query<'_, '_> {
             d.map_indexed(array, &d.iff(&format!("j = {at}"), value, "v"))
         };
         let stopped = mk(&lvl, d.bool_lit(true), &s, &l);
-        let mut arms: Vec<(String, String)> = vec![(
-            match d {
-                Dialect::Spark => stop.clone(),
-                Dialect::ClickHouse => format!("{stop} = 1"),
-            },
-            "acc".into(),
-        )];
+        let mut arms: Vec<(String, String)> = vec![(d.is_true(&stop), "acc".into())];
         if p.strict_order {
             arms.push((
                 format!("{k} = -1"),
@@ -400,13 +394,7 @@ impl Query<'_, '_> {
             ),
         );
         let stopped = mk(&lv, d.bool_lit(true));
-        let mut arms: Vec<(String, String)> = vec![(
-            match d {
-                Dialect::Spark => stop.clone(),
-                Dialect::ClickHouse => format!("{stop} = 1"),
-            },
-            "acc".into(),
-        )];
+        let mut arms: Vec<(String, String)> = vec![(d.is_true(&stop), "acc".into())];
         if p.strict_order {
             arms.push((format!("{k} = -1"), mk(&lv, &d.boolean(&nonempty(&first)))));
         }

@@ -1,0 +1,73 @@
+"""Scale curve: events vs time and peak memory, for ingest and analyze, on this machine.
+
+Usage: python bench/scale.py [--events 10000000,100000000] [--keep]
+For each size: `funnel generate` (CSV), `funnel ingest`, then `funnel analyze` with one funnel
+(`all_journeys_by_journey`) and with four; whole-process wall time and peak RSS (GNU time).
+Data goes to bench/work/scale-N and is deleted after each size unless --keep. Writes
+bench/scale.json and prints a table. Uses the release build (cargo build --release).
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORK = os.path.join(ROOT, "bench", "work")
+FUNNELS = [os.path.join(ROOT, "data", "funnels", f) for f in
+           ("all_journeys_by_journey.toml", "external_link_to_purchase.toml", "external_link_first_login.toml",
+            "wechat_native_to_purchase.toml")]
+
+
+def timed(cmd):
+    """(wall seconds, peak RSS MiB) of a whole process."""
+    t = time.perf_counter()
+    out = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True)
+    s = time.perf_counter() - t
+    if out.returncode != 0:
+        raise RuntimeError(f"{cmd}: {out.stderr}")
+    return s, int(out.stderr.strip().splitlines()[-1]) / 1024, out.stdout
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", default="10000000,100000000")
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "funnel-cli"], cwd=ROOT, check=True)
+    funnel = os.path.join(ROOT, "target", "release", "funnel")
+    rows = []
+    for n in (int(x) for x in args.events.split(",")):
+        d = os.path.join(WORK, f"scale-{n}")
+        shutil.rmtree(d, ignore_errors=True)
+        data, store = os.path.join(d, "data"), os.path.join(d, "store")
+        persons = max(1, n * 10 // 56)
+        gen_s, _, _ = timed([funnel, "generate", "--out", data, "--persons", str(persons), "--seed", "1",
+                             "--format", "csv", "--clean"])
+        events = json.load(open(os.path.join(data, "truth.json")))["expected"]["rows_stored"]
+        ing_s, ing_rss, _ = timed([funnel, "ingest", "--store", store, "--format", "json", data])
+        one_s, one_rss, _ = timed([funnel, "analyze", "--store", store, "--funnel", FUNNELS[0], "--format", "json"])
+        four_s, four_rss, _ = timed([funnel, "analyze", "--store", store, "--format", "json",
+                                     *[a for f in FUNNELS for a in ("--funnel", f)]])
+        row = {"events": events, "persons": persons, "generate_seconds": gen_s,
+               "ingest_seconds": ing_s, "ingest_peak_rss_mib": ing_rss,
+               "analyze_seconds": one_s, "analyze_peak_rss_mib": one_rss,
+               "analyze4_seconds": four_s, "analyze4_peak_rss_mib": four_rss}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if not args.keep:
+            shutil.rmtree(d, ignore_errors=True)
+    json.dump({"machine": platform.platform(), "cores": os.cpu_count(), "rows": rows},
+              open(os.path.join(ROOT, "bench", "scale.json"), "w"), indent=1, sort_keys=True)
+    print(f"{'events':>13} {'ingest s':>9} {'MiB':>6} {'Mev/s':>6} {'analyze s':>10} {'MiB':>6} {'4 funnels s':>12} {'MiB':>6}")
+    for r in rows:
+        print(f"{r['events']:>13,} {r['ingest_seconds']:9.1f} {r['ingest_peak_rss_mib']:6.0f} "
+              f"{r['events'] / r['ingest_seconds'] / 1e6:6.2f} {r['analyze_seconds']:10.2f} "
+              f"{r['analyze_peak_rss_mib']:6.0f} {r['analyze4_seconds']:12.2f} {r['analyze4_peak_rss_mib']:6.0f}")
+
+
+if __name__ == "__main__":
+    main()
