@@ -707,6 +707,21 @@ fn sample_store() -> PathBuf {
         .clone()
 }
 
+/// `funnel analyze --store STORE --funnel FUNNEL --format json EXTRA...`, parsed.
+fn analyze_json(store: &Path, funnel: &Path, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "analyze",
+        "--store",
+        store.to_str().unwrap(),
+        "--funnel",
+        funnel.to_str().unwrap(),
+        "--format",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&run(&args, 0).0).unwrap()
+}
+
 fn analyze(store: &Path, funnels: &[&str], format: &str) -> String {
     let mut args = vec![
         "analyze",
@@ -977,20 +992,12 @@ fn analyze_with_audit(
     let tmp = tempfile::tempdir().unwrap();
     let audit_path = tmp.path().join("persons.parquet");
     let spec = funnel_core::load_funnel(funnel_file).unwrap();
-    let mut args = vec![
-        "analyze",
-        "--store",
-        store.to_str().unwrap(),
-        "--funnel",
-        funnel_file.to_str().unwrap(),
-        "--format",
-        "json",
-        "--persons-out",
-        audit_path.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let (out, _) = run(&args, 0);
-    (spec, serde_json::from_str(&out).unwrap(), tmp, audit_path)
+    let report = analyze_json(
+        store,
+        funnel_file,
+        &[&["--persons-out", audit_path.to_str().unwrap()], extra].concat(),
+    );
+    (spec, report, tmp, audit_path)
 }
 
 /// Every number of a report re-derived from the audit table (`--persons-out`), and every chain in
@@ -1160,22 +1167,11 @@ fn reports_trace_to_the_audit_table_and_the_events() {
     );
 
     // --closed-windows-only leaves out exactly the persons whose window was open.
-    let (closed, _) = run(
-        &[
-            "analyze",
-            "--store",
-            store.to_str().unwrap(),
-            "--funnel",
-            funnel_file.to_str().unwrap(),
-            "--format",
-            "json",
-            "--cutoff",
-            "2021-10-08",
-            "--closed-windows-only",
-        ],
-        0,
+    let closed = analyze_json(
+        &store,
+        &funnel_file,
+        &["--cutoff", "2021-10-08", "--closed-windows-only"],
     );
-    let closed: Value = serde_json::from_str(&closed).unwrap();
     let all = &report["groups"][0];
     let kept = &closed["groups"][0];
     let open_rows = rows.iter().filter(|r| r.group == "{}" && r.open).count() as u64;
@@ -1301,19 +1297,7 @@ fn attempts_attribution_and_any_order() {
     let analyze_text = |name: &str, body: &str| -> Value {
         let path = tmp.path().join(name);
         std::fs::write(&path, body).unwrap();
-        let (out, _) = run(
-            &[
-                "analyze",
-                "--store",
-                store.to_str().unwrap(),
-                "--funnel",
-                path.to_str().unwrap(),
-                "--format",
-                "json",
-            ],
-            0,
-        );
-        serde_json::from_str(&out).unwrap()
+        analyze_json(&store, &path, &[])
     };
     let steps = "[[steps]]\nname = \"click\"\nevent_type = \"click\"\nwhere = { journey = \"external_link\" }\n[[steps]]\nname = \"continue\"\nevent_type = \"warning\"\nwhere = { warning_action = \"continue\" }\n[[steps]]\nname = \"purchase\"\nevent_type = \"purchase\"\n";
     let persons = |v: &Value, g: usize| -> Vec<u64> {

@@ -25,11 +25,11 @@ import time
 import tomllib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from funnel_cases import MODES, VOCAB, adversarial_exports, is_extended, random_funnel, toml
+from funnel_cases import EXTENSIONS, MODES, VOCAB, adversarial_exports, is_extended, random_funnel, toml
 
 FUNNEL = sys.argv[1]
 RANDOM_FUNNELS = int(sys.argv[sys.argv.index("--funnels") + 1]) if "--funnels" in sys.argv else 20
-passed, failed, refused, seconds = 0, [], 0, []
+passed, failed, seconds = 0, [], []
 
 
 def chdb_http_server():
@@ -82,7 +82,7 @@ def comparable(report):
 
 
 def check(label, store, path, options=()):
-    global passed, refused
+    global passed
     embedded = analyze(store, path, options)
     if embedded.returncode != 0:
         raise RuntimeError(embedded.stderr)
@@ -109,8 +109,7 @@ def check_refused(label, store, path):
     global passed
     out = analyze(store, path, (), ENGINE)
     f = tomllib.load(open(path, "rb"))
-    named = [k for k in ("optional", "within", "exclusions", "hold_constant", "count", "order", "attribution")
-             if k in f or any(k in s for s in f["steps"])]
+    named = sorted(k for k in EXTENSIONS if k in f or any(k in s for s in f["steps"]))
     if out.returncode == 2 and any(n in out.stderr for n in named):
         passed += 1
     else:

@@ -255,7 +255,11 @@ pub fn report_from_levels(
     cutoff_ms: i64,
 ) -> FunnelReport {
     let n = spec.steps.len();
-    let mut total = GroupAcc::new(n);
+    let untimed = || GroupAcc {
+        timed: false,
+        ..GroupAcc::new(n)
+    };
+    let mut total = untimed();
     let mut by_key: BTreeMap<Key, GroupAcc> = BTreeMap::new();
     for row in rows {
         let acc = match &row.key {
@@ -268,7 +272,7 @@ pub fn report_from_levels(
                         .zip(values.iter().cloned())
                         .collect(),
                 )
-                .or_insert_with(|| GroupAcc::new(n)),
+                .or_insert_with(untimed),
         };
         let level = (row.level as usize).min(n);
         if opts.closed_windows_only && row.window_open {
@@ -285,20 +289,14 @@ pub fn report_from_levels(
     }
     let mut groups = vec![total.report(spec, Key::new())];
     groups.extend(sorted(by_key).into_iter().map(|(k, a)| a.report(spec, k)));
-    let mut report = assemble(
+    assemble(
         spec,
         opts,
         cutoff_ms,
         opts.timezone.as_deref().unwrap_or("UTC"),
         groups,
         Vec::new(),
-    );
-    for g in &mut report.groups {
-        for s in &mut g.steps {
-            s.time_to_convert = None;
-        }
-    }
-    report
+    )
 }
 
 /// Human descriptions of the extensions a funnel uses.

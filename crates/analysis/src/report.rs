@@ -111,7 +111,7 @@ pub struct FunnelReport {
 }
 
 /// Everything measured for one group.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct GroupAcc {
     /// Persons by exact level.
     pub levels: Vec<u64>,
@@ -124,6 +124,9 @@ pub(crate) struct GroupAcc {
     /// Per step (index 1..), milliseconds from the previous step and from step 1.
     pub from_previous: Vec<Vec<i64>>,
     pub from_first: Vec<Vec<i64>>,
+    /// False where the chains' times are not known (a cluster engine's counts): the report then
+    /// has no time to convert at all, rather than empty distributions.
+    pub timed: bool,
 }
 
 impl GroupAcc {
@@ -135,6 +138,7 @@ impl GroupAcc {
             excluded: 0,
             from_previous: vec![Vec::new(); steps],
             from_first: vec![Vec::new(); steps],
+            timed: true,
         }
     }
 
@@ -198,7 +202,7 @@ impl GroupAcc {
                         self.open[i]
                     },
                     stopped_before: if i == 0 { 0 } else { self.levels[i] },
-                    time_to_convert: (i > 0).then(|| TimeToConvert {
+                    time_to_convert: (i > 0 && self.timed).then(|| TimeToConvert {
                         from_previous: Durations::of(&mut self.from_previous[i]),
                         from_first: Durations::of(&mut self.from_first[i]),
                     }),

@@ -52,6 +52,15 @@ impl Counts {
         }
     }
 
+    /// Counts one rejected row with its reason.
+    pub fn reject(&mut self, reason: &str) {
+        self.rows_rejected += 1;
+        *self
+            .rejected_by_reason
+            .entry(reason.to_string())
+            .or_default() += 1;
+    }
+
     pub fn reconciles(&self) -> bool {
         self.rows_read == self.rows_stored + self.rows_rejected + self.rows_duplicate
             && self.rejected_by_reason.values().sum::<u64>() == self.rows_rejected

@@ -156,33 +156,22 @@ pub fn ingest(
         .map_or(1, |n| n.get())
         .clamp(1, 4)
         .min(files.len().max(1));
-    let next_file = std::sync::atomic::AtomicUsize::new(0);
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..files.len())
         .map(|_| std::sync::mpsc::sync_channel::<Parsed>(PIPELINE_DEPTH))
         .unzip();
-    let senders: Vec<std::sync::Mutex<Option<_>>> = senders
-        .into_iter()
-        .map(|s| std::sync::Mutex::new(Some(s)))
-        .collect();
+    // Workers take files from this queue in order, each with the sender of its channel.
+    let queue = std::sync::Mutex::new(files.iter().zip(senders).enumerate());
     std::thread::scope(|scope| -> Result<(), IngestError> {
         // The receivers live in this closure: if it returns early, they are dropped before the
         // workers are joined, and a worker blocked on a full channel stops.
         let receivers = receivers;
-        let senders = &senders;
-        let (files, next_file, tz) = (&files, &next_file, &tz);
+        let (queue, tz) = (&queue, &tz);
         for _ in 0..workers {
             scope.spawn(move || {
                 loop {
-                    let i = next_file.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    if i >= files.len() {
-                        break;
-                    }
-                    let tx = senders[i]
-                        .lock()
-                        .expect("sender lock")
-                        .take()
-                        .expect("each file is taken once");
-                    parse_one(&files[i], i as u32, run_no, tz, buckets, &tx);
+                    let next = queue.lock().expect("file queue").next();
+                    let Some((i, (spec, tx))) = next else { break };
+                    parse_one(spec, i as u32, run_no, tz, buckets, &tx);
                 }
             });
         }
@@ -210,11 +199,7 @@ pub fn ingest(
                             match row {
                                 Row::Event(partition, ev) => by_id.push(partition, ev)?,
                                 Row::Rejected(q) => {
-                                    counts.rows_rejected += 1;
-                                    *counts
-                                        .rejected_by_reason
-                                        .entry(q.reason.to_string())
-                                        .or_default() += 1;
+                                    counts.reject(q.reason);
                                     quarantine.push(q)?;
                                 }
                             }
@@ -274,11 +259,7 @@ pub fn ingest(
                 match seen.get(&e.event_id) {
                     Some(&h) if h == e.content_hash => counts.rows_duplicate += 1,
                     Some(_) => {
-                        counts.rows_rejected += 1;
-                        *counts
-                            .rejected_by_reason
-                            .entry(RejectReason::DuplicateConflict.as_str().to_string())
-                            .or_default() += 1;
+                        counts.reject(RejectReason::DuplicateConflict.as_str());
                         quarantine.push(QuarantineRow {
                             run: run_no,
                             source_file: e.source_file.clone(),
@@ -531,7 +512,7 @@ pub fn ingest(
     write_synced(&gen_dir.join(MANIFEST_FILE), text.as_bytes())?;
     sync_tree(&gen_dir)?;
     switch_current(&layout, generation)?;
-    let _ = std::fs::remove_dir_all(&scratch);
+    // Also removes the scratch directory.
     collect_garbage(&layout, Some(generation))?;
 
     report.committed = true;
@@ -542,8 +523,6 @@ pub fn ingest(
     Ok(report)
 }
 
-/// Reads one file: rejected rows to the quarantine, valid ones to the spill by event_id.
-#[allow(clippy::too_many_arguments)]
 /// Rows per message from a parsing worker, and messages a file may have in flight.
 const PIPELINE_BATCH: usize = 4096;
 const PIPELINE_DEPTH: usize = 8;

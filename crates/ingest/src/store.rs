@@ -303,6 +303,16 @@ pub(crate) fn read_events(path: &Path) -> Result<Vec<Event>, IngestError> {
     Ok(out)
 }
 
+/// The first members of `(key, value)` pairs as a string column.
+fn keys<T>(pairs: &[(String, T)]) -> ArrayRef {
+    Arc::new(
+        pairs
+            .iter()
+            .map(|p| Some(p.0.as_str()))
+            .collect::<StringArray>(),
+    )
+}
+
 /// Writes one partition of the event-id index (sorted by event_id).
 pub(crate) fn write_ids(path: &Path, ids: &[(String, u64)]) -> Result<(), IngestError> {
     let schema = Arc::new(Schema::new(vec![
@@ -313,12 +323,7 @@ pub(crate) fn write_ids(path: &Path, ids: &[(String, u64)]) -> Result<(), Ingest
         RecordBatch::try_new(
             schema.clone(),
             vec![
-                Arc::new(
-                    chunk
-                        .iter()
-                        .map(|p| Some(p.0.as_str()))
-                        .collect::<StringArray>(),
-                ) as ArrayRef,
+                keys(chunk),
                 Arc::new(UInt64Array::from_iter_values(chunk.iter().map(|p| p.1))),
             ],
         )
@@ -339,12 +344,7 @@ pub(crate) fn write_identity(path: &Path, pairs: &[(String, String)]) -> Result<
         RecordBatch::try_new(
             schema.clone(),
             vec![
-                Arc::new(
-                    chunk
-                        .iter()
-                        .map(|p| Some(p.0.as_str()))
-                        .collect::<StringArray>(),
-                ) as ArrayRef,
+                keys(chunk),
                 Arc::new(
                     chunk
                         .iter()

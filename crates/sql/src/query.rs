@@ -58,10 +58,6 @@ impl Query<'_, '_> {
         let d = self.d;
         let spec = self.spec();
         let ts = d.ident(schema::TS);
-        let cutoff = match self.plan.options.cutoff_ms {
-            Some(c) => c.to_string(),
-            None => format!("(SELECT max({}) FROM {})", d.millis(&ts), d.source(source)),
-        };
         // e: one row per event with its step conditions and breakdown values.
         let not_null = |e: String| match d {
             Dialect::Spark => e,
@@ -94,11 +90,15 @@ impl Query<'_, '_> {
         for (i, b) in spec.breakdown.iter().enumerate() {
             e_cols.push(format!("{} AS b{i}", d.text(&d.ident(b))));
         }
+        // Without a cutoff, every event is read and the cutoff is the latest of them.
+        let until = match self.plan.options.cutoff_ms {
+            Some(c) => format!(" WHERE {} <= {c}", d.millis(&ts)),
+            None => String::new(),
+        };
         let mut ctes = vec![format!(
-            "e AS (SELECT {} FROM {} WHERE {} <= {cutoff})",
+            "e AS (SELECT {} FROM {}{until})",
             e_cols.join(", "),
             d.source(source),
-            d.millis(&ts),
         )];
         let conds: Vec<String> = (0..self.n()).map(|k| format!("c{k}")).collect();
         let any_step = if self.plan.strict_order {
@@ -130,8 +130,7 @@ impl Query<'_, '_> {
             let any_step = if self.plan.strict_order {
                 String::new()
             } else {
-                let mut c = vec!["e.c0".to_string()];
-                c.extend((1..self.n()).map(|k| format!("e.c{k}")));
+                let c: Vec<String> = (0..self.n()).map(|k| format!("e.c{k}")).collect();
                 format!(" WHERE {}", c.join(" OR "))
             };
             ctes.push(format!(
@@ -198,7 +197,7 @@ impl Query<'_, '_> {
         };
         let entry = d.record(&[("t", "t".into()), ("k", "v".into()), ("r", "r".into())]);
         let entries = d.sorted_flat_list(&d.map(&ks, "v", &entry));
-        let (fold, level, start) = if self.plan.strict_once {
+        let (fold, fold_level, start) = if self.plan.strict_once {
             self.fold_strict_once(&entries)
         } else {
             self.fold_latest(&entries)
@@ -208,8 +207,7 @@ impl Query<'_, '_> {
             Some(c) => c.to_string(),
             None => "(SELECT max(t) FROM e)".to_string(),
         };
-        let mut level = level.replace("@", "st");
-        if d == Dialect::ClickHouse && n <= 32 && !self.plan.options.fold_level {
+        let level = if d == Dialect::ClickHouse && n <= 32 && !self.plan.options.fold_level {
             // ClickHouse's own windowFunnel gives the level.
             let modes: String = self
                 .spec()
@@ -218,42 +216,23 @@ impl Query<'_, '_> {
                 .map(|m| format!(", {}", d.string(m.as_str())))
                 .collect();
             let conds: String = (0..n).map(|k| format!(", toUInt8(c{k})")).collect();
-            level = format!("toInt64(windowFunnel({window}{modes})(toUInt64(t){conds}))");
-        }
-        let start = start.replace("@", "st");
-        let open = match d {
-            Dialect::Spark => format!(
-                "IF(st_level > 0, {start} + {window} > {cutoff}, false)",
-                start = start.replace("LEVEL", "st_level")
-            ),
-            Dialect::ClickHouse => format!(
-                "toUInt8(if(st_level > 0, {start} + {window} > {cutoff}, 0))",
-                start = start.replace("LEVEL", "st_level")
-            ),
+            format!("toInt64(windowFunnel({window}{modes})(toUInt64(t){conds}))")
+        } else {
+            "st_level".to_string()
         };
+        let open = d.boolean(&d.iff(
+            "st_level > 0",
+            &format!("{start} + {window} > {cutoff}"),
+            d.bool_lit(false),
+        ));
         // The fold state is computed once per person: Spark and ClickHouse both allow a
         // select-list alias to be used later in the same list.
-        format!(
-            "{fold} AS st, {fl} AS st_level, {level} AS level, {open} AS window_open",
-            fl = self.fold_level_expr(),
-        )
-    }
-
-    fn fold_level_expr(&self) -> String {
-        let d = self.d;
-        if self.plan.strict_once {
-            d.count_if(
-                &d.field("st", "lv", 1),
-                "a",
-                &format!("{} > 0", d.size("a")),
-            )
-        } else {
-            d.field("st", "lvl", 1)
-        }
+        format!("{fold} AS st, {fold_level} AS st_level, {level} AS level, {open} AS window_open")
     }
 
     /// Latest chain per level. State: (lvl, stop, s: start per level, l: last per level).
-    /// Returns (fold, level expression over `@`, start expression over `@` and `LEVEL`).
+    /// Returns (fold, the level from the fold state `st`, the reported chain's start from `st`
+    /// and the level `st_level`).
     fn fold_latest(&self, entries: &str) -> (String, String, String) {
         let d = self.d;
         let p = self.plan;
@@ -329,13 +308,13 @@ impl Query<'_, '_> {
             &d.repeat(bigint_array, n),
         );
         let fold = d.fold(entries, &init, &body);
-        let level = d.field("@", "lvl", 1);
-        let start = d.get(&d.field("@", "s", 3), "LEVEL - 1");
+        let level = d.field("st", "lvl", 1);
+        let start = d.get(&d.field("st", "s", 3), "st_level - 1");
         (fold, level, start)
     }
 
     /// strict_once: every chain per level. State: (lv: per level, chains (start, last, used
-    /// event_ids); stop).
+    /// event_ids); stop). Returns as [`Query::fold_latest`] does.
     fn fold_strict_once(&self, entries: &str) -> (String, String, String) {
         let d = self.d;
         let p = self.plan;
@@ -429,8 +408,16 @@ impl Query<'_, '_> {
         };
         let init = mk(&d.repeat(&empty, n), d.bool_lit(false));
         let fold = d.fold(entries, &init, &body);
-        let level = d.count_if(&d.field("@", "lv", 1), "a", &format!("{} > 0", d.size("a")));
-        let start = d.field(&d.last(&d.get(&d.field("@", "lv", 1), "LEVEL - 1")), "s", 1);
+        let level = d.count_if(
+            &d.field("st", "lv", 1),
+            "a",
+            &format!("{} > 0", d.size("a")),
+        );
+        let start = d.field(
+            &d.last(&d.get(&d.field("st", "lv", 1), "st_level - 1")),
+            "s",
+            1,
+        );
         (fold, level, start)
     }
 }
