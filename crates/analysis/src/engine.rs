@@ -158,14 +158,9 @@ pub fn analyze(
         option: "--timezone",
         value: tz_name.clone(),
     })?;
-    let cutoff = opts.cutoff_ms.unwrap_or_else(|| {
-        manifest
-            .event_files
-            .iter()
-            .map(|f| f.max_ts_ms)
-            .max()
-            .unwrap_or(0)
-    });
+    let cutoff = opts
+        .cutoff_ms
+        .unwrap_or_else(|| manifest.max_ts_ms().unwrap_or(0));
     let setup = Setup {
         specs,
         kernels: specs.iter().map(FunnelKernel::new).collect(),
@@ -215,12 +210,6 @@ pub fn analyze(
     Ok(Analysis { reports, audit })
 }
 
-fn format_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|d| d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-        .unwrap_or_default()
-}
-
 fn assemble(
     spec: &FunnelSpec,
     opts: &AnalyzeOptions,
@@ -235,10 +224,10 @@ fn assemble(
         modes: spec.modes.iter().map(|m| m.as_str().to_string()).collect(),
         extensions: extensions(spec),
         breakdown: spec.breakdown.clone(),
-        cutoff: format_ms(cutoff),
+        cutoff: funnel_core::time::format_ms(cutoff),
         closed_windows_only: opts.closed_windows_only,
-        from: opts.from_ms.map(format_ms),
-        to: opts.to_ms.map(format_ms),
+        from: opts.from_ms.map(funnel_core::time::format_ms),
+        to: opts.to_ms.map(funnel_core::time::format_ms),
         groups,
         interval: opts.interval.map(|i| i.name().to_string()),
         trend,
@@ -327,8 +316,7 @@ fn extensions(spec: &FunnelSpec) -> Vec<String> {
     }
     match spec.attribution {
         Attribution::Step1 => {}
-        Attribution::FirstTouch => out.push("attribution: first_touch".to_string()),
-        Attribution::LastTouch => out.push("attribution: last_touch".to_string()),
+        a => out.push(format!("attribution: {}", a.as_str())),
     }
     out
 }
@@ -488,9 +476,11 @@ impl Recorder<'_> {
         level: u32,
         path: &[u32],
     ) {
-        let acc = map
-            .entry(key.clone())
-            .or_insert_with(|| GroupAcc::new(self.spec.steps.len()));
+        // The key is cloned only for a group's first person.
+        if !map.contains_key(&key) {
+            map.insert(key.clone(), GroupAcc::new(self.spec.steps.len()));
+        }
+        let acc = map.get_mut(&key).expect("inserted above");
         self.record(acc, audit, &key, level, path);
     }
 

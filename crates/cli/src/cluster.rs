@@ -40,7 +40,7 @@ pub fn analyze(
             let dir = dir
                 .canonicalize()
                 .with_context(|| format!("resolving {}", dir.display()))?;
-            store_cutoff = manifest.event_files.iter().map(|f| f.max_ts_ms).max();
+            store_cutoff = manifest.max_ts_ms();
             format!("{}/events/*/*.parquet", dir.display())
         }
         (None, None, None) => return Err(usage("--store, --path or --table is required".into())),

@@ -119,10 +119,7 @@ pub fn render_text(c: &Comparison, markdown: bool) -> String {
     let mut out = if markdown {
         format!("## {} by {} (baseline {})\n", c.funnel, c.by, c.baseline)
     } else {
-        let attribution = serde_json::to_value(c.attribution)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let attribution = c.attribution.as_str();
         format!(
             "{} by {} (baseline {}; persons grouped by {attribution})\n",
             c.funnel, c.by, c.baseline

@@ -147,6 +147,11 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The latest event in the store (`None` for an empty store): the default cutoff.
+    pub fn max_ts_ms(&self) -> Option<i64> {
+        self.event_files.iter().map(|f| f.max_ts_ms).max()
+    }
+
     pub fn empty(buckets: u32, timezone: &str) -> Manifest {
         Manifest {
             format: STORE_FORMAT.to_string(),

@@ -114,6 +114,17 @@ pub enum Attribution {
     LastTouch,
 }
 
+impl Attribution {
+    /// The name used in funnel files and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attribution::Step1 => "step1",
+            Attribution::FirstTouch => "first_touch",
+            Attribution::LastTouch => "last_touch",
+        }
+    }
+}
+
 /// A validated funnel definition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FunnelSpec {

@@ -61,7 +61,6 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 fn funnel_chart(g: &GroupReport) -> String {
-    let first = g.steps.first().map_or(0, |s| s.persons);
     let bars: Vec<Bar> = g
         .steps
         .iter()
@@ -77,11 +76,7 @@ fn funnel_chart(g: &GroupReport) -> String {
                     "{} · {} of previous · {} of first · −{}",
                     thousands(s.persons),
                     pct(s.conversion_from_previous),
-                    pct(if first == 0 {
-                        0.0
-                    } else {
-                        s.conversion_from_first
-                    }),
+                    pct(s.conversion_from_first),
                     thousands(s.dropped_from_previous)
                 )
             },
