@@ -75,18 +75,8 @@ pub fn run(args: Args) -> Result<()> {
         crate::export::render(&analysis.reports, crate::export::Format::Table)
     );
 
+    // The comparison is computed once, in the report's pass over the store, and printed here.
     let compare_funnel = funnels_dir.join("journeys_compared.toml");
-    outln!("\n== 4. Journeys compared against WeChat-native pages\n");
-    let spec = funnel_core::load_funnel(&compare_funnel)?;
-    let copts = funnel_analysis::CompareOptions {
-        by: "journey".into(),
-        baseline: "wechat_native".into(),
-        attribution: funnel_core::Attribution::Step1,
-        analyze: funnel_analysis::AnalyzeOptions::default(),
-    };
-    let comparison = funnel_analysis::compare(&store, &spec, &copts)?;
-    out!("{}", crate::compare::render_text(&comparison, false));
-
     let report_args = crate::report::Args {
         store: store.clone(),
         funnels: paths
@@ -109,7 +99,10 @@ pub fn run(args: Args) -> Result<()> {
             timezone: None,
         },
     };
-    let html = crate::report::write(&report_args)?;
+    let comparison = crate::report::write(&report_args)?.expect("the demo report has a comparison");
+    outln!("\n== 4. Journeys compared against WeChat-native pages\n");
+    out!("{}", crate::compare::render_text(&comparison, false));
+    let html = &report_args.out;
     outln!(
         "\nStore: {} (Parquet; DuckDB: SELECT * FROM read_parquet('{}/current/events/*/*.parquet', union_by_name=true))",
         store.display(),

@@ -44,7 +44,8 @@ pub struct Args {
 }
 
 /// Writes the report; returns the HTML path.
-pub fn write(args: &Args) -> Result<PathBuf> {
+/// Writes the report; returns the comparison it computed, if any (the demo prints it).
+pub fn write(args: &Args) -> Result<Option<funnel_analysis::Comparison>> {
     let mut specs = args
         .funnels
         .iter()
@@ -167,12 +168,12 @@ pub fn write(args: &Args) -> Result<PathBuf> {
         ));
         std::fs::write(md, text).with_context(|| format!("writing {}", md.display()))?;
     }
-    Ok(args.out.clone())
+    Ok(comparison)
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let path = write(&args)?;
-    outln!("Wrote {}", path.display());
+    write(&args)?;
+    outln!("Wrote {}", args.out.display());
     if let Some(md) = &args.markdown {
         outln!("Wrote {}", md.display());
     }
