@@ -42,7 +42,8 @@ pub fn run(args: Args) -> Result<()> {
         store: store.clone(),
         timezone: "Asia/Shanghai".into(),
         max_reject_rate: 1.0,
-        buckets: 16,
+        buckets: Some(16),
+        row_group_rows: 65_536,
         format: SummaryFormat::Table,
         inputs: vec![data.clone()],
     };

@@ -28,8 +28,14 @@ pub struct Args {
     #[arg(long, default_value_t = 1.0)]
     pub max_reject_rate: f64,
     /// Person buckets of a new store (one Parquet file each); an existing store keeps its own.
-    #[arg(long, default_value_t = 64)]
-    pub buckets: u32,
+    /// Default: 64, or more for large inputs (about one bucket per 250,000 rows, estimated
+    /// from the input sizes), which keeps ingest memory bounded.
+    #[arg(long)]
+    pub buckets: Option<u32>,
+    /// Target rows of a row group of the bucket files written (row groups end where the
+    /// person changes; analysis works, and holds memory, one row group at a time).
+    #[arg(long, default_value_t = 65_536)]
+    pub row_group_rows: usize,
     /// Summary format: a table for people, or one JSON object.
     #[arg(long, value_enum, default_value_t = SummaryFormat::Table)]
     pub format: SummaryFormat,
@@ -51,6 +57,7 @@ pub fn run_quiet(args: &Args) -> Result<IngestReport> {
         timezone: args.timezone.clone(),
         max_reject_rate: args.max_reject_rate,
         buckets: args.buckets,
+        row_group_rows: args.row_group_rows,
     };
     let bar = progress_bar();
     let on_progress = |p: Progress<'_>| {

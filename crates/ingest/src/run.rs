@@ -17,11 +17,11 @@ use crate::event::Event;
 use crate::identity::Identity;
 use crate::normalize::{Lineage, Rejection, normalize};
 use crate::parse_timezone;
-use crate::source::{InputSpec, Item, discover, read_file};
+use crate::source::{Format, InputSpec, Item, discover, read_file};
 use crate::spill::{Spill, read_spill};
 use crate::store::{
-    QuarantineRow, QuarantineWriter, read_event_ids, read_events, read_identity, write_events,
-    write_identity, write_ids,
+    QuarantineRow, QuarantineWriter, ROW_GROUP_ROWS, read_event_ids, read_events, read_identity,
+    write_events, write_identity, write_ids,
 };
 use funnel_core::time::format_ms;
 
@@ -33,8 +33,12 @@ pub struct IngestOptions {
     pub timezone: String,
     /// Largest accepted share of rejected rows (0..=1); above it nothing is committed.
     pub max_reject_rate: f64,
-    /// Number of person buckets of a new store (an existing store keeps its own).
-    pub buckets: u32,
+    /// Number of person buckets of a new store (an existing store keeps its own); `None`:
+    /// 64, or more for large inputs, about one bucket per 250,000 rows.
+    pub buckets: Option<u32>,
+    /// Target rows of a row group of the bucket files written (row groups end where the person
+    /// changes): the unit of work, and of memory, of the analysis.
+    pub row_group_rows: usize,
 }
 
 impl IngestOptions {
@@ -43,9 +47,26 @@ impl IngestOptions {
             store: store.into(),
             timezone: "Asia/Shanghai".into(),
             max_reject_rate: 1.0,
-            buckets: 64,
+            buckets: None,
+            row_group_rows: ROW_GROUP_ROWS,
         }
     }
+}
+
+/// Rows a bucket of a new store is sized for: a bucket is sorted and written in memory (and is
+/// one spill partition), so this bounds ingest memory whatever the size of the input.
+const ROWS_PER_BUCKET: u64 = 250_000;
+
+/// Bucket count of a new store when none is asked for: 64, or the power of two that keeps
+/// about [`ROWS_PER_BUCKET`] rows per bucket, estimating rows from the input sizes (150 bytes a
+/// row as text, 8 times that much when gzip or Parquet compressed).
+fn auto_buckets(input_bytes: impl IntoIterator<Item = (u64, bool)>) -> u32 {
+    let rows: u64 = input_bytes
+        .into_iter()
+        .map(|(bytes, compressed)| bytes.saturating_mul(if compressed { 8 } else { 1 }) / 150)
+        .fold(0, u64::saturating_add);
+    let wanted = rows.div_ceil(ROWS_PER_BUCKET).clamp(64, 65_536);
+    wanted.next_power_of_two() as u32
 }
 
 /// Progress notifications, for a progress bar.
@@ -116,10 +137,17 @@ pub fn ingest(
             message: "must be between 0 and 1".into(),
         });
     }
-    if !(1..=65_536).contains(&opts.buckets) {
+    if opts.row_group_rows == 0 {
+        return Err(IngestError::InvalidOption {
+            option: "--row-group-rows",
+            value: "0".into(),
+            message: "must be at least 1".into(),
+        });
+    }
+    if let Some(b) = opts.buckets.filter(|b| !(1..=65_536).contains(b)) {
         return Err(IngestError::InvalidOption {
             option: "--buckets",
-            value: opts.buckets.to_string(),
+            value: b.to_string(),
             message: "must be between 1 and 65536".into(),
         });
     }
@@ -132,7 +160,15 @@ pub fn ingest(
     collect_garbage(&layout, current.as_ref().map(|(_, m)| m.generation))?;
     let (prev_dir, mut manifest) = match current {
         Some((dir, m)) => (Some(dir), m),
-        None => (None, Manifest::empty(opts.buckets, &opts.timezone)),
+        None => {
+            let buckets = opts.buckets.unwrap_or_else(|| {
+                auto_buckets(files.iter().map(|f| {
+                    let bytes = std::fs::metadata(&f.path).map_or(0, |m| m.len());
+                    (bytes, f.gzip || f.format == Format::Parquet)
+                }))
+            });
+            (None, Manifest::empty(buckets, &opts.timezone))
+        }
     };
     let prev = |rel: &str| {
         prev_dir
@@ -472,7 +508,12 @@ pub fn ingest(
             (&x.person_id, x.ts_ms, &x.event_id).cmp(&(&y.person_id, y.ts_ms, &y.event_id))
         });
         let rel = StoreLayout::bucket_file(b, generation);
-        write_events(&gen_dir.join(&rel), &properties, &sorted)?;
+        write_events(
+            &gen_dir.join(&rel),
+            &properties,
+            &sorted,
+            opts.row_group_rows,
+        )?;
         let persons = 1 + sorted
             .windows(2)
             .filter(|w| w[0].person_id != w[1].person_id)
@@ -753,4 +794,24 @@ fn switch_current(layout: &StoreLayout, generation: u64) -> Result<(), IngestErr
     File::open(root)
         .and_then(|f| f.sync_all())
         .map_err(|e| IngestError::store(root, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_count_follows_input_size() {
+        // Small inputs keep the old default.
+        assert_eq!(auto_buckets([]), 64);
+        assert_eq!(auto_buckets([(1_100_000_000, false)]), 64);
+        // 11 GB of CSV (about 73M rows) -> 293 buckets wanted -> 512.
+        assert_eq!(auto_buckets([(11_000_000_000, false)]), 512);
+        // Compressed inputs count 8 times their size, summed over files.
+        assert_eq!(
+            auto_buckets([(1_000_000_000, true), (1_000_000_000, true)]),
+            512
+        );
+        assert_eq!(auto_buckets([(u64::MAX, false), (u64::MAX, true)]), 65_536);
+    }
 }

@@ -17,8 +17,14 @@ use arrow::ipc::writer::FileWriter;
 use crate::IngestError;
 use crate::event::Event;
 
-/// Rows buffered per partition before they are written.
-const CHUNK: usize = 4096;
+/// Rows buffered across all partitions of a spill before they are written (about 100 MB of
+/// events): each partition buffers its share, so memory does not grow with the partition count.
+const BUFFERED_ROWS: usize = 256 * 1024;
+
+/// Rows buffered per partition: at most 4096, at least 64 (where partitions are many).
+fn chunk_rows(partitions: usize) -> usize {
+    (BUFFERED_ROWS / partitions.max(1)).clamp(64, 4096)
+}
 
 /// Properties as `(u32 length, bytes)` pairs of key and value: cheaper than JSON, and any
 /// text round-trips.
@@ -189,6 +195,7 @@ pub(crate) struct Spill {
     dir: PathBuf,
     schema: SchemaRef,
     parts: Vec<Part>,
+    chunk: usize,
 }
 
 impl Spill {
@@ -204,6 +211,7 @@ impl Spill {
                     writer: None,
                 })
                 .collect(),
+            chunk: chunk_rows(partitions),
         })
     }
 
@@ -213,7 +221,7 @@ impl Spill {
 
     pub fn push(&mut self, part: usize, event: Event) -> Result<(), IngestError> {
         self.parts[part].pending.push(event);
-        if self.parts[part].pending.len() >= CHUNK {
+        if self.parts[part].pending.len() >= self.chunk {
             self.flush(part)?;
         }
         Ok(())
@@ -281,6 +289,15 @@ pub(crate) fn read_spill(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buffers_shrink_as_partitions_grow() {
+        assert_eq!(chunk_rows(1), 4096);
+        assert_eq!(chunk_rows(64), 4096);
+        assert_eq!(chunk_rows(512), 512);
+        assert_eq!(chunk_rows(65_536), 64);
+        assert!((1..=65_536).all(|p| chunk_rows(p) * p <= BUFFERED_ROWS.max(64 * p)));
+    }
 
     #[test]
     fn round_trip_in_order() {

@@ -63,12 +63,23 @@ pub(crate) fn events_schema(properties: &[String]) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// Default target rows of a row group of a bucket file. Row groups of bucket files end only
+/// where the person changes, so a reader can process each row group on its own, in bounded
+/// memory.
+pub(crate) const ROW_GROUP_ROWS: usize = 64 * 1024;
+
 fn writer_props(sorting: Option<Vec<SortingColumn>>) -> WriterProperties {
+    // Bucket files (sorted) end their row groups themselves, at person boundaries.
+    let max_rows = if sorting.is_some() {
+        None
+    } else {
+        Some(256 * 1024)
+    };
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(1).expect("level 1 is valid"),
         ))
-        .set_max_row_group_row_count(Some(256 * 1024))
+        .set_max_row_group_row_count(max_rows)
         .set_sorting_columns(sorting)
         .set_created_by(format!("funnel {}", funnel_core::TOOL_VERSION))
         .build()
@@ -78,7 +89,7 @@ fn write_batches(
     path: &Path,
     schema: SchemaRef,
     props: WriterProperties,
-    batches: impl Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>>,
+    batches: impl Iterator<Item = Result<Option<RecordBatch>, arrow::error::ArrowError>>,
 ) -> Result<(), IngestError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| IngestError::store(parent, e))?;
@@ -86,11 +97,13 @@ fn write_batches(
     let file = File::create(path).map_err(|e| IngestError::store(path, e))?;
     let mut writer =
         ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| IngestError::store(path, e))?;
+    // `None` ends the current row group.
     for batch in batches {
-        let batch = batch.map_err(|e| IngestError::store(path, e))?;
-        writer
-            .write(&batch)
-            .map_err(|e| IngestError::store(path, e))?;
+        match batch.map_err(|e| IngestError::store(path, e))? {
+            Some(batch) => writer.write(&batch),
+            None => writer.flush(),
+        }
+        .map_err(|e| IngestError::store(path, e))?;
     }
     let file = writer
         .into_inner()
@@ -150,11 +163,13 @@ fn events_batch(
     RecordBatch::try_new(schema.clone(), cols)
 }
 
-/// Writes events (already sorted by person_id, ts, event_id) as one bucket file.
+/// Writes events (already sorted by person_id, ts, event_id) as one bucket file, in row groups
+/// of about `row_group_rows` that never split a person.
 pub(crate) fn write_events(
     path: &Path,
     properties: &[String],
     events: &[&Event],
+    row_group_rows: usize,
 ) -> Result<(), IngestError> {
     let schema = events_schema(properties);
     let sorting = ["person_id", "ts", "event_id"]
@@ -166,10 +181,32 @@ pub(crate) fn write_events(
         })
         .collect();
     let props = writer_props(Some(sorting));
-    let batches = events
-        .chunks(BATCH_ROWS)
-        .map(|chunk| events_batch(&schema, properties, chunk));
+    let batches = person_groups(events, row_group_rows)
+        .into_iter()
+        .flat_map(|g| {
+            let group = &events[g];
+            group
+                .chunks(BATCH_ROWS)
+                .map(|chunk| events_batch(&schema, properties, chunk).map(Some))
+                .chain([Ok(None)])
+        });
     write_batches(path, schema.clone(), props, batches)
+}
+
+/// Row ranges of about `target` rows (sorted events) that never split a person: a range ends
+/// at the first person boundary once it holds `len / ceil(len / target)` rows or more.
+fn person_groups(events: &[&Event], target: usize) -> Vec<std::ops::Range<usize>> {
+    let n = events.len();
+    let size = n.div_ceil(n.div_ceil(target.max(1)).max(1)).max(1);
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=n {
+        if i == n || (i - start >= size && events[i].person_id != events[i - 1].person_id) {
+            out.push(start..i);
+            start = i;
+        }
+    }
+    out
 }
 
 fn open_reader(
@@ -327,6 +364,7 @@ pub(crate) fn write_ids(path: &Path, ids: &[(String, u64)]) -> Result<(), Ingest
                 Arc::new(UInt64Array::from_iter_values(chunk.iter().map(|p| p.1))),
             ],
         )
+        .map(Some)
     });
     write_batches(path, schema.clone(), writer_props(None), batches)
 }
@@ -353,6 +391,7 @@ pub(crate) fn write_identity(path: &Path, pairs: &[(String, String)]) -> Result<
                 ),
             ],
         )
+        .map(Some)
     });
     write_batches(path, schema.clone(), writer_props(None), batches)
 }
@@ -529,12 +568,67 @@ mod tests {
         let path = dir.path().join("b/part.parquet");
         let events: Vec<Event> = (0..10).map(ev).collect();
         let props = vec!["campaign".to_string(), "item_id".to_string()];
-        write_events(&path, &props, &events.iter().collect::<Vec<_>>()).unwrap();
+        write_events(
+            &path,
+            &props,
+            &events.iter().collect::<Vec<_>>(),
+            ROW_GROUP_ROWS,
+        )
+        .unwrap();
         assert_eq!(read_events(&path).unwrap(), events);
         let mut ids = HashMap::new();
         read_event_ids(&path, &mut ids).unwrap();
         assert_eq!(ids.len(), 10);
         assert_eq!(ids["e3"], events[3].content_hash);
+    }
+
+    #[test]
+    fn row_groups_never_split_a_person() {
+        // Persons with 1..=7 events each, in order.
+        let mut events = Vec::new();
+        for p in 0..200u64 {
+            for k in 0..(p % 7 + 1) {
+                let mut e = ev(p * 10 + k);
+                e.person_id = format!("p{p:04}");
+                events.push(e);
+            }
+        }
+        let refs: Vec<&Event> = events.iter().collect();
+        for target in [1, 5, 16, 100, 10_000] {
+            let groups = person_groups(&refs, target);
+            assert_eq!(groups.first().unwrap().start, 0);
+            assert_eq!(groups.last().unwrap().end, refs.len());
+            for w in groups.windows(2) {
+                assert_eq!(w[0].end, w[1].start);
+                assert_ne!(refs[w[0].end - 1].person_id, refs[w[1].start].person_id);
+            }
+            // Never more than a person (7 events) past the equalised target.
+            assert!(groups.iter().all(|g| g.len() < target.max(1) + 7));
+        }
+        assert!(person_groups(&[], 10).is_empty());
+
+        // A bucket file of more than ROW_GROUP_ROWS rows: its row groups end at person changes.
+        let mut big = Vec::new();
+        for i in 0..(ROW_GROUP_ROWS as u64 + 5_000) {
+            let mut e = ev(i);
+            e.person_id = format!("p{:06}", i / 3);
+            big.push(e);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.parquet");
+        write_events(&path, &[], &big.iter().collect::<Vec<_>>(), ROW_GROUP_ROWS).unwrap();
+        let meta = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap())
+            .unwrap()
+            .metadata()
+            .clone();
+        let sizes: Vec<i64> = meta.row_groups().iter().map(|g| g.num_rows()).collect();
+        assert_eq!(sizes.len(), 2, "{sizes:?}");
+        assert_eq!(sizes.iter().sum::<i64>(), big.len() as i64);
+        assert_eq!(
+            sizes[0] % 3,
+            0,
+            "a person split between row groups: {sizes:?}"
+        );
     }
 
     #[test]
