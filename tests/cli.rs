@@ -825,6 +825,69 @@ fn analyze_is_deterministic_and_snapshots_hold() {
 }
 
 #[test]
+fn row_groups_hold_whole_persons_and_do_not_change_results() {
+    // The sample in tiny row groups and few buckets: many units per bucket file.
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    ingest_json(
+        &store,
+        &[&repo().join("data/sample")],
+        &["--buckets", "4", "--row-group-rows", "1000"],
+    );
+    let m = manifest(&store);
+    let mut groups_seen = 0;
+    for f in m["event_files"].as_array().unwrap() {
+        let path = store.join("current").join(f["path"].as_str().unwrap());
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap()).unwrap();
+        let sizes: Vec<usize> = reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows() as usize)
+            .collect();
+        groups_seen += sizes.len();
+        let persons: Vec<String> = read_parquet(&path)
+            .iter()
+            .flat_map(|b| {
+                let a = b.column_by_name("person_id").unwrap().as_string::<i32>();
+                (0..b.num_rows())
+                    .map(|i| a.value(i).to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut end = 0;
+        for size in &sizes {
+            end += size;
+            if end < persons.len() {
+                assert_ne!(
+                    persons[end - 1],
+                    persons[end],
+                    "{}: a row group ends inside a person",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(groups_seen >= 24, "only {groups_seen} row groups");
+    for f in [
+        "all_journeys_by_journey.toml",
+        "external_link_extended.toml",
+        "journeys_compared.toml",
+        "warning_page_by_campaign.toml",
+    ] {
+        let funnel = repo().join("data/funnels").join(f);
+        for extra in [&[][..], &["--interval", "day"][..]] {
+            assert_eq!(
+                analyze_json(&store, &funnel, extra),
+                analyze_json(&sample_store(), &funnel, extra),
+                "{f} {extra:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn bad_funnel_files_exit_2_naming_the_problem() {
     let store = sample_store();
     let tmp = tempfile::tempdir().unwrap();

@@ -8,13 +8,12 @@
 //! flight, not the store.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::{Datelike, TimeZone};
 use chrono_tz::Tz;
 use funnel_core::{Attribution, CountUnit, FunnelSpec, Order, StoreLayout, schema};
 use polars::prelude::*;
-use rayon::prelude::*;
 
 use crate::AnalysisError;
 use crate::extended::{ExtKernel, Rows, SKIPPED};
@@ -104,6 +103,9 @@ type Key = BTreeMap<String, Option<String>>;
 struct Partial {
     total: Option<GroupAcc>,
     by_key: BTreeMap<Key, GroupAcc>,
+    /// Breakdown groups of the unit being walked, by value code; folded into `by_key` at the
+    /// unit's end.
+    by_code: Vec<Option<GroupAcc>>,
     trend: BTreeMap<Key, GroupAcc>,
     audit: Vec<AuditRow>,
 }
@@ -169,24 +171,29 @@ pub fn analyze(
         tz,
     };
     let name = store.display().to_string();
-    let partials: Vec<Vec<Partial>> = manifest
-        .event_files
-        .par_iter()
-        .map(|file| {
-            let df = bucket_frame(&dir.join(&file.path), &setup)?;
-            walk_bucket(&df, &setup)
-        })
-        .collect::<PolarsResult<_>>()
-        .map_err(|source| AnalysisError::Polars {
-            store: name.clone(),
-            source,
-        })?;
-    let mut merged: Vec<Partial> = specs.iter().map(|_| Partial::default()).collect();
-    for bucket in partials {
-        for (m, p) in merged.iter_mut().zip(bucket) {
-            m.merge(p);
+    let mut units = Vec::new();
+    for file in &manifest.event_files {
+        if file.min_ts_ms <= cutoff {
+            units.extend(person_units(
+                &dir.join(&file.path),
+                file.max_ts_ms > cutoff,
+            )?);
         }
     }
+    let mut merged: Vec<Partial> = specs.iter().map(|_| Partial::default()).collect();
+    in_order(
+        &units,
+        |unit| walk_bucket(&unit_frame(unit, &setup)?, &setup),
+        |part| {
+            for (m, p) in merged.iter_mut().zip(part) {
+                m.merge(p);
+            }
+        },
+    )
+    .map_err(|source| AnalysisError::Polars {
+        store: name.clone(),
+        source,
+    })?;
     let mut audit = Vec::new();
     let reports = specs
         .iter()
@@ -345,13 +352,127 @@ fn exclusion_column(i: usize) -> String {
     format!("__excl{i}")
 }
 
-/// One bucket file with, per funnel, a step-mask column; events after the cutoff are dropped.
-fn bucket_frame(path: &Path, setup: &Setup<'_>) -> PolarsResult<DataFrame> {
+/// Runs `work` on every unit, on as many threads as rayon's global pool has, and hands the
+/// results to `merge` in unit order, whatever order they finish in: the output does not depend
+/// on scheduling, and memory holds the units in flight plus the merged results.
+///
+/// Plain threads, not rayon tasks: a rayon worker blocked in polars' `collect` (which runs on
+/// polars' own pool) steals further units meanwhile, so many units would be decoded at once.
+fn in_order<T: Send>(
+    units: &[Unit],
+    work: impl Fn(&Unit) -> PolarsResult<T> + Sync,
+    mut merge: impl FnMut(T),
+) -> PolarsResult<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Twice the cores: a thread waits while polars decodes its unit.
+    let threads = (2 * rayon::current_num_threads()).clamp(1, units.len().max(1));
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, PolarsResult<T>)>(threads);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let (next, work) = (&next, &work);
+            scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    // A failed send: the receiver stopped at an error.
+                    if i >= units.len() || tx.send((i, work(&units[i]))).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut waiting: BTreeMap<usize, T> = BTreeMap::new();
+        let mut due = 0;
+        for (i, result) in rx {
+            waiting.insert(i, result?);
+            while let Some(t) = waiting.remove(&due) {
+                merge(t);
+                due += 1;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Rows of a bucket file that hold whole persons: one or more consecutive row groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Unit {
+    path: PathBuf,
+    /// First row and row count; `None` for the whole file.
+    slice: Option<(i64, u32)>,
+    /// Some events are after the cutoff.
+    filter_ts: bool,
+}
+
+/// Splits a bucket file into units at the row-group boundaries that do not split a person:
+/// where the person ids of one row group all sort before those of the next, by the row
+/// groups' statistics. Stores written since row groups end at person changes split at
+/// every boundary; older stores (or missing statistics) give one unit for the file.
+fn person_units(path: &Path, filter_ts: bool) -> Result<Vec<Unit>, AnalysisError> {
+    use parquet::file::metadata::ParquetMetaDataReader;
+    let err = |source| AnalysisError::Parquet {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(|source| AnalysisError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let meta = ParquetMetaDataReader::new()
+        .parse_and_finish(&file)
+        .map_err(err)?;
+    let column = meta
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.path().string() == schema::PERSON_ID);
+    let groups = meta.row_groups();
+    let bounds = |i: usize| -> Option<(&[u8], &[u8])> {
+        // Parquet's min and max are bounds (exact or not): max_i < min_i+1 is enough.
+        let stats = groups[i].column(column?).statistics()?;
+        Some((stats.min_bytes_opt()?, stats.max_bytes_opt()?))
+    };
+    let mut units = Vec::new();
+    let (mut start_row, mut rows) = (0i64, 0i64);
+    for i in 0..groups.len() {
+        rows += groups[i].num_rows();
+        let split = i + 1 == groups.len()
+            || matches!((bounds(i), bounds(i + 1)), (Some((_, max)), Some((min, _))) if max < min);
+        if split && rows > 0 {
+            units.push(Unit {
+                path: path.to_path_buf(),
+                slice: Some((start_row, u32::try_from(rows).unwrap_or(u32::MAX))),
+                filter_ts,
+            });
+            start_row += rows;
+            rows = 0;
+        }
+    }
+    if units.len() <= 1 {
+        // One unit (or an empty file): read the file whole.
+        units = vec![Unit {
+            path: path.to_path_buf(),
+            slice: None,
+            filter_ts,
+        }];
+    }
+    Ok(units)
+}
+
+/// One unit with, per funnel, a step-mask column; events after the cutoff are dropped.
+fn unit_frame(unit: &Unit, setup: &Setup<'_>) -> PolarsResult<DataFrame> {
     let args = ScanArgsParquet {
         hive_options: HiveOptions::new_disabled(),
         ..Default::default()
     };
-    let mut lf = LazyFrame::scan_parquet(PlRefPath::new(path.to_string_lossy().as_ref()), args)?;
+    let mut lf =
+        LazyFrame::scan_parquet(PlRefPath::new(unit.path.to_string_lossy().as_ref()), args)?;
+    if let Some((offset, len)) = unit.slice {
+        lf = lf.slice(offset, len);
+    }
     let present = lf.collect_schema()?;
     // Property columns that appeared after this file was written are null in it.
     let mut columns: Vec<String> = setup.specs.iter().flat_map(|s| s.columns()).collect();
@@ -390,9 +511,10 @@ fn bucket_frame(path: &Path, setup: &Setup<'_>) -> PolarsResult<DataFrame> {
     breakdown.sort_unstable();
     breakdown.dedup();
     select.extend(breakdown.into_iter().map(col));
-    lf.filter(ts().lt_eq(lit(setup.cutoff)))
-        .select(select)
-        .collect()
+    if unit.filter_ts {
+        lf = lf.filter(ts().lt_eq(lit(setup.cutoff)));
+    }
+    lf.select(select).collect()
 }
 
 /// An event filter as a polars expression (false where a filtered column is absent).
@@ -482,6 +604,24 @@ impl Recorder<'_> {
         }
         let acc = map.get_mut(&key).expect("inserted above");
         self.record(acc, audit, &key, level, path);
+    }
+
+    /// Records into the accumulator of breakdown value `code` of the unit.
+    fn add_code(
+        &self,
+        by_code: &mut Vec<Option<GroupAcc>>,
+        b: &Breakdown,
+        code: u32,
+        audit: Option<&mut AuditCtx<'_>>,
+        level: u32,
+        path: &[u32],
+    ) {
+        let code = code as usize;
+        if by_code.len() <= code {
+            by_code.resize_with(b.keys.len().max(code + 1), || None);
+        }
+        let acc = by_code[code].get_or_insert_with(|| GroupAcc::new(self.spec.steps.len()));
+        self.record(acc, audit, &b.keys[code], level, path);
     }
 
     /// One group evaluation's effect on an accumulator (and the audit). `path` holds one row
@@ -606,19 +746,86 @@ impl FunnelKernel {
     }
 }
 
-/// Codes of equal value tuples, per row (0 for every row when there are no columns).
-fn value_codes(cols: &[StringChunked], len: usize) -> Vec<u32> {
-    if cols.is_empty() {
-        return vec![0; len];
+/// Codes of equal value tuples, per row (0 for every row when there are no columns), and the
+/// first row of each code.
+fn value_codes(cols: &[StringChunked], len: usize) -> (Vec<u32>, Vec<usize>) {
+    let mut firsts = Vec::new();
+    let mut code = |seen: usize, r: usize| -> u32 {
+        if seen == firsts.len() {
+            firsts.push(r);
+        }
+        seen as u32
+    };
+    let codes = match cols {
+        [] => {
+            if len > 0 {
+                firsts.push(0);
+            }
+            vec![0; len]
+        }
+        [c] => {
+            let mut dict: HashMap<Option<&str>, u32> = HashMap::new();
+            (0..len)
+                .map(|r| {
+                    let next = dict.len();
+                    *dict.entry(c.get(r)).or_insert_with(|| code(next, r))
+                })
+                .collect()
+        }
+        _ => {
+            let mut dict: HashMap<Vec<Option<&str>>, u32> = HashMap::new();
+            (0..len)
+                .map(|r| {
+                    let key: Vec<Option<&str>> = cols.iter().map(|c| c.get(r)).collect();
+                    let next = dict.len();
+                    *dict.entry(key).or_insert_with(|| code(next, r))
+                })
+                .collect()
+        }
+    };
+    (codes, firsts)
+}
+
+/// A funnel's breakdown values in one unit, interned: the per-person work compares codes,
+/// and group keys are built once per value and unit.
+struct Breakdown {
+    /// No breakdown columns.
+    none: bool,
+    /// Per row of the unit.
+    codes: Vec<u32>,
+    /// Per code.
+    keys: Vec<Key>,
+    /// Per code: its key's place in key order (evaluations run in key order, as the audit
+    /// rows have always been written).
+    rank: Vec<u32>,
+}
+
+impl Breakdown {
+    fn new(spec: &FunnelSpec, cols: &[StringChunked], len: usize) -> Breakdown {
+        let (codes, firsts) = value_codes(cols, len);
+        let keys: Vec<Key> = firsts
+            .iter()
+            .map(|&r| {
+                spec.breakdown
+                    .iter()
+                    .zip(cols)
+                    .map(|(c, v)| (c.clone(), v.get(r).map(str::to_string)))
+                    .collect()
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_by(|a, b| keys[*a].cmp(&keys[*b]));
+        let mut rank = vec![0; keys.len()];
+        for (place, code) in order.into_iter().enumerate() {
+            rank[code] = place as u32;
+        }
+        Breakdown {
+            none: cols.is_empty(),
+            codes,
+            keys,
+            rank,
+        }
     }
-    let mut dict: HashMap<Vec<Option<&str>>, u32> = HashMap::new();
-    (0..len)
-        .map(|r| {
-            let key: Vec<Option<&str>> = cols.iter().map(|c| c.get(r)).collect();
-            let next = dict.len() as u32;
-            *dict.entry(key).or_insert(next)
-        })
-        .collect()
 }
 
 fn walk_bucket(df: &DataFrame, setup: &Setup<'_>) -> PolarsResult<Vec<Partial>> {
@@ -643,7 +850,7 @@ fn walk_bucket(df: &DataFrame, setup: &Setup<'_>) -> PolarsResult<Vec<Partial>> 
     let mut masks: Vec<Vec<u64>> = Vec::with_capacity(specs.len());
     let mut excluded: Vec<Vec<u64>> = Vec::with_capacity(specs.len());
     let mut holds: Vec<Vec<u32>> = Vec::with_capacity(specs.len());
-    let mut breakdowns: Vec<Vec<StringChunked>> = Vec::with_capacity(specs.len());
+    let mut breakdowns: Vec<Breakdown> = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
         masks.push(
             df.column(&mask_column(i))?
@@ -659,8 +866,8 @@ fn walk_bucket(df: &DataFrame, setup: &Setup<'_>) -> PolarsResult<Vec<Partial>> 
                 .into_no_null_iter()
                 .collect()
         });
-        holds.push(value_codes(&strings(&spec.hold_constant)?, ts.len()));
-        breakdowns.push(strings(&spec.breakdown)?);
+        holds.push(value_codes(&strings(&spec.hold_constant)?, ts.len()).0);
+        breakdowns.push(Breakdown::new(spec, &strings(&spec.breakdown)?, ts.len()));
     }
     let ids: Vec<&str> = persons.iter().map(|p| p.unwrap_or_default()).collect();
     let mut out: Vec<Partial> = specs.iter().map(|_| Partial::default()).collect();
@@ -703,7 +910,28 @@ fn walk_bucket(df: &DataFrame, setup: &Setup<'_>) -> PolarsResult<Vec<Partial>> 
         }
         start = end;
     }
+    for (part, b) in out.iter_mut().zip(&breakdowns) {
+        for (code, acc) in std::mem::take(&mut part.by_code).into_iter().enumerate() {
+            if let Some(acc) = acc {
+                match part.by_key.get_mut(&b.keys[code]) {
+                    Some(a) => a.merge(acc),
+                    None => {
+                        part.by_key.insert(b.keys[code].clone(), acc);
+                    }
+                }
+            }
+        }
+    }
     Ok(out)
+}
+
+/// What one evaluation of a person restricts step 1 to.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum Eval {
+    /// A breakdown value (step-1 attribution), by its rank in key order, then its code.
+    Value(u32, u32),
+    /// A trend period.
+    Period(Key),
 }
 
 /// One person, one funnel: the total, breakdown and trend groups.
@@ -715,7 +943,7 @@ fn person_funnel(
     i: usize,
     spec: &FunnelSpec,
     p: &PersonView<'_>,
-    cols: &[StringChunked],
+    b: &Breakdown,
     offset: usize,
     scratch: &mut Scratch,
     restricted: &mut Vec<u64>,
@@ -730,13 +958,8 @@ fn person_funnel(
     };
     let m = p.masks;
     let step1: Vec<usize> = (0..m.len()).filter(|r| m[*r] & 1 != 0).collect();
-    let bkey = |r: usize| -> Key {
-        spec.breakdown
-            .iter()
-            .zip(cols)
-            .map(|(c, v)| (c.clone(), v.get(offset + r).map(str::to_string)))
-            .collect()
-    };
+    let code = |r: usize| b.codes[offset + r];
+    let bkey = |r: usize| b.keys[code(r) as usize].clone();
     let period = |r: usize| setup.opts.interval.map(|iv| iv.label(p.ts[r], &setup.tz));
     let attribution = spec.attribution;
     let no_key = Key::new();
@@ -756,16 +979,16 @@ fn person_funnel(
             continue;
         }
         // First- and last-touch attribution: one value per unit, from the unrestricted chain.
-        if !cols.is_empty() && (attempts || attribution != Attribution::Step1) {
+        if !b.none && (attempts || attribution != Attribution::Step1) {
             let r = match (unit, attribution) {
                 (Some(r), _) => r,
                 (None, Attribution::FirstTouch) => step1[0],
                 (None, _) => scratch.path[0] as usize,
             };
-            let key = bkey(r);
-            rec.add(
-                &mut part.by_key,
-                key,
+            rec.add_code(
+                &mut part.by_code,
+                b,
+                code(r),
                 audit.as_deref_mut(),
                 level,
                 &scratch.path,
@@ -776,7 +999,7 @@ fn person_funnel(
             let mut key = Key::new();
             key.insert("period".into(), Some(label));
             let mut keys = vec![key.clone()];
-            if !cols.is_empty() {
+            if !b.none {
                 key.extend(bkey(r));
                 keys.push(key);
             }
@@ -797,88 +1020,94 @@ fn person_funnel(
 
     // Per key K of the step-1 events, the funnel as if step 1 also required K (CONTRACT §5):
     // breakdown values (step1 attribution) and trend periods.
-    let mut evals: Vec<(bool, Key)> = Vec::new();
+    let mut evals: Vec<Eval> = Vec::new();
     for &r in &step1 {
-        if !cols.is_empty() && attribution == Attribution::Step1 {
-            evals.push((false, bkey(r)));
+        if !b.none && attribution == Attribution::Step1 {
+            let c = code(r);
+            evals.push(Eval::Value(b.rank[c as usize], c));
         }
         if let Some(label) = period(r) {
             let mut k = Key::new();
             k.insert("period".into(), Some(label));
-            evals.push((true, k));
+            evals.push(Eval::Period(k));
         }
     }
     evals.sort();
     evals.dedup();
-    for (is_trend, key) in evals {
-        let matches = |r: usize| -> bool {
-            key.iter().all(|(c, v)| {
-                if c == "period" {
-                    period(r).as_ref() == v.as_ref()
-                } else {
-                    let idx = spec
-                        .breakdown
-                        .iter()
-                        .position(|b| b == c)
-                        .expect("key columns are breakdown columns");
-                    cols[idx].get(offset + r) == v.as_deref()
-                }
-            })
-        };
+    // `keep(r)`: whether step-1 event r stays a step-1 event under the restriction.
+    let restrict = |restricted: &mut Vec<u64>, from: &[u64], keep: &dyn Fn(usize) -> bool| {
         restricted.clear();
-        restricted.extend((0..m.len()).map(|r| {
-            if m[r] & 1 != 0 && !matches(r) {
-                m[r] & !1
+        restricted.extend(from.iter().enumerate().map(|(r, &mask)| {
+            if mask & 1 != 0 && !keep(r) {
+                mask & !1
             } else {
-                m[r]
+                mask
             }
         }));
-        let level = kernel.eval(p, restricted, None, scratch);
-        let map = if is_trend {
-            &mut part.trend
-        } else {
-            &mut part.by_key
+    };
+    for eval in evals {
+        let key = match eval {
+            Eval::Value(_, c) => {
+                restrict(restricted, m, &|r| code(r) == c);
+                let level = kernel.eval(p, restricted, None, scratch);
+                rec.add_code(
+                    &mut part.by_code,
+                    b,
+                    c,
+                    audit.as_deref_mut(),
+                    level,
+                    &scratch.path,
+                );
+                continue;
+            }
+            Eval::Period(key) => key,
         };
-        rec.add(map, key.clone(), audit.as_deref_mut(), level, &scratch.path);
+        let label = key.get("period").cloned().flatten();
+        restrict(restricted, m, &|r| period(r) == label);
+        let level = kernel.eval(p, restricted, None, scratch);
+        rec.add(
+            &mut part.trend,
+            key.clone(),
+            audit.as_deref_mut(),
+            level,
+            &scratch.path,
+        );
         // Trends by breakdown value: the value of the period's chain (last touch), the
         // period-restricted earliest step-1 event (first touch), or every value (step1).
-        if is_trend && !cols.is_empty() && level > 0 {
-            let values: Vec<Key> = match attribution {
-                Attribution::Step1 => {
-                    let mut v: Vec<Key> = (0..m.len())
-                        .filter(|r| restricted[*r] & 1 != 0)
-                        .map(bkey)
-                        .collect();
-                    v.sort();
-                    v.dedup();
-                    v
-                }
-                Attribution::FirstTouch => {
-                    vec![bkey(
-                        (0..m.len())
-                            .find(|r| restricted[*r] & 1 != 0)
-                            .expect("level > 0 has a step-1 event"),
-                    )]
-                }
-                Attribution::LastTouch => vec![bkey(scratch.path[0] as usize)],
-            };
-            for value in values {
-                let mut k = key.clone();
-                k.extend(value.clone());
-                let (level, path) = if attribution == Attribution::Step1 {
-                    let mut twice = restricted.clone();
-                    for (r, mask) in twice.iter_mut().enumerate() {
-                        if *mask & 1 != 0 && bkey(r) != value {
-                            *mask &= !1;
-                        }
-                    }
-                    let level = kernel.eval(p, &twice, None, scratch);
-                    (level, scratch.path.clone())
-                } else {
-                    (level, scratch.path.clone())
-                };
-                rec.add(&mut part.trend, k, audit.as_deref_mut(), level, &path);
+        if b.none || level == 0 {
+            continue;
+        }
+        let values: Vec<u32> = match attribution {
+            Attribution::Step1 => {
+                let mut v: Vec<u32> = (0..m.len())
+                    .filter(|r| restricted[*r] & 1 != 0)
+                    .map(code)
+                    .collect();
+                v.sort_by_key(|c| b.rank[*c as usize]);
+                v.dedup();
+                v
             }
+            Attribution::FirstTouch => vec![code(
+                (0..m.len())
+                    .find(|r| restricted[*r] & 1 != 0)
+                    .expect("level > 0 has a step-1 event"),
+            )],
+            Attribution::LastTouch => vec![code(scratch.path[0] as usize)],
+        };
+        let by_period = restricted.clone();
+        let period_path = scratch.path.clone();
+        for c in values {
+            let mut k = key.clone();
+            k.extend(b.keys[c as usize].clone());
+            let (level, path) = if attribution == Attribution::Step1 {
+                // Step 1 restricted to both the period and the value.
+                let mut twice = Vec::new();
+                restrict(&mut twice, &by_period, &|r| code(r) == c);
+                (kernel.eval(p, &twice, None, scratch), scratch.path.clone())
+            } else {
+                (level, period_path.clone())
+            };
+            rec.add(&mut part.trend, k, audit.as_deref_mut(), level, &path);
         }
     }
 }
@@ -951,4 +1180,82 @@ pub fn write_audit(
     })?;
     ParquetWriter::new(file).finish(&mut df).map_err(err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, persons: &[&str], row_group: usize) {
+        let mut df = DataFrame::new_infer_height(vec![
+            Column::new(schema::PERSON_ID.into(), persons),
+            Column::new(
+                schema::TS.into(),
+                (0..persons.len() as i64).collect::<Vec<_>>(),
+            ),
+        ])
+        .unwrap();
+        ParquetWriter::new(std::fs::File::create(path).unwrap())
+            .with_row_group_size(Some(row_group))
+            .with_statistics(StatisticsOptions::full())
+            .finish(&mut df)
+            .unwrap();
+    }
+
+    #[test]
+    fn units_split_only_between_persons() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.parquet");
+        // Row groups [a a b] [b b c] [d d e]: person b straddles the first boundary.
+        write(&path, &["a", "a", "b", "b", "b", "c", "d", "d", "e"], 3);
+        let slices: Vec<_> = person_units(&path, false)
+            .unwrap()
+            .iter()
+            .map(|u| u.slice)
+            .collect();
+        assert_eq!(slices, [Some((0, 6)), Some((6, 3))]);
+        // One row group, or no split possible: the whole file.
+        write(&path, &["a", "b", "c"], 10);
+        let units = person_units(&path, true).unwrap();
+        assert_eq!(units.len(), 1);
+        assert_eq!((units[0].slice, units[0].filter_ts), (None, true));
+        write(&path, &["a", "a", "a", "a"], 2);
+        assert_eq!(person_units(&path, false).unwrap()[0].slice, None);
+    }
+
+    #[test]
+    fn results_merge_in_unit_order_whatever_finishes_first() {
+        let units: Vec<Unit> = (0..40)
+            .map(|i| Unit {
+                path: PathBuf::from(format!("{i}")),
+                slice: None,
+                filter_ts: false,
+            })
+            .collect();
+        let mut seen = Vec::new();
+        in_order(
+            &units,
+            |u| {
+                let i: u64 = u.path.to_str().unwrap().parse().unwrap();
+                // Later units finish first.
+                std::thread::sleep(std::time::Duration::from_millis(40 - i));
+                Ok(i)
+            },
+            |i| seen.push(i),
+        )
+        .unwrap();
+        assert_eq!(seen, (0..40).collect::<Vec<_>>());
+        let failed = in_order(
+            &units,
+            |u| {
+                if u.path.to_str() == Some("7") {
+                    Err(PolarsError::ComputeError("unit 7".into()))
+                } else {
+                    Ok(())
+                }
+            },
+            |_| {},
+        );
+        assert!(failed.unwrap_err().to_string().contains("unit 7"));
+    }
 }

@@ -13,6 +13,12 @@ pub enum AnalysisError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{path}: {source}")]
+    Parquet {
+        path: String,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
     #[error("query on {store}: {source}")]
     Polars {
         store: String,

@@ -20,20 +20,27 @@ pub struct Durations {
 
 impl Durations {
     /// From milliseconds (any order); `None` for no values.
+    #[cfg(test)]
     pub(crate) fn of(values: &mut [i64]) -> Option<Durations> {
+        values.sort_unstable();
+        Durations::of_sorted(values)
+    }
+
+    /// From milliseconds in ascending order; `None` for no values.
+    fn of_sorted<T: Copy + Into<i64>>(values: &[T]) -> Option<Durations> {
         if values.is_empty() {
             return None;
         }
-        values.sort_unstable();
         let n = values.len();
+        let at = |i: usize| values[i].into() as f64;
         let secs = |ms: f64| ms / 1000.0;
         let median = if n % 2 == 1 {
-            values[n / 2] as f64
+            at(n / 2)
         } else {
-            (values[n / 2 - 1] as f64 + values[n / 2] as f64) / 2.0
+            (at(n / 2 - 1) + at(n / 2)) / 2.0
         };
-        let rank = |p: f64| values[((p * n as f64).ceil() as usize).clamp(1, n) - 1] as f64;
-        let sum: i128 = values.iter().map(|v| i128::from(*v)).sum();
+        let rank = |p: f64| at(((p * n as f64).ceil() as usize).clamp(1, n) - 1);
+        let sum: i128 = values.iter().map(|v| i128::from((*v).into())).sum();
         Some(Durations {
             persons: n as u64,
             median: secs(median),
@@ -41,6 +48,40 @@ impl Durations {
             p99: secs(rank(0.99)),
             mean: secs(sum as f64 / n as f64),
         })
+    }
+}
+
+/// Durations in milliseconds, all kept (the median and percentiles are exact): as `u32` where
+/// they fit, which is every duration of a funnel whose window is under 49 days, else as `i64`.
+/// Half the memory of keeping them all as `i64`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Samples {
+    narrow: Vec<u32>,
+    wide: Vec<i64>,
+}
+
+impl Samples {
+    pub fn push(&mut self, ms: i64) {
+        match u32::try_from(ms) {
+            Ok(v) => self.narrow.push(v),
+            Err(_) => self.wide.push(ms),
+        }
+    }
+
+    pub fn append(&mut self, other: Samples) {
+        self.narrow.extend(other.narrow);
+        self.wide.extend(other.wide);
+    }
+
+    fn durations(&mut self) -> Option<Durations> {
+        if self.wide.is_empty() {
+            self.narrow.sort_unstable();
+            return Durations::of_sorted(&self.narrow);
+        }
+        let mut all: Vec<i64> = self.narrow.iter().map(|v| i64::from(*v)).collect();
+        all.extend(&self.wide);
+        all.sort_unstable();
+        Durations::of_sorted(&all)
     }
 }
 
@@ -122,8 +163,8 @@ pub(crate) struct GroupAcc {
     pub matched: Vec<u64>,
     pub excluded: u64,
     /// Per step (index 1..), milliseconds from the previous step and from step 1.
-    pub from_previous: Vec<Vec<i64>>,
-    pub from_first: Vec<Vec<i64>>,
+    pub from_previous: Vec<Samples>,
+    pub from_first: Vec<Samples>,
     /// False where the chains' times are not known (a cluster engine's counts): the report then
     /// has no time to convert at all, rather than empty distributions.
     pub timed: bool,
@@ -136,8 +177,8 @@ impl GroupAcc {
             open: vec![0; steps + 1],
             matched: vec![0; steps],
             excluded: 0,
-            from_previous: vec![Vec::new(); steps],
-            from_first: vec![Vec::new(); steps],
+            from_previous: vec![Samples::default(); steps],
+            from_first: vec![Samples::default(); steps],
             timed: true,
         }
     }
@@ -154,10 +195,10 @@ impl GroupAcc {
         }
         self.excluded += other.excluded;
         for (a, b) in self.from_previous.iter_mut().zip(other.from_previous) {
-            a.extend(b);
+            a.append(b);
         }
         for (a, b) in self.from_first.iter_mut().zip(other.from_first) {
-            a.extend(b);
+            a.append(b);
         }
     }
 
@@ -203,8 +244,8 @@ impl GroupAcc {
                     },
                     stopped_before: if i == 0 { 0 } else { self.levels[i] },
                     time_to_convert: (i > 0 && self.timed).then(|| TimeToConvert {
-                        from_previous: Durations::of(&mut self.from_previous[i]),
-                        from_first: Durations::of(&mut self.from_first[i]),
+                        from_previous: self.from_previous[i].durations(),
+                        from_first: self.from_first[i].durations(),
                     }),
                 }
             })
@@ -267,6 +308,18 @@ mod tests {
         let d = Durations::of(&mut v).unwrap();
         assert_eq!((d.median, d.p90, d.p99, d.mean), (50.5, 90.0, 99.0, 50.5));
         let d = Durations::of(&mut [7]).unwrap();
+        // Samples keep durations beyond u32 (and negative ones) exactly, mixed with the rest.
+        let mut s = Samples::default();
+        let mut mixed = vec![5_000_000_000i64, 3, -2, 4_294_967_295, 4_294_967_296, 7, 1];
+        for v in &mixed {
+            s.push(*v);
+        }
+        let mut other = Samples::default();
+        other.push(9);
+        mixed.push(9);
+        s.append(other);
+        assert_eq!(s.durations(), Durations::of(&mut mixed));
+        assert_eq!(s.durations().unwrap().median, 0.008);
         assert_eq!((d.median, d.p90, d.p99), (0.007, 0.007, 0.007));
         assert!(Durations::of(&mut []).is_none());
     }
