@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{Datelike, TimeZone};
 use chrono_tz::Tz;
+use foldhash::fast::FixedState;
 use funnel_core::{Attribution, CountUnit, FunnelSpec, Order, StoreLayout, schema};
 use polars::prelude::*;
 
@@ -747,7 +748,8 @@ impl FunnelKernel {
 }
 
 /// Codes of equal value tuples, per row (0 for every row when there are no columns), and the
-/// first row of each code.
+/// first row of each code. (The hasher's fixed seed is for speed: codes follow first
+/// appearance, not hash order.)
 fn value_codes(cols: &[StringChunked], len: usize) -> (Vec<u32>, Vec<usize>) {
     let mut firsts = Vec::new();
     let mut code = |seen: usize, r: usize| -> u32 {
@@ -764,7 +766,7 @@ fn value_codes(cols: &[StringChunked], len: usize) -> (Vec<u32>, Vec<usize>) {
             vec![0; len]
         }
         [c] => {
-            let mut dict: HashMap<Option<&str>, u32> = HashMap::new();
+            let mut dict: HashMap<Option<&str>, u32, FixedState> = HashMap::default();
             (0..len)
                 .map(|r| {
                     let next = dict.len();
@@ -773,7 +775,7 @@ fn value_codes(cols: &[StringChunked], len: usize) -> (Vec<u32>, Vec<usize>) {
                 .collect()
         }
         _ => {
-            let mut dict: HashMap<Vec<Option<&str>>, u32> = HashMap::new();
+            let mut dict: HashMap<Vec<Option<&str>>, u32, FixedState> = HashMap::default();
             (0..len)
                 .map(|r| {
                     let key: Vec<Option<&str>> = cols.iter().map(|c| c.get(r)).collect();
@@ -851,6 +853,7 @@ fn walk_bucket(df: &DataFrame, setup: &Setup<'_>) -> PolarsResult<Vec<Partial>> 
     let mut excluded: Vec<Vec<u64>> = Vec::with_capacity(specs.len());
     let mut holds: Vec<Vec<u32>> = Vec::with_capacity(specs.len());
     let mut breakdowns: Vec<Breakdown> = Vec::with_capacity(specs.len());
+    let mut breakdown_of: Vec<usize> = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
         masks.push(
             df.column(&mask_column(i))?
@@ -867,7 +870,17 @@ fn walk_bucket(df: &DataFrame, setup: &Setup<'_>) -> PolarsResult<Vec<Partial>> 
                 .collect()
         });
         holds.push(value_codes(&strings(&spec.hold_constant)?, ts.len()).0);
-        breakdowns.push(Breakdown::new(spec, &strings(&spec.breakdown)?, ts.len()));
+        // Funnels with the same breakdown columns share their codes.
+        match specs[..i]
+            .iter()
+            .position(|s| s.breakdown == spec.breakdown)
+        {
+            Some(j) => breakdown_of.push(breakdown_of[j]),
+            None => {
+                breakdown_of.push(breakdowns.len());
+                breakdowns.push(Breakdown::new(spec, &strings(&spec.breakdown)?, ts.len()));
+            }
+        }
     }
     let ids: Vec<&str> = persons.iter().map(|p| p.unwrap_or_default()).collect();
     let mut out: Vec<Partial> = specs.iter().map(|_| Partial::default()).collect();
@@ -899,7 +912,7 @@ fn walk_bucket(df: &DataFrame, setup: &Setup<'_>) -> PolarsResult<Vec<Partial>> 
                 i,
                 spec,
                 &view,
-                &breakdowns[i],
+                &breakdowns[breakdown_of[i]],
                 start,
                 &mut scratch,
                 &mut restricted,
@@ -910,7 +923,8 @@ fn walk_bucket(df: &DataFrame, setup: &Setup<'_>) -> PolarsResult<Vec<Partial>> 
         }
         start = end;
     }
-    for (part, b) in out.iter_mut().zip(&breakdowns) {
+    for (part, &b) in out.iter_mut().zip(&breakdown_of) {
+        let b = &breakdowns[b];
         for (code, acc) in std::mem::take(&mut part.by_code).into_iter().enumerate() {
             if let Some(acc) = acc {
                 match part.by_key.get_mut(&b.keys[code]) {
@@ -957,6 +971,20 @@ fn person_funnel(
         closed_only: setup.opts.closed_windows_only,
     };
     let m = p.masks;
+    let attempts = spec.count == CountUnit::Attempts;
+    if !m.iter().any(|mask| mask & 1 != 0) {
+        // No step-1 event: no attempt to count, and the window kernel's level is 0 (most
+        // persons of a narrow funnel end here, without the kernel).
+        match (attempts, kernel) {
+            (true, _) => return,
+            (false, FunnelKernel::Window(_)) => {
+                let total = part.total.get_or_insert_with(|| GroupAcc::new(n));
+                rec.record(total, audit, &Key::new(), 0, &[]);
+                return;
+            }
+            (false, FunnelKernel::Extended(_)) => {}
+        }
+    }
     let step1: Vec<usize> = (0..m.len()).filter(|r| m[*r] & 1 != 0).collect();
     let code = |r: usize| b.codes[offset + r];
     let bkey = |r: usize| b.keys[code(r) as usize].clone();
@@ -965,7 +993,6 @@ fn person_funnel(
     let no_key = Key::new();
 
     // The units counted: the person (all chains), or each step-1 event (attempts).
-    let attempts = spec.count == CountUnit::Attempts;
     let units: Vec<Option<usize>> = if attempts {
         step1.iter().map(|r| Some(*r)).collect()
     } else {
