@@ -3,9 +3,10 @@
 //! Per bucket file (persons are never split across buckets, and each file is sorted by
 //! `(person_id, ts, event_id)`), the step conditions of every funnel are evaluated column-wise
 //! by polars into one 64-bit step mask per event and funnel; the kernel then walks each person's
-//! events. Buckets are processed in parallel (rayon) and their partial results merged in bucket
-//! order, so the output does not depend on scheduling. Memory is bounded by the buckets in
-//! flight, not the store.
+//! events. The units of work are row groups (bucket files end their row groups only where the
+//! person changes): they are processed in parallel and their partial results merged in unit
+//! order, so the output does not depend on scheduling. Memory is bounded by the units in
+//! flight and the merged results, not by the store or its bucket size.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -353,9 +354,11 @@ fn exclusion_column(i: usize) -> String {
     format!("__excl{i}")
 }
 
-/// Runs `work` on every unit, on as many threads as rayon's global pool has, and hands the
-/// results to `merge` in unit order, whatever order they finish in: the output does not depend
-/// on scheduling, and memory holds the units in flight plus the merged results.
+/// Runs `work` on every unit, on twice as many threads as rayon's global pool has (a thread
+/// waits while polars decodes its unit), and hands the results to `merge` in unit order,
+/// whatever order they finish in: the output does not depend on scheduling. At most
+/// `2 × threads` units are started and not yet merged, so memory holds a bounded number of
+/// units' results plus the merged results, even behind one slow unit.
 ///
 /// Plain threads, not rayon tasks: a rayon worker blocked in polars' `collect` (which runs on
 /// polars' own pool) steals further units meanwhile, so many units would be decoded at once.
@@ -364,33 +367,49 @@ fn in_order<T: Send>(
     work: impl Fn(&Unit) -> PolarsResult<T> + Sync,
     mut merge: impl FnMut(T),
 ) -> PolarsResult<()> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    // Twice the cores: a thread waits while polars decodes its unit.
+    use std::sync::{Mutex, mpsc};
     let threads = (2 * rayon::current_num_threads()).clamp(1, units.len().max(1));
-    let next = AtomicUsize::new(0);
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, PolarsResult<T>)>(threads);
+    let window = 2 * threads;
+    let (job_tx, job_rx) = mpsc::channel::<usize>();
+    let job_rx = Mutex::new(job_rx);
+    let (done_tx, done_rx) = mpsc::channel::<(usize, PolarsResult<T>)>();
     std::thread::scope(|scope| {
+        // Owned here, so that returning (done or failed) closes the queue before the workers
+        // are joined.
+        let job_tx = job_tx;
         for _ in 0..threads {
-            let tx = tx.clone();
-            let (next, work) = (&next, &work);
+            let done_tx = done_tx.clone();
+            let (job_rx, work) = (&job_rx, &work);
             scope.spawn(move || {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    // A failed send: the receiver stopped at an error.
-                    if i >= units.len() || tx.send((i, work(&units[i]))).is_err() {
+                // Ends when the job queue closes (all merged, or an error).
+                while let Ok(i) = job_rx.lock().expect("a worker panicked").recv() {
+                    if done_tx.send((i, work(&units[i]))).is_err() {
                         break;
                     }
                 }
             });
         }
-        drop(tx);
+        drop(done_tx);
+        let mut sent = 0;
+        let send_next = |sent: &mut usize| {
+            if *sent < units.len() {
+                job_tx.send(*sent).expect("workers outlive the queue");
+                *sent += 1;
+            }
+        };
+        while sent < window.min(units.len()) {
+            send_next(&mut sent);
+        }
         let mut waiting: BTreeMap<usize, T> = BTreeMap::new();
         let mut due = 0;
-        for (i, result) in rx {
+        while due < units.len() {
+            let (i, result) = done_rx.recv().expect("a worker holds the sender");
+            // On an error, returning drops the job queue: the workers stop after their unit.
             waiting.insert(i, result?);
             while let Some(t) = waiting.remove(&due) {
                 merge(t);
                 due += 1;
+                send_next(&mut sent);
             }
         }
         Ok(())
@@ -1260,15 +1279,27 @@ mod tests {
             })
             .collect();
         let mut seen = Vec::new();
+        let merged = std::sync::atomic::AtomicUsize::new(0);
+        let window = 4 * rayon::current_num_threads();
         in_order(
             &units,
             |u| {
                 let i: u64 = u.path.to_str().unwrap().parse().unwrap();
-                // Later units finish first.
-                std::thread::sleep(std::time::Duration::from_millis(40 - i));
+                // Never more than `window` units started and not merged.
+                let m = merged.load(std::sync::atomic::Ordering::SeqCst);
+                assert!(
+                    (i as usize) < m + window,
+                    "unit {i} started with {m} merged"
+                );
+                // Later units finish first; unit 0 is slowest of all.
+                let ms = if i == 0 { 100 } else { 40 - i };
+                std::thread::sleep(std::time::Duration::from_millis(ms));
                 Ok(i)
             },
-            |i| seen.push(i),
+            |i| {
+                seen.push(i);
+                merged.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            },
         )
         .unwrap();
         assert_eq!(seen, (0..40).collect::<Vec<_>>());
