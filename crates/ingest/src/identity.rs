@@ -2,26 +2,78 @@
 //! one person. The person_id of a group is its smallest id (byte order), so it is deterministic
 //! for the same set of linked ids and readable in every output.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 
-#[derive(Debug, Default)]
+use foldhash::fast::FixedState;
+use hashbrown::HashTable;
+
+/// No stored person (an id first seen in this run).
+const NONE: u32 = u32::MAX;
+
+/// Union-find over interned ids, compact because it holds every linked id of the store: the
+/// ids' bytes in one buffer, a hash table of indexes into it, and per id its parent and stored
+/// person as `u32` indexes (about 30 bytes per id, where owned strings took over 100).
+#[derive(Default)]
 pub(crate) struct Identity {
-    index: HashMap<String, u32>,
-    names: Vec<String>,
+    /// Every id's bytes, one after another: id `i` is `bytes[ends[i - 1]..ends[i]]`.
+    bytes: String,
+    ends: Vec<usize>,
+    table: HashTable<u32>,
+    hasher: FixedState,
     parent: Vec<u32>,
-    /// For ids loaded from the store: the person they had before this run.
-    old_person: HashMap<u32, String>,
+    /// For ids loaded from the store: the person they had before this run (else `NONE`).
+    old_person: Vec<u32>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("ids", &self.ends.len())
+            .finish()
+    }
+}
+
+/// Id `i`'s text.
+fn name<'a>(bytes: &'a str, ends: &[usize], i: u32) -> &'a str {
+    let i = i as usize;
+    let start = if i == 0 { 0 } else { ends[i - 1] };
+    &bytes[start..ends[i]]
 }
 
 impl Identity {
+    fn name(&self, i: u32) -> &str {
+        name(&self.bytes, &self.ends, i)
+    }
+
+    fn lookup(&self, id: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(id);
+        self.table
+            .find(hash, |&j| name(&self.bytes, &self.ends, j) == id)
+            .copied()
+    }
+
     fn intern(&mut self, id: &str) -> u32 {
-        if let Some(&i) = self.index.get(id) {
+        if let Some(i) = self.lookup(id) {
             return i;
         }
-        let i = self.names.len() as u32;
-        self.names.push(id.to_string());
+        let i = u32::try_from(self.ends.len())
+            .ok()
+            .filter(|i| *i < NONE)
+            .expect("fewer than 2^32 - 1 linked ids");
+        self.bytes.push_str(id);
+        self.ends.push(self.bytes.len());
         self.parent.push(i);
-        self.index.insert(id.to_string(), i);
+        self.old_person.push(NONE);
+        let Identity {
+            bytes,
+            ends,
+            table,
+            hasher,
+            ..
+        } = self;
+        let hash = hasher.hash_one(id);
+        table.insert_unique(hash, i, |&j| hasher.hash_one(name(bytes, ends, j)));
         i
     }
 
@@ -41,7 +93,7 @@ impl Identity {
         if ra == rb {
             return;
         }
-        let (keep, lose) = if self.names[ra as usize] <= self.names[rb as usize] {
+        let (keep, lose) = if self.name(ra) <= self.name(rb) {
             (ra, rb)
         } else {
             (rb, ra)
@@ -53,7 +105,7 @@ impl Identity {
     pub fn load(&mut self, id: &str, person: &str) {
         let i = self.intern(id);
         let p = self.intern(person);
-        self.old_person.insert(i, person.to_string());
+        self.old_person[i as usize] = p;
         self.union(i, p);
     }
 
@@ -66,10 +118,10 @@ impl Identity {
 
     /// The person of an id (the id itself when it was never linked).
     pub fn person_of(&mut self, id: &str) -> String {
-        match self.index.get(id) {
-            Some(&i) => {
+        match self.lookup(id) {
+            Some(i) => {
                 let r = self.find(i);
-                self.names[r as usize].clone()
+                self.name(r).to_string()
             }
             None => id.to_string(),
         }
@@ -78,42 +130,55 @@ impl Identity {
     /// Old person_id -> new person_id for every person this run merged into another.
     pub fn merges(&mut self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
-        for i in 0..self.names.len() as u32 {
+        for i in 0..self.ends.len() as u32 {
             let root = self.find(i);
-            let new = &self.names[root as usize];
-            let old = self.old_person.get(&i).unwrap_or(&self.names[i as usize]);
-            if old != new {
-                out.insert(old.clone(), new.clone());
+            let old = match self.old_person[i as usize] {
+                NONE => i,
+                p => p,
+            };
+            if self.name(old) != self.name(root) {
+                out.insert(self.name(old).to_string(), self.name(root).to_string());
             }
         }
         out
     }
 
-    /// `(id, person_id)` for every id in a group of two or more ids, sorted by id.
-    pub fn linked_pairs(&mut self) -> Vec<(String, String)> {
-        let mut size: HashMap<u32, u32> = HashMap::new();
-        for i in 0..self.names.len() as u32 {
-            let r = self.find(i);
-            *size.entry(r).or_default() += 1;
+    /// Calls `each(id, person_id)` for every id in a group of two or more ids, in id order.
+    pub fn linked_pairs<E>(
+        &mut self,
+        mut each: impl FnMut(&str, &str) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let n = self.ends.len();
+        let roots: Vec<u32> = (0..n as u32).map(|i| self.find(i)).collect();
+        let mut size = vec![0u32; n];
+        for r in &roots {
+            size[*r as usize] += 1;
         }
-        let mut out = Vec::new();
-        for i in 0..self.names.len() as u32 {
-            let r = self.find(i);
-            if size[&r] > 1 {
-                out.push((
-                    self.names[i as usize].clone(),
-                    self.names[r as usize].clone(),
-                ));
-            }
+        let mut linked: Vec<u32> = (0..n as u32)
+            .filter(|&i| size[roots[i as usize] as usize] > 1)
+            .collect();
+        drop(size);
+        linked.sort_unstable_by(|a, b| self.name(*a).cmp(self.name(*b)));
+        for i in linked {
+            each(self.name(i), self.name(roots[i as usize]))?;
         }
-        out.sort();
-        out
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pairs(id: &mut Identity) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        id.linked_pairs(|a, b| {
+            out.push((a.to_string(), b.to_string()));
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        out
+    }
 
     #[test]
     fn groups_take_their_smallest_id() {
@@ -124,7 +189,7 @@ mod tests {
         assert_eq!(id.person_of("dev_7"), "acct_5");
         assert_eq!(id.person_of("never_seen"), "never_seen");
         assert_eq!(
-            id.linked_pairs(),
+            pairs(&mut id),
             vec![
                 ("acct_5".into(), "acct_5".into()),
                 ("dev_7".into(), "acct_5".into()),

@@ -20,8 +20,8 @@ use crate::parse_timezone;
 use crate::source::{Format, InputSpec, Item, discover, read_file};
 use crate::spill::{Spill, read_spill};
 use crate::store::{
-    QuarantineRow, QuarantineWriter, ROW_GROUP_ROWS, read_event_ids, read_events, read_identity,
-    write_events, write_identity, write_ids,
+    IdentityWriter, QuarantineRow, QuarantineWriter, ROW_GROUP_ROWS, read_event_ids, read_events,
+    read_identity, write_events, write_ids,
 };
 use funnel_core::time::format_ms;
 
@@ -114,13 +114,14 @@ impl IngestReport {
 
 /// Loads `inputs` into the store. See the crate docs for what happens to each row.
 ///
-/// The run goes in phases, each holding at most one partition in memory:
+/// The run goes in phases, each holding at most one partition in memory (plus the identity map
+/// of linked ids):
 /// 1. read and validate every row, in sorted path then file order; rejected rows stream to the
 ///    quarantine, valid ones to spill partitions by event_id;
 /// 2. per event_id partition: deduplicate against the store's id index and the run so far, in
 ///    read order; write the partition's new id index; accepted rows go to one spill, and the
-///    links of accepted logins are collected;
-/// 3. identity: stored links plus the new ones; which persons this run merges;
+///    links of accepted logins join the stored links in the identity map;
+/// 3. identity: which persons this run merges;
 /// 4. route accepted rows to person buckets (another spill);
 /// 5. per touched bucket: stored events (re-keyed where persons merged) plus new ones, sorted,
 ///    written; untouched buckets are hard links; then the manifest, and the switch of `current`.
@@ -272,7 +273,11 @@ pub fn ingest(
         .map(|f| (f.partition, f.clone()))
         .collect();
     let mut accepted = Spill::new(&scratch, "accepted", 1)?;
-    let mut logins: Vec<(String, String)> = Vec::new();
+    // Identity: the stored links, then each accepted login's link as it is accepted.
+    let mut identity = Identity::default();
+    if let Some(f) = &manifest.identity_file {
+        read_identity(&prev(f), |id, person| identity.load(id, person))?;
+    }
     let mut id_files = Vec::new();
     let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
     for (p, spilled) in by_id.iter().enumerate() {
@@ -318,7 +323,7 @@ pub fn ingest(
                         if e.event_type == "login"
                             && let Some(account) = &e.account_id
                         {
-                            logins.push((e.user_id.clone(), account.clone()));
+                            identity.link(&e.user_id, account);
                         }
                         accepted.push(0, e)?;
                     }
@@ -410,17 +415,7 @@ pub fn ingest(
         quarantine_files.push(rel);
     }
 
-    // Phase 3: identity.
-    let mut identity = Identity::default();
-    if let Some(f) = &manifest.identity_file {
-        for (id, person) in read_identity(&prev(f))? {
-            identity.load(&id, &person);
-        }
-    }
-    for (user, account) in &logins {
-        identity.link(user, account);
-    }
-    drop(logins);
+    // Phase 3: identity (loaded and linked in phase 2): which persons this run merges.
     let merges = identity.merges();
 
     // Phase 4: new rows to their person's bucket.
@@ -529,13 +524,11 @@ pub fn ingest(
     }
     run.persons_merged = merged_persons.len() as u64;
 
-    let pairs = identity.linked_pairs();
-    let identity_file = if pairs.is_empty() {
-        None
-    } else {
-        write_identity(&gen_dir.join(StoreLayout::IDENTITY_FILE), &pairs)?;
-        Some(StoreLayout::IDENTITY_FILE.to_string())
-    };
+    let mut writer = IdentityWriter::new(gen_dir.join(StoreLayout::IDENTITY_FILE));
+    identity.linked_pairs(|id, person| writer.push(id, person))?;
+    let identity_file = writer
+        .finish()?
+        .then(|| StoreLayout::IDENTITY_FILE.to_string());
 
     manifest.generation = generation;
     manifest.properties = properties;

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Decimal128Array, RecordBatch, StringArray, TimestampMillisecondArray,
-    UInt64Array,
+    Array, ArrayBuilder, ArrayRef, AsArray, Decimal128Array, RecordBatch, StringArray,
+    TimestampMillisecondArray, UInt64Array,
 };
 use arrow::datatypes::{
     DataType, Decimal128Type, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
@@ -376,37 +376,87 @@ fn identity_schema() -> SchemaRef {
     ]))
 }
 
-pub(crate) fn write_identity(path: &Path, pairs: &[(String, String)]) -> Result<(), IngestError> {
-    let schema = identity_schema();
-    let batches = pairs.chunks(BATCH_ROWS).map(|chunk| {
-        RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                keys(chunk),
-                Arc::new(
-                    chunk
-                        .iter()
-                        .map(|p| Some(p.1.as_str()))
-                        .collect::<StringArray>(),
-                ),
-            ],
-        )
-        .map(Some)
-    });
-    write_batches(path, schema.clone(), writer_props(None), batches)
+/// Writes the identity file `(id, person_id)`, pushed in id order, one batch at a time (the
+/// identity holds every linked id of the store: it is never materialised as strings at once).
+pub(crate) struct IdentityWriter {
+    path: std::path::PathBuf,
+    writer: Option<ArrowWriter<File>>,
+    ids: arrow::array::StringBuilder,
+    persons: arrow::array::StringBuilder,
 }
 
-pub(crate) fn read_identity(path: &Path) -> Result<Vec<(String, String)>, IngestError> {
-    let mut out = Vec::new();
+impl IdentityWriter {
+    pub fn new(path: std::path::PathBuf) -> IdentityWriter {
+        IdentityWriter {
+            path,
+            writer: None,
+            ids: arrow::array::StringBuilder::new(),
+            persons: arrow::array::StringBuilder::new(),
+        }
+    }
+
+    pub fn push(&mut self, id: &str, person: &str) -> Result<(), IngestError> {
+        self.ids.append_value(id);
+        self.persons.append_value(person);
+        if self.ids.len() >= BATCH_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), IngestError> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        let path = &self.path;
+        let err = |e: &dyn std::fmt::Display| IngestError::store(path, e.to_string());
+        if self.writer.is_none() {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| IngestError::store(parent, e))?;
+            }
+            let file = File::create(path).map_err(|e| err(&e))?;
+            let w = ArrowWriter::try_new(file, identity_schema(), Some(writer_props(None)))
+                .map_err(|e| err(&e))?;
+            self.writer = Some(w);
+        }
+        let batch = RecordBatch::try_new(
+            identity_schema(),
+            vec![Arc::new(self.ids.finish()), Arc::new(self.persons.finish())],
+        )
+        .map_err(|e| err(&e))?;
+        let writer = self.writer.as_mut().expect("opened above");
+        writer.write(&batch).map_err(|e| err(&e))
+    }
+
+    /// Whether a file was written (nothing was pushed: no file).
+    pub fn finish(mut self) -> Result<bool, IngestError> {
+        self.flush()?;
+        let Some(w) = self.writer.take() else {
+            return Ok(false);
+        };
+        let file = w
+            .into_inner()
+            .map_err(|e| IngestError::store(&self.path, e))?;
+        file.sync_all()
+            .map_err(|e| IngestError::store(&self.path, e))?;
+        Ok(true)
+    }
+}
+
+/// Calls `each(id, person_id)` for every row of an identity file.
+pub(crate) fn read_identity(
+    path: &Path,
+    mut each: impl FnMut(&str, &str),
+) -> Result<(), IngestError> {
     for batch in open_reader(path, None)? {
         let batch = batch.map_err(|e| IngestError::store(path, e))?;
         let ids = column(&batch, "id", path)?.as_string::<i32>();
         let persons = column(&batch, schema::PERSON_ID, path)?.as_string::<i32>();
         for i in 0..batch.num_rows() {
-            out.push((ids.value(i).to_string(), persons.value(i).to_string()));
+            each(ids.value(i), persons.value(i));
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A quarantined row.
@@ -639,8 +689,19 @@ mod tests {
             ("a".to_string(), "a".to_string()),
             ("b".to_string(), "a".to_string()),
         ];
-        write_identity(&p, &pairs).unwrap();
-        assert_eq!(read_identity(&p).unwrap(), pairs);
+        let mut w = IdentityWriter::new(p.clone());
+        for (a, b) in &pairs {
+            w.push(a, b).unwrap();
+        }
+        assert!(w.finish().unwrap());
+        let mut back = Vec::new();
+        read_identity(&p, |a, b| back.push((a.to_string(), b.to_string()))).unwrap();
+        assert_eq!(back, pairs);
+        assert!(
+            !IdentityWriter::new(dir.path().join("none.parquet"))
+                .finish()
+                .unwrap()
+        );
         let q = dir.path().join("q/run.parquet");
         let row = QuarantineRow {
             run: 1,
