@@ -381,8 +381,12 @@ fn in_order<T: Send>(
             let done_tx = done_tx.clone();
             let (job_rx, work) = (&job_rx, &work);
             scope.spawn(move || {
-                // Ends when the job queue closes (all merged, or an error).
-                while let Ok(i) = job_rx.lock().expect("a worker panicked").recv() {
+                loop {
+                    // The lock is released before the work starts (in a `while let` scrutinee
+                    // it would be held through the loop body, one worker at a time).
+                    let job = job_rx.lock().expect("a worker panicked").recv();
+                    // Ends when the job queue closes (all merged, or an error).
+                    let Ok(i) = job else { break };
                     if done_tx.send((i, work(&units[i]))).is_err() {
                         break;
                     }
@@ -1279,30 +1283,37 @@ mod tests {
             })
             .collect();
         let mut seen = Vec::new();
-        let merged = std::sync::atomic::AtomicUsize::new(0);
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let merged = AtomicUsize::new(0);
+        let (running, most_running) = (AtomicUsize::new(0), AtomicUsize::new(0));
         let window = 4 * rayon::current_num_threads();
         in_order(
             &units,
             |u| {
                 let i: u64 = u.path.to_str().unwrap().parse().unwrap();
                 // Never more than `window` units started and not merged.
-                let m = merged.load(std::sync::atomic::Ordering::SeqCst);
+                let m = merged.load(SeqCst);
                 assert!(
                     (i as usize) < m + window,
                     "unit {i} started with {m} merged"
                 );
                 // Later units finish first; unit 0 is slowest of all.
+                let now = running.fetch_add(1, SeqCst) + 1;
+                most_running.fetch_max(now, SeqCst);
                 let ms = if i == 0 { 100 } else { 40 - i };
                 std::thread::sleep(std::time::Duration::from_millis(ms));
+                running.fetch_sub(1, SeqCst);
                 Ok(i)
             },
             |i| {
                 seen.push(i);
-                merged.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                merged.fetch_add(1, SeqCst);
             },
         )
         .unwrap();
         assert_eq!(seen, (0..40).collect::<Vec<_>>());
+        // Units run side by side (at least two threads, even on one core).
+        assert!(most_running.load(SeqCst) >= 2);
         let failed = in_order(
             &units,
             |u| {
