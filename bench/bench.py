@@ -6,10 +6,10 @@ Usage: python bench/bench.py [--events 10000000] [--runs 3]   (creates nothing o
 
 Every engine must return the same per-step counts for the funnel (with its breakdown by
 journey); the run fails loudly otherwise. Times are whole-process wall times (median of --runs
-after a warm-up), peak RSS from GNU time. Not done yet (issue 5): DuckDB SQL and Python polars
-implementations of funnels with more steps or modes (the two here are specific to this
-two-step funnel, whose level is "a purchase within the window after a click"), and the scale
-curve.
+after a warm-up), peak RSS from GNU time. The DuckDB SQL and Python polars implementations are
+specific to this two-step funnel, whose level is "a purchase within the window after a click";
+funnels with more steps or modes are compared with ClickHouse by tests/chdb_check.py. The scale
+curve is bench/scale.py.
 """
 
 import argparse

@@ -1,8 +1,9 @@
 """Scale curve: events vs time and peak memory, for ingest and analyze, on this machine.
 
 Usage: python bench/scale.py [--events 10000000,100000000] [--keep]
-For each size: `funnel generate` (CSV), `funnel ingest`, then `funnel analyze` with one funnel
-(`all_journeys_by_journey`) and with four; whole-process wall time and peak RSS (GNU time).
+For each size: `funnel generate` (CSV), `funnel ingest` (one run), then `funnel analyze` with one
+funnel (`all_journeys_by_journey`) and with four (median of 3 after a warm-up); whole-process
+wall time and peak RSS (GNU time).
 Data goes to bench/work/scale-N and is deleted after each size unless --keep. Writes
 bench/scale.json and prints a table. Uses the release build (cargo build --release).
 """
@@ -32,6 +33,14 @@ def timed(cmd):
     return s, int(out.stderr.strip().splitlines()[-1]) / 1024, out.stdout
 
 
+def median_of(runs, cmd):
+    """Median wall seconds of `runs` runs after a warm-up, and the largest peak RSS."""
+    timed(cmd)
+    results = [timed(cmd) for _ in range(runs)]
+    seconds = sorted(r[0] for r in results)
+    return seconds[len(seconds) // 2], max(r[1] for r in results)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", default="10000000,100000000")
@@ -49,10 +58,11 @@ def main():
                              "--format", "csv", "--clean"])
         events = json.load(open(os.path.join(data, "truth.json")))["expected"]["rows_stored"]
         ing_s, ing_rss, _ = timed([funnel, "ingest", "--store", store, "--format", "json", data])
-        one_s, one_rss, _ = timed([funnel, "analyze", "--store", store, "--funnel", FUNNELS[0], "--format", "json"])
-        four_s, four_rss, _ = timed([funnel, "analyze", "--store", store, "--format", "json",
-                                     *[a for f in FUNNELS for a in ("--funnel", f)]])
-        row = {"events": events, "persons": persons, "generate_seconds": gen_s,
+        buckets = json.load(open(os.path.join(store, "current", "manifest.json")))["buckets"]
+        one_s, one_rss = median_of(3, [funnel, "analyze", "--store", store, "--funnel", FUNNELS[0], "--format", "json"])
+        four_s, four_rss = median_of(3, [funnel, "analyze", "--store", store, "--format", "json",
+                                         *[a for f in FUNNELS for a in ("--funnel", f)]])
+        row = {"events": events, "persons": persons, "buckets": buckets, "generate_seconds": gen_s,
                "ingest_seconds": ing_s, "ingest_peak_rss_mib": ing_rss,
                "analyze_seconds": one_s, "analyze_peak_rss_mib": one_rss,
                "analyze4_seconds": four_s, "analyze4_peak_rss_mib": four_rss}
