@@ -2,7 +2,9 @@
 table ordered by (person_id, ts)) and a bare DuckDB scan of the columns the funnel needs, on the
 same generated data, in one run. Prints a table and writes bench/results.json.
 
-Usage: python bench/bench.py [--events 10000000] [--runs 3]   (creates nothing outside bench/work)
+Usage: python3 bench/bench.py [--events 10000000] [--runs 3]
+Creates bench/.venv (chdb, duckdb, polars, pyarrow pinned from PyPI) on first use and re-runs
+itself there; its data goes to bench/work.
 
 Every engine must return the same per-step counts for the funnel (with its breakdown by
 journey); the run fails loudly otherwise. Times are whole-process wall times (median of --runs
@@ -43,6 +45,22 @@ def median_of(runs, cmd, **kw):
     timed(cmd, **kw)  # warm-up
     results = [timed(cmd, **kw) for _ in range(runs)]
     return statistics.median(r[0] for r in results), max(r[1] for r in results), results[-1][2]
+
+
+VENV = os.path.join(ROOT, "bench", ".venv")
+PACKAGES = ["chdb==4.4.0", "duckdb==2.0.0", "polars==2.1.0", "pyarrow==26.0.1"]
+
+
+def ensure_venv():
+    """Re-runs this script in bench/.venv, created with the pinned packages if absent."""
+    python = os.path.join(VENV, "bin", "python")
+    if os.path.realpath(sys.prefix) == os.path.realpath(VENV):
+        return
+    if not os.path.exists(python):
+        subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
+        subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                        *PACKAGES], check=True)
+    os.execv(python, [python, os.path.abspath(__file__), *sys.argv[1:]])
 
 
 PY = sys.executable
@@ -130,6 +148,7 @@ def counts_from_report(text):
 
 
 def main():
+    ensure_venv()
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=10_000_000)
     ap.add_argument("--runs", type=int, default=3)

@@ -1,6 +1,6 @@
 """Scale curve: events vs time and peak memory, for ingest and analyze, on this machine.
 
-Usage: python bench/scale.py [--events 10000000,100000000] [--keep]
+Usage: python bench/scale.py [--events 10000000,100000000] [--keep] [--cgroup DIR] [--out FILE]
 For each size: `funnel generate` (CSV), `funnel ingest` (one run), then `funnel analyze` with one
 funnel (`all_journeys_by_journey`) and with four (median of 3 after a warm-up); whole-process
 wall time and peak RSS (GNU time).
@@ -23,8 +23,19 @@ FUNNELS = [os.path.join(ROOT, "data", "funnels", f) for f in
             "wechat_native_to_purchase.toml")]
 
 
+CGROUP = None  # a cgroup v1 memory directory (--cgroup): commands run in it under a hard limit
+CAPS = {"ingest": 4 << 30, "analyze": 1 << 30}
+
+
 def timed(cmd):
-    """(wall seconds, peak RSS MiB) of a whole process."""
+    """(wall seconds, peak RSS MiB) of a whole process; with --cgroup, under the hard memory limit
+    of CAPS for its subcommand (page cache included: cgroup v1 reclaims it at the limit, and a
+    process that needs more is killed, which fails the run)."""
+    if CGROUP and cmd[1] in CAPS:
+        with open(os.path.join(CGROUP, "memory.limit_in_bytes"), "w") as f:
+            f.write(str(CAPS[cmd[1]]))
+        procs = os.path.join(CGROUP, "cgroup.procs")
+        cmd = ["sh", "-c", f'echo $$ > {procs} && exec "$@"', "sh", *cmd]
     t = time.perf_counter()
     out = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True)
     s = time.perf_counter() - t
@@ -45,7 +56,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", default="10000000,100000000")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "scale.json"))
+    ap.add_argument("--cgroup", help="cgroup v1 memory directory to run ingest (4 GiB) and analyze "
+                    "(1 GiB) under hard memory limits, e.g. /sys/fs/cgroup/memory/funnel-cap")
     args = ap.parse_args()
+    global CGROUP
+    if args.cgroup:
+        os.makedirs(args.cgroup, exist_ok=True)
+        CGROUP = args.cgroup
     subprocess.run(["cargo", "build", "--release", "--locked", "-p", "funnel-cli"], cwd=ROOT, check=True)
     funnel = os.path.join(ROOT, "target", "release", "funnel")
     rows = []
@@ -70,8 +88,10 @@ def main():
         print(json.dumps(row), flush=True)
         if not args.keep:
             shutil.rmtree(d, ignore_errors=True)
-    json.dump({"machine": platform.platform(), "cores": os.cpu_count(), "rows": rows},
-              open(os.path.join(ROOT, "bench", "scale.json"), "w"), indent=1, sort_keys=True)
+    caps = {k: v >> 20 for k, v in CAPS.items()} if CGROUP else None
+    json.dump({"machine": platform.platform(), "cores": os.cpu_count(), "rows": rows,
+               "memory_limits_mib": caps},
+              open(args.out, "w"), indent=1, sort_keys=True)
     print(f"{'events':>13} {'ingest s':>9} {'MiB':>6} {'Mev/s':>6} {'analyze s':>10} {'MiB':>6} {'4 funnels s':>12} {'MiB':>6}")
     for r in rows:
         print(f"{r['events']:>13,} {r['ingest_seconds']:9.1f} {r['ingest_peak_rss_mib']:6.0f} "
