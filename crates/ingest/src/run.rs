@@ -528,7 +528,7 @@ pub fn ingest(
     identity.linked_pairs(|id, person| writer.push(id, person))?;
     let identity_file = writer
         .finish()?
-        .then(|| StoreLayout::IDENTITY_FILE.to_string());
+        .map(|_| StoreLayout::IDENTITY_FILE.to_string());
 
     manifest.generation = generation;
     manifest.properties = properties;

@@ -85,18 +85,77 @@ fn writer_props(sorting: Option<Vec<SortingColumn>>) -> WriterProperties {
         .build()
 }
 
+/// A Parquet writer on a new file at `path` (parent directories created).
+fn open_writer(
+    path: &Path,
+    schema: SchemaRef,
+    props: WriterProperties,
+) -> Result<ArrowWriter<File>, IngestError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| IngestError::store(parent, e))?;
+    }
+    let file = File::create(path).map_err(|e| IngestError::store(path, e))?;
+    ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| IngestError::store(path, e))
+}
+
+/// Finishes a Parquet file and syncs it to disk.
+fn close(path: &Path, writer: ArrowWriter<File>) -> Result<(), IngestError> {
+    let file = writer
+        .into_inner()
+        .map_err(|e| IngestError::store(path, e))?;
+    file.sync_all().map_err(|e| IngestError::store(path, e))
+}
+
+/// A Parquet file created on its first batch (nothing written: no file).
+struct LazyParquet {
+    path: std::path::PathBuf,
+    schema: SchemaRef,
+    writer: Option<ArrowWriter<File>>,
+}
+
+impl LazyParquet {
+    fn new(path: std::path::PathBuf, schema: SchemaRef) -> LazyParquet {
+        LazyParquet {
+            path,
+            schema,
+            writer: None,
+        }
+    }
+
+    fn write(
+        &mut self,
+        batch: Result<RecordBatch, arrow::error::ArrowError>,
+    ) -> Result<(), IngestError> {
+        let batch = batch.map_err(|e| IngestError::store(&self.path, e))?;
+        if self.writer.is_none() {
+            let w = open_writer(&self.path, self.schema.clone(), writer_props(None))?;
+            self.writer = Some(w);
+        }
+        let writer = self.writer.as_mut().expect("opened above");
+        writer
+            .write(&batch)
+            .map_err(|e| IngestError::store(&self.path, e))
+    }
+
+    /// The file's path if anything was written.
+    fn finish(self) -> Result<Option<std::path::PathBuf>, IngestError> {
+        match self.writer {
+            Some(w) => {
+                close(&self.path, w)?;
+                Ok(Some(self.path))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
 fn write_batches(
     path: &Path,
     schema: SchemaRef,
     props: WriterProperties,
     batches: impl Iterator<Item = Result<Option<RecordBatch>, arrow::error::ArrowError>>,
 ) -> Result<(), IngestError> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| IngestError::store(parent, e))?;
-    }
-    let file = File::create(path).map_err(|e| IngestError::store(path, e))?;
-    let mut writer =
-        ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| IngestError::store(path, e))?;
+    let mut writer = open_writer(path, schema, props)?;
     // `None` ends the current row group.
     for batch in batches {
         match batch.map_err(|e| IngestError::store(path, e))? {
@@ -105,11 +164,7 @@ fn write_batches(
         }
         .map_err(|e| IngestError::store(path, e))?;
     }
-    let file = writer
-        .into_inner()
-        .map_err(|e| IngestError::store(path, e))?;
-    file.sync_all().map_err(|e| IngestError::store(path, e))?;
-    Ok(())
+    close(path, writer)
 }
 
 fn opt_strings<'a>(events: &[&'a Event], f: impl Fn(&'a Event) -> Option<&'a str>) -> ArrayRef {
@@ -379,8 +434,7 @@ fn identity_schema() -> SchemaRef {
 /// Writes the identity file `(id, person_id)`, pushed in id order, one batch at a time (the
 /// identity holds every linked id of the store: it is never materialised as strings at once).
 pub(crate) struct IdentityWriter {
-    path: std::path::PathBuf,
-    writer: Option<ArrowWriter<File>>,
+    file: LazyParquet,
     ids: arrow::array::StringBuilder,
     persons: arrow::array::StringBuilder,
 }
@@ -388,8 +442,7 @@ pub(crate) struct IdentityWriter {
 impl IdentityWriter {
     pub fn new(path: std::path::PathBuf) -> IdentityWriter {
         IdentityWriter {
-            path,
-            writer: None,
+            file: LazyParquet::new(path, identity_schema()),
             ids: arrow::array::StringBuilder::new(),
             persons: arrow::array::StringBuilder::new(),
         }
@@ -408,38 +461,17 @@ impl IdentityWriter {
         if self.ids.is_empty() {
             return Ok(());
         }
-        let path = &self.path;
-        let err = |e: &dyn std::fmt::Display| IngestError::store(path, e.to_string());
-        if self.writer.is_none() {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| IngestError::store(parent, e))?;
-            }
-            let file = File::create(path).map_err(|e| err(&e))?;
-            let w = ArrowWriter::try_new(file, identity_schema(), Some(writer_props(None)))
-                .map_err(|e| err(&e))?;
-            self.writer = Some(w);
-        }
         let batch = RecordBatch::try_new(
             identity_schema(),
             vec![Arc::new(self.ids.finish()), Arc::new(self.persons.finish())],
-        )
-        .map_err(|e| err(&e))?;
-        let writer = self.writer.as_mut().expect("opened above");
-        writer.write(&batch).map_err(|e| err(&e))
+        );
+        self.file.write(batch)
     }
 
-    /// Whether a file was written (nothing was pushed: no file).
-    pub fn finish(mut self) -> Result<bool, IngestError> {
+    /// Closes the file; returns its path if any pair was written.
+    pub fn finish(mut self) -> Result<Option<std::path::PathBuf>, IngestError> {
         self.flush()?;
-        let Some(w) = self.writer.take() else {
-            return Ok(false);
-        };
-        let file = w
-            .into_inner()
-            .map_err(|e| IngestError::store(&self.path, e))?;
-        file.sync_all()
-            .map_err(|e| IngestError::store(&self.path, e))?;
-        Ok(true)
+        self.file.finish()
     }
 }
 
@@ -489,8 +521,7 @@ fn quarantine_schema() -> SchemaRef {
 
 /// Streams quarantined rows into one Parquet file, created on the first row.
 pub(crate) struct QuarantineWriter {
-    path: std::path::PathBuf,
-    writer: Option<ArrowWriter<File>>,
+    file: LazyParquet,
     pending: Vec<QuarantineRow>,
     rows: u64,
 }
@@ -498,8 +529,7 @@ pub(crate) struct QuarantineWriter {
 impl QuarantineWriter {
     pub fn new(path: std::path::PathBuf) -> QuarantineWriter {
         QuarantineWriter {
-            path,
-            writer: None,
+            file: LazyParquet::new(path, quarantine_schema()),
             pending: Vec::new(),
             rows: 0,
         }
@@ -518,39 +548,15 @@ impl QuarantineWriter {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let path = &self.path;
-        if self.writer.is_none() {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| IngestError::store(parent, e))?;
-            }
-            let file = File::create(path).map_err(|e| IngestError::store(path, e))?;
-            let w = ArrowWriter::try_new(file, quarantine_schema(), Some(writer_props(None)))
-                .map_err(|e| IngestError::store(path, e))?;
-            self.writer = Some(w);
-        }
-        let batch = quarantine_batch(&self.pending).map_err(|e| IngestError::store(path, e))?;
+        let batch = quarantine_batch(&self.pending);
         self.pending.clear();
-        self.writer
-            .as_mut()
-            .expect("opened above")
-            .write(&batch)
-            .map_err(|e| IngestError::store(path, e))
+        self.file.write(batch)
     }
 
     /// Closes the file; returns its path if any row was written.
     pub fn finish(mut self) -> Result<Option<std::path::PathBuf>, IngestError> {
         self.flush()?;
-        match self.writer.take() {
-            Some(w) => {
-                let file = w
-                    .into_inner()
-                    .map_err(|e| IngestError::store(&self.path, e))?;
-                file.sync_all()
-                    .map_err(|e| IngestError::store(&self.path, e))?;
-                Ok(Some(self.path))
-            }
-            None => Ok(None),
-        }
+        self.file.finish()
     }
 }
 
@@ -693,14 +699,15 @@ mod tests {
         for (a, b) in &pairs {
             w.push(a, b).unwrap();
         }
-        assert!(w.finish().unwrap());
+        assert_eq!(w.finish().unwrap(), Some(p.clone()));
         let mut back = Vec::new();
         read_identity(&p, |a, b| back.push((a.to_string(), b.to_string()))).unwrap();
         assert_eq!(back, pairs);
-        assert!(
-            !IdentityWriter::new(dir.path().join("none.parquet"))
+        assert_eq!(
+            IdentityWriter::new(dir.path().join("none.parquet"))
                 .finish()
-                .unwrap()
+                .unwrap(),
+            None
         );
         let q = dir.path().join("q/run.parquet");
         let row = QuarantineRow {
