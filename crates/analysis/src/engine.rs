@@ -775,26 +775,23 @@ impl FunnelKernel {
 /// appearance, not hash order.)
 fn value_codes(cols: &[StringChunked], len: usize) -> (Vec<u32>, Vec<usize>) {
     let mut firsts = Vec::new();
-    let mut code = |seen: usize, r: usize| -> u32 {
-        if seen == firsts.len() {
-            firsts.push(r);
-        }
-        seen as u32
+    // A new code for a tuple first seen at row r.
+    let mut first = |r: usize| -> u32 {
+        firsts.push(r);
+        (firsts.len() - 1) as u32
     };
     let codes = match cols {
         [] => {
             if len > 0 {
-                firsts.push(0);
+                first(0);
             }
             vec![0; len]
         }
         [c] => {
             let mut dict: HashMap<Option<&str>, u32, FixedState> = HashMap::default();
-            (0..len)
-                .map(|r| {
-                    let next = dict.len();
-                    *dict.entry(c.get(r)).or_insert_with(|| code(next, r))
-                })
+            c.iter()
+                .enumerate()
+                .map(|(r, v)| *dict.entry(v).or_insert_with(|| first(r)))
                 .collect()
         }
         _ => {
@@ -802,8 +799,7 @@ fn value_codes(cols: &[StringChunked], len: usize) -> (Vec<u32>, Vec<usize>) {
             (0..len)
                 .map(|r| {
                     let key: Vec<Option<&str>> = cols.iter().map(|c| c.get(r)).collect();
-                    let next = dict.len();
-                    *dict.entry(key).or_insert_with(|| code(next, r))
+                    *dict.entry(key).or_insert_with(|| first(r))
                 })
                 .collect()
         }
