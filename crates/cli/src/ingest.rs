@@ -33,7 +33,7 @@ pub struct Args {
     #[arg(long)]
     pub buckets: Option<u32>,
     /// Target rows of a row group of the bucket files written (row groups end where the
-    /// person changes; analysis works, and holds memory, one row group at a time).
+    /// person changes; the analysis works a few row groups at a time, so they bound its memory).
     #[arg(long, default_value_t = 65_536)]
     pub row_group_rows: usize,
     /// Summary format: a table for people, or one JSON object.
