@@ -122,6 +122,28 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     1
 }
 
+/// Longest error line printed, in characters.
+const ERROR_LINE_CHARS: usize = 2000;
+
+/// An error message as one line of bounded length: control characters (a newline in a file
+/// name, say) are escaped, and a message over [`ERROR_LINE_CHARS`] is cut with a note.
+fn one_line(message: &str) -> String {
+    let mut out = String::new();
+    for (chars, c) in message.chars().enumerate() {
+        if chars >= ERROR_LINE_CHARS {
+            let rest = message.chars().count() - chars;
+            out.push_str(&format!("… [{rest} more characters cut]"));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Writes to stdout; a closed pipe ends the process quietly, as it does for other Unix tools.
 pub fn write_out(text: &str) {
     use std::io::Write;
@@ -153,8 +175,23 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", one_line(&format!("{err:#}")));
             ExitCode::from(exit_code(&err))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn errors_are_one_bounded_line() {
+        assert_eq!(super::one_line("a\nb\tc"), "a\\nb\\tc");
+        let long = "é".repeat(super::ERROR_LINE_CHARS + 5);
+        let line = super::one_line(&long);
+        assert!(line.ends_with("… [5 more characters cut]"), "{line}");
+        assert_eq!(
+            line.chars().filter(|&c| c == 'é').count(),
+            super::ERROR_LINE_CHARS
+        );
     }
 }
