@@ -12,6 +12,9 @@ use assert_cmd::Command;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
 
+#[path = "cli/hostile_input.rs"]
+mod hostile_input;
+
 fn funnel() -> Command {
     let mut c = Command::cargo_bin("funnel").unwrap();
     c.env("RUST_BACKTRACE", "0");

@@ -120,7 +120,8 @@ pub fn report_json(r: &IngestReport) -> serde_json::Value {
         "events_in_store": r.events_in_store,
         "persons_in_store": r.persons_in_store,
         "inputs": r.run.inputs,
-        "skipped": r.skipped.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "skipped": r.skipped.iter().map(|s| s.path.display().to_string()).collect::<Vec<_>>(),
+        "skipped_why": r.skipped.iter().map(|s| json!({"path": s.path.display().to_string(), "why": s.why})).collect::<Vec<_>>(),
     })
 }
 
@@ -186,11 +187,11 @@ pub fn report_table(r: &IngestReport) -> String {
     }
     if !r.skipped.is_empty() {
         out.push_str(&format!(
-            "  skipped {} file(s) with unsupported names:\n",
+            "  skipped {} path(s), not read:\n",
             r.skipped.len()
         ));
         for s in r.skipped.iter().take(10) {
-            out.push_str(&format!("    {}\n", s.display()));
+            out.push_str(&format!("    {} ({})\n", s.path.display(), s.why));
         }
     }
     out

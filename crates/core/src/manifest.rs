@@ -228,6 +228,36 @@ impl StoreLayout {
 
     pub const IDENTITY_FILE: &'static str = "identity.parquet";
 
+    /// Whether `name` is a generation directory's name (`g` and six or more digits).
+    pub fn is_generation_name(name: &str) -> bool {
+        name.len() >= 7 && name.starts_with('g') && name[1..].bytes().all(|b| b.is_ascii_digit())
+    }
+
+    /// Whether `dir` is a funnel store or one of its generations: a root whose `current` link
+    /// names a generation, a root with the lock file beside a generation or scratch directory
+    /// (a store whose first run has not committed), or a directory whose `manifest.json` is a
+    /// store manifest. Ingest never reads such a directory as input.
+    pub fn looks_like_store(dir: &Path) -> bool {
+        let layout = StoreLayout::new(dir);
+        let current = std::fs::read_link(layout.current_link())
+            .is_ok_and(|t| t.to_str().is_some_and(Self::is_generation_name));
+        let locked_root = layout.lock_file().is_file()
+            && (layout.scratch_dir().is_dir()
+                || std::fs::read_dir(dir).is_ok_and(|entries| {
+                    entries.flatten().any(|e| {
+                        e.file_name().to_str().is_some_and(Self::is_generation_name)
+                            && e.path().is_dir()
+                    })
+                }));
+        let generation = std::fs::File::open(dir.join(MANIFEST_FILE)).is_ok_and(|f| {
+            use std::io::Read;
+            let mut head = Vec::with_capacity(512);
+            f.take(512).read_to_end(&mut head).is_ok()
+                && String::from_utf8_lossy(&head).contains(&format!("\"{STORE_FORMAT}\""))
+        });
+        current || locked_root || generation
+    }
+
     /// The current generation's directory and manifest, or `None` for a store with no
     /// committed run (or no directory at all).
     pub fn open_current(&self) -> Result<Option<(PathBuf, Manifest)>, CoreError> {

@@ -99,11 +99,17 @@ pub enum RejectReason {
     BadAmount,
     NegativeAmount,
     MalformedRecord,
+    /// A record (CSV) or line (JSON lines) longer than the ingest's record limit.
+    RecordTooLarge,
+    /// A field longer than the ingest's field limit.
+    ValueTooLarge,
+    /// A JSON object or array (or a nested Parquet value) in a contract column.
+    NestedValue,
     DuplicateConflict,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 13] = [
+    pub const ALL: [RejectReason; 16] = [
         RejectReason::MissingEventId,
         RejectReason::MissingUserId,
         RejectReason::MissingEventType,
@@ -116,6 +122,9 @@ impl RejectReason {
         RejectReason::BadAmount,
         RejectReason::NegativeAmount,
         RejectReason::MalformedRecord,
+        RejectReason::RecordTooLarge,
+        RejectReason::ValueTooLarge,
+        RejectReason::NestedValue,
         RejectReason::DuplicateConflict,
     ];
 
@@ -133,11 +142,15 @@ impl RejectReason {
             RejectReason::BadAmount => "bad_amount",
             RejectReason::NegativeAmount => "negative_amount",
             RejectReason::MalformedRecord => "malformed_record",
+            RejectReason::RecordTooLarge => "record_too_large",
+            RejectReason::ValueTooLarge => "value_too_large",
+            RejectReason::NestedValue => "nested_value",
             RejectReason::DuplicateConflict => "duplicate_conflict",
         }
     }
 
-    /// The column the reason is about (`None` for a record that could not be split into fields).
+    /// The column the reason is about (`None` for a record that could not be split into fields,
+    /// and for reasons that can be about any column: the rejection names it).
     pub fn field(self) -> Option<&'static str> {
         match self {
             RejectReason::MissingEventId | RejectReason::DuplicateConflict => Some(EVENT_ID),
@@ -148,7 +161,10 @@ impl RejectReason {
             RejectReason::MissingAccountId => Some(ACCOUNT_ID),
             RejectReason::MissingOrderId => Some(ORDER_ID),
             RejectReason::BadAmount | RejectReason::NegativeAmount => Some(AMOUNT),
-            RejectReason::MalformedRecord => None,
+            RejectReason::MalformedRecord
+            | RejectReason::RecordTooLarge
+            | RejectReason::ValueTooLarge
+            | RejectReason::NestedValue => None,
         }
     }
 

@@ -20,6 +20,10 @@ pub enum IngestError {
         "{path}: unsupported file type (expected .csv, .jsonl, .ndjson or .parquet; .csv and .jsonl/.ndjson may end in .gz)"
     )]
     UnsupportedInput { path: PathBuf },
+    /// An input named inside a funnel store (the target store or any other): a store is never
+    /// input.
+    #[error("{path}: is inside the funnel store {store}; a store is never read as input")]
+    InsideStore { path: PathBuf, store: PathBuf },
     /// An input file that cannot be read as a whole (I/O error, truncated gzip, not Parquet, ...).
     #[error("{path}{}: {message}", line.map(|l| format!(": line {l}")).unwrap_or_default())]
     UnreadableInput {
@@ -76,6 +80,7 @@ impl IngestError {
             self,
             IngestError::InputNotFound { .. }
                 | IngestError::UnsupportedInput { .. }
+                | IngestError::InsideStore { .. }
                 | IngestError::UnreadableInput { .. }
                 | IngestError::RejectRateExceeded { .. }
         )

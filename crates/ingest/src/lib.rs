@@ -12,13 +12,16 @@
 mod error;
 mod event;
 mod identity;
+mod limits;
 mod normalize;
+mod read;
 mod run;
-mod source;
 mod spill;
 mod store;
 
 pub use error::IngestError;
+pub use limits::{MAX_FIELD_BYTES, MAX_RECORD_BYTES, QUARANTINE_TEXT_BYTES};
+pub use read::Skipped;
 pub use run::{IngestOptions, IngestReport, Progress, ingest};
 
 /// Parses an IANA time-zone name (`--timezone`).

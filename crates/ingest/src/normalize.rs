@@ -12,7 +12,7 @@ use funnel_core::RejectReason;
 use funnel_core::schema::{self, WARNING_ACTIONS, is_valid_event_type, store_column_name};
 
 use crate::event::{Event, parse_amount};
-use crate::source::Cell;
+use crate::read::Cell;
 use funnel_core::time::{local_ms_to_utc_ms, parse_ts};
 
 /// Why a row is rejected, with the offending field and value.

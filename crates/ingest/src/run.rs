@@ -15,9 +15,10 @@ use sha2::{Digest, Sha256};
 use crate::IngestError;
 use crate::event::Event;
 use crate::identity::Identity;
+use crate::limits::{QUARANTINE_TEXT_BYTES, cut};
 use crate::normalize::{Lineage, Rejection, normalize};
 use crate::parse_timezone;
-use crate::source::{Format, InputSpec, Item, discover, read_file};
+use crate::read::{Discovered, Format, InputSpec, Item, Skipped, discover, read_file};
 use crate::spill::{Spill, read_spill};
 use crate::store::{
     IdentityWriter, QuarantineRow, QuarantineWriter, ROW_GROUP_ROWS, read_event_ids, read_events,
@@ -93,8 +94,9 @@ pub struct IngestReport {
     /// The store generation now current (unchanged when nothing was committed).
     pub generation: u64,
     pub run: RunRecord,
-    /// Files inside input directories that were not read (unsupported extension or hidden).
-    pub skipped: Vec<PathBuf>,
+    /// Paths met in the inputs that were not read, and why (unsupported extension, hidden,
+    /// not a regular file, a symlink loop, a store, the same file named again).
+    pub skipped: Vec<Skipped>,
     /// Where this run's rejected rows can be inspected.
     pub quarantine_path: Option<PathBuf>,
     pub events_in_store: u64,
@@ -152,7 +154,7 @@ pub fn ingest(
             message: "must be between 1 and 65536".into(),
         });
     }
-    let (files, skipped) = discover(inputs)?;
+    let Discovered { files, skipped } = discover(inputs, &opts.store)?;
 
     let layout = StoreLayout::new(&opts.store);
     std::fs::create_dir_all(layout.root()).map_err(|e| IngestError::store(layout.root(), e))?;
@@ -304,14 +306,14 @@ pub fn ingest(
                         quarantine.push(QuarantineRow {
                             run: run_no,
                             source_file: e.source_file.clone(),
-                            line: (files[e.file as usize].format != crate::source::Format::Parquet)
+                            line: (files[e.file as usize].format != Format::Parquet)
                                 .then_some(e.source_line),
                             row: e.row,
                             reason: RejectReason::DuplicateConflict.as_str(),
                             field: Some(funnel_core::schema::EVENT_ID.to_string()),
-                            value: Some(e.event_id.clone()),
+                            value: Some(cut(&e.event_id, QUARANTINE_TEXT_BYTES)),
                             message: "event_id was already accepted with different content".into(),
-                            raw: e.to_json(),
+                            raw: cut(&e.to_json(), QUARANTINE_TEXT_BYTES),
                         })?;
                     }
                     None => {
@@ -602,19 +604,14 @@ fn parse_one(
     let mut batch: Vec<Row> = Vec::with_capacity(PIPELINE_BATCH);
     let result = read_file(spec, &mut |item| {
         let (line, row, rejection, raw) = match item {
-            Item::Malformed {
-                line,
-                row,
-                raw,
-                message,
-            } => {
+            Item::Rejected(r) => {
                 let rej = Rejection {
-                    reason: RejectReason::MalformedRecord,
-                    field: None,
-                    value: None,
-                    message,
+                    reason: r.reason,
+                    field: r.field,
+                    value: r.value,
+                    message: r.message,
                 };
-                (line, row, rej, raw)
+                (r.line, r.row, rej, r.raw)
             }
             Item::Record(rec) => {
                 let lineage = Lineage {
@@ -641,9 +638,9 @@ fn parse_one(
             row,
             reason: rejection.reason.as_str(),
             field: rejection.field,
-            value: rejection.value,
+            value: rejection.value.map(|v| cut(&v, QUARANTINE_TEXT_BYTES)),
             message: rejection.message,
-            raw,
+            raw: cut(&raw, QUARANTINE_TEXT_BYTES),
         }));
         flush(&mut batch, tx)
     });

@@ -1,0 +1,319 @@
+//! JSON lines files: one object per line, each line parsed on its own.
+//!
+//! - A line that is not valid JSON, or is JSON but not an object, is `malformed_record`.
+//! - Values keep their literal text: a number is stored as written (`123456789012345678901`
+//!   stays exact, `1e2` stays `1e2`), so a number and the same text as a string are one value.
+//!   `true`/`false` become their names; `null` means absent; a repeated key keeps its last value.
+//! - A JSON object or array is `nested_value` in a contract column and its compact JSON text
+//!   in a property column.
+//! - A line longer than [`MAX_RECORD_BYTES`] is `record_too_large` (read on without buffering
+//!   it); a value longer than the field limit, `value_too_large`.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::sync::Arc;
+
+use funnel_core::{RejectReason, schema};
+
+use super::{Cell, InputSpec, Item, ReadRejection, Record, open_text};
+use crate::IngestError;
+use crate::limits::{MAX_RECORD_BYTES, QUARANTINE_TEXT_BYTES, cut, cut_bytes};
+
+pub(super) fn read(
+    spec: &InputSpec,
+    sink: &mut dyn FnMut(Item) -> Result<(), IngestError>,
+) -> Result<(), IngestError> {
+    let path = &spec.path;
+    let mut reader = BufReader::with_capacity(256 * 1024, open_text(spec)?);
+    let mut keys: HashMap<String, Arc<str>> = HashMap::new();
+    let mut buf = Vec::new();
+    let mut line_no = 0u64;
+    let mut row = 0u64;
+    loop {
+        let total = read_line(&mut reader, &mut buf, MAX_RECORD_BYTES).map_err(|e| {
+            IngestError::unreadable(path, Some(line_no + 1), format!("read failed: {e}"))
+        })?;
+        let Some(total) = total else { break };
+        line_no += 1;
+        let line = Some(line_no);
+        let reject = |row, reason, field: Option<&str>, value: Option<String>, message, raw| {
+            Item::Rejected(ReadRejection {
+                line,
+                row,
+                reason,
+                field: field.map(str::to_string),
+                value,
+                message,
+                raw,
+            })
+        };
+        if total > MAX_RECORD_BYTES {
+            row += 1;
+            sink(reject(
+                row,
+                RejectReason::RecordTooLarge,
+                None,
+                None,
+                format!("line of {total} bytes, over the limit of {MAX_RECORD_BYTES}"),
+                cut_bytes(&buf, total, QUARANTINE_TEXT_BYTES),
+            ))?;
+            continue;
+        }
+        let mut bytes = &buf[..];
+        if line_no == 1 {
+            bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(bytes);
+        }
+        if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        row += 1;
+        let raw = || cut_bytes(bytes, bytes.len(), QUARANTINE_TEXT_BYTES);
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            let message = "line is not valid UTF-8".to_string();
+            sink(reject(
+                row,
+                RejectReason::MalformedRecord,
+                None,
+                None,
+                message,
+                raw(),
+            ))?;
+            continue;
+        };
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            let message = format!("invalid JSON: {e}");
+            sink(reject(
+                row,
+                RejectReason::MalformedRecord,
+                None,
+                None,
+                message,
+                raw(),
+            ))?;
+            continue;
+        }
+        let Some(members) = members(text) else {
+            let message = "line is JSON but not an object".to_string();
+            sink(reject(
+                row,
+                RejectReason::MalformedRecord,
+                None,
+                None,
+                message,
+                raw(),
+            ))?;
+            continue;
+        };
+        let mut cells: Vec<(Arc<str>, Cell)> = Vec::with_capacity(members.len());
+        let mut nested = None;
+        for (key, value) in members {
+            let key = match keys.get(&key) {
+                Some(a) => a.clone(),
+                None => {
+                    let a: Arc<str> = Arc::from(key.as_str());
+                    keys.insert(key, a.clone());
+                    a
+                }
+            };
+            // A repeated key: the last value counts (null included).
+            cells.retain(|(k, _)| *k != key);
+            let cell = match value.as_bytes()[0] {
+                b'n' => continue, // null
+                b'"' => Cell::Str(serde_json::from_str(value).expect("a valid JSON string")),
+                b'{' | b'[' => {
+                    if schema::CONTRACT_COLUMNS.contains(&key.as_ref()) {
+                        nested.get_or_insert((key.clone(), value));
+                    }
+                    let v: serde_json::Value = serde_json::from_str(value).expect("valid JSON");
+                    Cell::Str(v.to_string())
+                }
+                // Numbers, true and false: their literal text.
+                _ => Cell::Str(value.to_string()),
+            };
+            cells.push((key, cell));
+        }
+        if let Some((key, value)) = nested {
+            let message = format!("{key} holds a JSON object or array, not a single value");
+            let value = Some(cut(value, QUARANTINE_TEXT_BYTES));
+            let item = reject(
+                row,
+                RejectReason::NestedValue,
+                Some(&key),
+                value,
+                message,
+                raw(),
+            );
+            sink(item)?;
+            continue;
+        }
+        let record = Record {
+            line,
+            row,
+            cells,
+            line_text: Some(text.to_string()),
+            csv: false,
+        };
+        sink(record.check_sizes())?;
+    }
+    Ok(())
+}
+
+/// Reads one line (without its `\n` or `\r\n`) into `buf`, keeping at most `max + 1` bytes of
+/// it; returns the line's whole length, or `None` at the end of the input.
+fn read_line(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<usize>> {
+    buf.clear();
+    let mut total = 0usize;
+    let mut any = false;
+    loop {
+        let chunk = match reader.fill_buf() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            break;
+        }
+        any = true;
+        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(p) => (p, true),
+            None => (chunk.len(), false),
+        };
+        let room = (max + 1).saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..take.min(room)]);
+        total += take;
+        reader.consume(take + usize::from(done));
+        if done {
+            break;
+        }
+    }
+    if !any {
+        return Ok(None);
+    }
+    if buf.len() == total && buf.last() == Some(&b'\r') {
+        buf.pop();
+        total -= 1;
+    }
+    Ok(Some(total))
+}
+
+/// The members of a JSON object as (key, the value's JSON text); `None` if `text` (valid JSON)
+/// is not an object.
+fn members(text: &str) -> Option<Vec<(String, &str)>> {
+    let b = text.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(b, i + 1);
+    let mut out = Vec::new();
+    if b.get(i) == Some(&b'}') {
+        return Some(out);
+    }
+    loop {
+        let key_end = value_end(b, i);
+        let key: String = serde_json::from_str(&text[i..key_end]).expect("a valid JSON key");
+        i = skip_ws(b, key_end);
+        debug_assert_eq!(b[i], b':');
+        i = skip_ws(b, i + 1);
+        let end = value_end(b, i);
+        out.push((key, &text[i..end]));
+        i = skip_ws(b, end);
+        if b[i] == b'}' {
+            return Some(out);
+        }
+        debug_assert_eq!(b[i], b',');
+        i = skip_ws(b, i + 1);
+    }
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
+        i += 1;
+    }
+    i
+}
+
+/// End of the JSON value starting at `i` in valid JSON.
+fn value_end(b: &[u8], i: usize) -> usize {
+    match b[i] {
+        b'"' => {
+            let mut j = i + 1;
+            while b[j] != b'"' {
+                j += if b[j] == b'\\' { 2 } else { 1 };
+            }
+            j + 1
+        }
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            loop {
+                match b[j] {
+                    b'"' => {
+                        j = value_end(b, j);
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return j + 1;
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+        }
+        _ => {
+            let mut j = i;
+            while j < b.len() && !matches!(b[j], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+            {
+                j += 1;
+            }
+            j
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_keep_literal_values() {
+        let t = r#" { "a" : 123456789012345678901, "b\"c":"x\"y" ,"n":null,"o":{"k":[1,"]"]},"e":1e2,"t":true} "#;
+        assert_eq!(
+            members(t).unwrap(),
+            [
+                ("a".to_string(), "123456789012345678901"),
+                ("b\"c".to_string(), r#""x\"y""#),
+                ("n".to_string(), "null"),
+                ("o".to_string(), r#"{"k":[1,"]"]}"#),
+                ("e".to_string(), "1e2"),
+                ("t".to_string(), "true"),
+            ]
+        );
+        assert_eq!(members("{}").unwrap(), []);
+        assert!(members("[1]").is_none());
+        assert!(members("3").is_none());
+    }
+
+    #[test]
+    fn long_lines_are_measured_not_kept() {
+        let mut text = vec![b'x'; 100];
+        text.extend(b"\r\nab\n\nlast");
+        let mut r = std::io::BufReader::with_capacity(7, &text[..]);
+        let mut buf = Vec::new();
+        assert_eq!(read_line(&mut r, &mut buf, 10).unwrap(), Some(101));
+        assert_eq!(buf.len(), 11);
+        assert_eq!(read_line(&mut r, &mut buf, 10).unwrap(), Some(2));
+        assert_eq!(buf, b"ab");
+        assert_eq!(read_line(&mut r, &mut buf, 10).unwrap(), Some(0));
+        assert_eq!(read_line(&mut r, &mut buf, 10).unwrap(), Some(4));
+        assert_eq!(read_line(&mut r, &mut buf, 10).unwrap(), None);
+    }
+}
