@@ -197,7 +197,7 @@ fn lines_fields_and_headers_are_bounded() {
     write(&bomb, &gz.finish().unwrap());
     let (_, err) = run(&["ingest", "--store", s, bomb.to_str().unwrap()], 3);
     assert!(
-        err.contains("bomb.csv.gz: line 1") && err.contains("over the limit"),
+        err.contains("bomb.csv.gz: line 1") && err.contains("longer than the limit"),
         "{err}"
     );
     assert!(

@@ -391,11 +391,13 @@ pub(super) fn read(
     let header = match tok.next().map_err(|e| io_err(e, 1))? {
         Next::End => return Ok(()), // empty file
         Next::Bad { line, fault, .. } => {
-            return Err(IngestError::unreadable(
-                path,
-                Some(line),
-                format!("the header is malformed: {}", fault.message()),
-            ));
+            let message = match fault {
+                Fault::TooLarge(_) => {
+                    format!("the header is longer than the limit of {MAX_RECORD_BYTES} bytes")
+                }
+                other => format!("the header is malformed: {}", other.message()),
+            };
+            return Err(IngestError::unreadable(path, Some(line), message));
         }
         Next::Record { .. } => {
             header_names(&tok).map_err(|m| IngestError::unreadable(path, Some(1), m))?
