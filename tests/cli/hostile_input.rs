@@ -41,13 +41,17 @@ fn quarantine(store: &Path) -> Vec<QRow> {
     out
 }
 
-/// Runs an ingest that must end within `secs` seconds (the defects hung forever).
-fn ingest_within(secs: u64, args: &[&str]) -> std::process::Output {
-    funnel()
-        .args(args)
-        .timeout(Duration::from_secs(secs))
+/// The JSON summary of an ingest of `input` that must succeed within a minute (the defects
+/// hung forever).
+fn ingest_within_a_minute(store: &Path, input: &Path) -> Value {
+    let (s, i) = (store.to_str().unwrap(), input.to_str().unwrap());
+    let out = funnel()
+        .args(["ingest", "--store", s, "--format", "json", i])
+        .timeout(Duration::from_secs(60))
         .output()
-        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// `n` click rows with event ids `{prefix}1..`, a stray quote opening the journey of the rows
@@ -78,17 +82,7 @@ fn a_symlink_loop_is_walked_once_and_reported() {
     std::os::unix::fs::symlink(".", d.join("self")).unwrap();
     std::os::unix::fs::symlink("..", d.join("sub/up")).unwrap();
     let store = tmp.path().join("s");
-    let args = [
-        "ingest",
-        "--store",
-        store.to_str().unwrap(),
-        "--format",
-        "json",
-        d.to_str().unwrap(),
-    ];
-    let out = ingest_within(60, &args);
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = ingest_within_a_minute(&store, &d);
     assert_eq!(counts(&r), (1, 1, 0, 0));
     let loops: Vec<&str> = r["skipped_why"]
         .as_array()
@@ -337,18 +331,7 @@ fn odd_headers_paths_and_files_are_named_not_guessed() {
             .unwrap()
             .success()
     );
-    let input = d.join("in");
-    let args = [
-        "ingest",
-        "--store",
-        s,
-        "--format",
-        "json",
-        input.to_str().unwrap(),
-    ];
-    let out = ingest_within(60, &args);
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = ingest_within_a_minute(&store, &d.join("in"));
     assert!(
         r["skipped_why"].to_string().contains("not a regular file"),
         "{r}"

@@ -35,28 +35,17 @@ pub(super) fn read(
         })?;
         let Some(total) = total else { break };
         line_no += 1;
-        let line = Some(line_no);
-        let reject = |row, reason, field: Option<&str>, value: Option<String>, message, raw| {
-            Item::Rejected(ReadRejection {
-                line,
-                row,
-                reason,
-                field: field.map(str::to_string),
-                value,
-                message,
-                raw,
-            })
-        };
         if total > MAX_RECORD_BYTES {
             row += 1;
-            sink(reject(
+            sink(Item::Rejected(ReadRejection {
+                line: Some(line_no),
                 row,
-                RejectReason::RecordTooLarge,
-                None,
-                None,
-                format!("line of {total} bytes, over the limit of {MAX_RECORD_BYTES}"),
-                cut_bytes(&buf, total, QUARANTINE_TEXT_BYTES),
-            ))?;
+                reason: RejectReason::RecordTooLarge,
+                field: None,
+                value: None,
+                message: format!("line of {total} bytes, over the limit of {MAX_RECORD_BYTES}"),
+                raw: cut_bytes(&buf, total, QUARANTINE_TEXT_BYTES),
+            }))?;
             continue;
         }
         let mut bytes = &buf[..];
@@ -67,95 +56,75 @@ pub(super) fn read(
             continue;
         }
         row += 1;
-        let raw = || cut_bytes(bytes, bytes.len(), QUARANTINE_TEXT_BYTES);
-        let Ok(text) = std::str::from_utf8(bytes) else {
-            let message = "line is not valid UTF-8".to_string();
-            sink(reject(
-                row,
-                RejectReason::MalformedRecord,
-                None,
-                None,
-                message,
-                raw(),
-            ))?;
-            continue;
-        };
-        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
-            let message = format!("invalid JSON: {e}");
-            sink(reject(
-                row,
-                RejectReason::MalformedRecord,
-                None,
-                None,
-                message,
-                raw(),
-            ))?;
-            continue;
-        }
-        let Some(members) = members(text) else {
-            let message = "line is JSON but not an object".to_string();
-            sink(reject(
-                row,
-                RejectReason::MalformedRecord,
-                None,
-                None,
-                message,
-                raw(),
-            ))?;
-            continue;
-        };
-        let mut cells: Vec<(Arc<str>, Cell)> = Vec::with_capacity(members.len());
-        let mut nested = None;
-        for (key, value) in members {
-            let key = match keys.get(&key) {
-                Some(a) => a.clone(),
-                None => {
-                    let a: Arc<str> = Arc::from(key.as_str());
-                    keys.insert(key, a.clone());
-                    a
-                }
-            };
-            // A repeated key: the last value counts (null included).
-            cells.retain(|(k, _)| *k != key);
-            let cell = match value.as_bytes()[0] {
-                b'n' => continue, // null
-                b'"' => Cell::Str(serde_json::from_str(value).expect("a valid JSON string")),
-                b'{' | b'[' => {
-                    if schema::CONTRACT_COLUMNS.contains(&key.as_ref()) {
-                        nested.get_or_insert((key.clone(), value));
-                    }
-                    let v: serde_json::Value = serde_json::from_str(value).expect("valid JSON");
-                    Cell::Str(v.to_string())
-                }
-                // Numbers, true and false: their literal text.
-                _ => Cell::Str(value.to_string()),
-            };
-            cells.push((key, cell));
-        }
-        if let Some((key, value)) = nested {
-            let message = format!("{key} holds a JSON object or array, not a single value");
-            let value = Some(cut(value, QUARANTINE_TEXT_BYTES));
-            let item = reject(
-                row,
-                RejectReason::NestedValue,
-                Some(&key),
-                value,
-                message,
-                raw(),
-            );
-            sink(item)?;
-            continue;
-        }
-        let record = Record {
-            line,
-            row,
-            cells,
-            line_text: Some(text.to_string()),
-            csv: false,
-        };
-        sink(record.check_sizes())?;
+        sink(line_item(bytes, line_no, row, &mut keys))?;
     }
     Ok(())
+}
+
+/// One line that is not blank, as a record or a rejection. `keys` interns the member names.
+fn line_item(bytes: &[u8], line: u64, row: u64, keys: &mut HashMap<String, Arc<str>>) -> Item {
+    let reject = |reason, field: Option<&str>, value: Option<String>, message| {
+        Item::Rejected(ReadRejection {
+            line: Some(line),
+            row,
+            reason,
+            field: field.map(str::to_string),
+            value,
+            message,
+            raw: cut_bytes(bytes, bytes.len(), QUARANTINE_TEXT_BYTES),
+        })
+    };
+    let malformed = |message| reject(RejectReason::MalformedRecord, None, None, message);
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return malformed("line is not valid UTF-8".to_string());
+    };
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        return malformed(format!("invalid JSON: {e}"));
+    }
+    let Some(members) = members(text) else {
+        return malformed("line is JSON but not an object".to_string());
+    };
+    let mut cells: Vec<(Arc<str>, Cell)> = Vec::with_capacity(members.len());
+    let mut nested = None;
+    for (key, value) in members {
+        let key = match keys.get(&key) {
+            Some(a) => a.clone(),
+            None => {
+                let a: Arc<str> = Arc::from(key.as_str());
+                keys.insert(key, a.clone());
+                a
+            }
+        };
+        // A repeated key: the last value counts (null included).
+        cells.retain(|(k, _)| *k != key);
+        let cell = match value.as_bytes()[0] {
+            b'n' => continue, // null
+            b'"' => Cell::Str(serde_json::from_str(value).expect("a valid JSON string")),
+            b'{' | b'[' => {
+                if schema::CONTRACT_COLUMNS.contains(&key.as_ref()) {
+                    nested.get_or_insert((key.clone(), value));
+                }
+                let v: serde_json::Value = serde_json::from_str(value).expect("valid JSON");
+                Cell::Str(v.to_string())
+            }
+            // Numbers, true and false: their literal text.
+            _ => Cell::Str(value.to_string()),
+        };
+        cells.push((key, cell));
+    }
+    if let Some((key, value)) = nested {
+        let message = format!("{key} holds a JSON object or array, not a single value");
+        let value = Some(cut(value, QUARANTINE_TEXT_BYTES));
+        return reject(RejectReason::NestedValue, Some(&key), value, message);
+    }
+    Record {
+        line: Some(line),
+        row,
+        cells,
+        line_text: Some(text.to_string()),
+        csv: false,
+    }
+    .check_sizes()
 }
 
 /// Reads one line (without its `\n` or `\r\n`) into `buf`, keeping at most `max + 1` bytes of
