@@ -338,6 +338,30 @@ mod tests {
     }
 
     #[test]
+    fn stores_and_generations_are_recognised_and_other_folders_are_not() {
+        let tmp = std::env::temp_dir().join(format!("funnel-looks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let (root, export) = (tmp.join("store"), tmp.join("export"));
+        let generation = root.join("g000001");
+        std::fs::create_dir_all(&generation).unwrap();
+        std::fs::create_dir_all(&export).unwrap();
+        // An export folder with a manifest of its own is not a store.
+        std::fs::write(export.join(MANIFEST_FILE), r#"{"files": 3}"#).unwrap();
+        assert!(!StoreLayout::looks_like_store(&export));
+        assert!(!StoreLayout::looks_like_store(&root));
+        let m = serde_json::to_string_pretty(&Manifest::empty(4, "UTC")).unwrap();
+        std::fs::write(generation.join(MANIFEST_FILE), m).unwrap();
+        assert!(StoreLayout::looks_like_store(&generation));
+        // A root: the lock beside a generation, or the current link.
+        std::fs::write(root.join(".lock"), "").unwrap();
+        assert!(StoreLayout::looks_like_store(&root));
+        std::fs::remove_file(root.join(".lock")).unwrap();
+        std::os::unix::fs::symlink("g000001", root.join("current")).unwrap();
+        assert!(StoreLayout::looks_like_store(&root));
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
     fn missing_store_is_none() {
         let layout = StoreLayout::new("/nonexistent/store/dir");
         assert!(layout.open_current().unwrap().is_none());
