@@ -12,6 +12,10 @@ use assert_cmd::Command;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
 
+// A crate root looks for its modules beside itself (tests/), not in tests/cli/.
+#[path = "cli/store_safety.rs"]
+mod store_safety;
+
 fn funnel() -> Command {
     let mut c = Command::cargo_bin("funnel").unwrap();
     c.env("RUST_BACKTRACE", "0");

@@ -5,12 +5,15 @@
 //!
 //! - [`schema`]: the export columns of the contract, the store's extra columns, and the stable
 //!   rejection reasons.
-//! - [`Manifest`] and [`StoreLayout`]: how a store is laid out on disk and what its manifest says.
+//! - [`Manifest`] and [`StoreLayout`]: how a store is laid out on disk and what its manifest says;
+//!   [`Generation`]: a committed generation open for reading.
+//! - [`lease`]: readers' leases, which keep a generation on disk while it is read.
 //! - [`bucket_of`]: the person-hash that assigns a person to a bucket file.
 //! - [`FunnelSpec`]: a validated funnel definition ([`load_funnel`]), shared by every executor.
 //! - [`LevelCount`]: what a cluster engine returns for a funnel.
 
 mod error;
+pub mod lease;
 mod levels;
 mod manifest;
 pub mod schema;
@@ -20,8 +23,8 @@ pub mod time;
 pub use error::CoreError;
 pub use levels::LevelCount;
 pub use manifest::{
-    Counts, EventFile, IdFile, InputFile, MANIFEST_FILE, Manifest, RunRecord, STORE_FORMAT,
-    STORE_FORMAT_VERSION, StoreLayout, bucket_of,
+    Counts, EventFile, Generation, IdFile, InputFile, MANIFEST_FILE, Manifest, RunRecord,
+    STORE_FORMAT, STORE_FORMAT_VERSION, StoreLayout, bucket_of,
 };
 pub use schema::RejectReason;
 pub use spec::{

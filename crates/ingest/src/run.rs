@@ -157,10 +157,11 @@ pub fn ingest(
     let layout = StoreLayout::new(&opts.store);
     std::fs::create_dir_all(layout.root()).map_err(|e| IngestError::store(layout.root(), e))?;
     let _lock = lock(&layout)?;
+    // Leased like any reader's, until the commit below retires it.
     let current = layout.open_current()?;
-    collect_garbage(&layout, current.as_ref().map(|(_, m)| m.generation))?;
-    let (prev_dir, mut manifest) = match current {
-        Some((dir, m)) => (Some(dir), m),
+    collect_garbage(&layout, current.as_ref().map(|g| g.manifest().generation))?;
+    let (prev_dir, mut manifest) = match &current {
+        Some(g) => (Some(g.dir().to_path_buf()), g.manifest().clone()),
         None => {
             let buckets = opts.buckets.unwrap_or_else(|| {
                 auto_buckets(files.iter().map(|f| {
@@ -544,8 +545,10 @@ pub fn ingest(
     manifest.runs.push(run.clone());
     let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
     write_synced(&gen_dir.join(MANIFEST_FILE), text.as_bytes())?;
+    funnel_core::lease::create_lease_file(&gen_dir)?;
     sync_tree(&gen_dir)?;
     switch_current(&layout, generation)?;
+    drop(current);
     // Also removes the scratch directory.
     collect_garbage(&layout, Some(generation))?;
 
@@ -721,7 +724,8 @@ fn failed_dir(layout: &StoreLayout, run: u64) -> PathBuf {
 }
 
 /// Removes generation directories other than the current one (left by a killed run or
-/// superseded by a commit) and a stale temporary link.
+/// superseded by a commit) and a stale temporary link. A generation a reader holds a lease on
+/// stays, for a later run to remove.
 fn collect_garbage(layout: &StoreLayout, keep: Option<u64>) -> Result<(), IngestError> {
     let root = layout.root();
     let _ = std::fs::remove_file(root.join(".current.tmp"));
@@ -734,8 +738,7 @@ fn collect_garbage(layout: &StoreLayout, keep: Option<u64>) -> Result<(), Ingest
             && name.starts_with('g')
             && name[1..].bytes().all(|b| b.is_ascii_digit());
         if is_generation && Some(&name) != keep.as_ref() {
-            std::fs::remove_dir_all(entry.path())
-                .map_err(|e| IngestError::store(entry.path(), e))?;
+            funnel_core::lease::remove_unleased(&entry.path())?;
         }
     }
     Ok(())
@@ -792,6 +795,37 @@ fn switch_current(layout: &StoreLayout, generation: u64) -> Result<(), IngestErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ingests one CSV row (event `id`) into the store at `store`.
+    fn ingest_row(store: &Path, id: &str) -> IngestReport {
+        let input = store.with_file_name(format!("{id}.csv"));
+        let row = format!("event_id,user_id,event_type,ts\n{id},u_{id},click,1600000000000\n");
+        std::fs::write(&input, row).unwrap();
+        ingest(&IngestOptions::new(store), &[input], &|_| {}).unwrap()
+    }
+
+    #[test]
+    fn garbage_collection_spares_a_leased_generation() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = tmp.path().join("store");
+        let layout = StoreLayout::new(&store);
+        ingest_row(&store, "e1");
+        let reader = layout.open_existing().unwrap();
+        assert_eq!(reader.manifest().generation, 1);
+        // The commit of generation 2 leaves generation 1 to its reader.
+        assert_eq!(ingest_row(&store, "e2").generation, 2);
+        let first = layout.generation_dir(1);
+        assert!(first.join(MANIFEST_FILE).is_file());
+        let bucket = &reader.manifest().event_files[0].path;
+        assert!(reader.dir().join(bucket).is_file());
+        collect_garbage(&layout, Some(2)).unwrap();
+        assert!(first.is_dir());
+        // Once the reader is done, the next collection removes it.
+        drop(reader);
+        collect_garbage(&layout, Some(2)).unwrap();
+        assert!(!first.exists());
+        assert!(layout.generation_dir(2).join(MANIFEST_FILE).is_file());
+    }
 
     #[test]
     fn bucket_count_follows_input_size() {
