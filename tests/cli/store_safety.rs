@@ -5,7 +5,9 @@ use std::path::Path;
 use std::process::Command as StdCommand;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{generate, ingest_json, repo};
+use serde_json::Value;
+
+use super::{funnel, generate, ingest_json, manifest, repo, run};
 
 /// `funnel analyze` in a loop beside back-to-back ingests into the same store: every analysis
 /// reads one whole generation, though each ingest's commit retires the generation before it.
@@ -68,4 +70,220 @@ fn generations(store: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// The store's files as its manifest lists them, in `current`: (relative path, absolute path).
+fn bucket_files(store: &Path) -> Vec<(String, std::path::PathBuf)> {
+    manifest(store)["event_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let rel = f["path"].as_str().unwrap().to_string();
+            let path = store.join("current").join(&rel);
+            (rel, path)
+        })
+        .collect()
+}
+
+/// `funnel verify --store STORE --format json`, expecting `code`.
+fn verify_json(store: &Path, code: i32) -> (Value, String) {
+    let (out, err) = run(
+        &[
+            "verify",
+            "--store",
+            store.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+        code,
+    );
+    (serde_json::from_str(&out).unwrap(), err)
+}
+
+/// xxh3-128 of a file's bytes, as the manifest records it.
+fn xxh3_128(path: &Path) -> String {
+    format!(
+        "{:032x}",
+        xxhash_rust::xxh3::xxh3_128(&std::fs::read(path).unwrap())
+    )
+}
+
+#[test]
+fn the_manifest_records_every_files_size_and_checksum() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    generate(&a, 80, 1, &[]);
+    generate(&b, 80, 2, &["--format", "jsonl"]);
+    let store = tmp.path().join("store");
+    ingest_json(&store, &[&a], &[]);
+    ingest_json(&store, &[&b], &[]);
+    let m = manifest(&store);
+    let mut listed: Vec<String> = ["event_files", "id_files"]
+        .iter()
+        .flat_map(|k| m[k].as_array().unwrap().iter())
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .chain(
+            m["quarantine_files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|q| q.as_str().unwrap().to_string()),
+        )
+        .chain(m["identity_file"].as_str().map(str::to_string))
+        .collect();
+    listed.sort();
+    let files = m["files"].as_object().unwrap();
+    assert_eq!(files.keys().cloned().collect::<Vec<_>>(), listed);
+    // Carried (hard-linked, named after generation 1) and rewritten files alike.
+    assert!(listed.iter().any(|f| f.ends_with("-g000001.parquet")));
+    assert!(listed.iter().any(|f| f.ends_with("-g000002.parquet")));
+    for (rel, sum) in files {
+        let path = store.join("current").join(rel);
+        assert_eq!(
+            sum["bytes"],
+            std::fs::metadata(&path).unwrap().len(),
+            "{rel}"
+        );
+        assert_eq!(sum["xxh3_128"], xxh3_128(&path), "{rel}");
+    }
+    let (report, _) = verify_json(&store, 0);
+    assert_eq!(report["sound"], true);
+    assert_eq!(report["files"], listed.len());
+    assert_eq!(report["files_without_checksum"], 0);
+}
+
+#[test]
+fn a_store_from_before_checksums_gets_them_at_its_next_ingest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    generate(&a, 80, 1, &[]);
+    generate(&b, 80, 2, &[]);
+    let store = tmp.path().join("store");
+    ingest_json(&store, &[&a], &[]);
+    // The manifest as this version's predecessor wrote it: no `files`, no lease file.
+    let path = store.join("current/manifest.json");
+    let mut m = manifest(&store);
+    m.as_object_mut().unwrap().remove("files").unwrap();
+    std::fs::write(&path, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+    std::fs::remove_file(store.join("current/.lease")).unwrap();
+    let (report, _) = verify_json(&store, 0);
+    assert_eq!(report["files_without_checksum"], report["files"]);
+    ingest_json(&store, &[&b], &[]);
+    let m = manifest(&store);
+    let files = m["files"].as_object().unwrap();
+    assert!(files.len() as u64 > m["event_files"].as_array().unwrap().len() as u64);
+    for (rel, sum) in files {
+        assert_eq!(
+            sum["xxh3_128"],
+            xxh3_128(&store.join("current").join(rel)),
+            "{rel}"
+        );
+    }
+    let (report, _) = verify_json(&store, 0);
+    assert_eq!(report["files_without_checksum"], 0);
+}
+
+#[test]
+fn ingest_refuses_to_carry_a_damaged_file_and_commits_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    generate(&a, 100, 1, &[]);
+    generate(&b, 100, 2, &["--format", "jsonl"]);
+    let store = tmp.path().join("store");
+    ingest_json(&store, &[&a], &[]);
+    let (rel, path) = bucket_files(&store).swap_remove(3);
+    let len = std::fs::metadata(&path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let before = manifest(&store);
+    let target = std::fs::read_link(store.join("current")).unwrap();
+    let out = funnel()
+        .args(["ingest", "--store", store.to_str().unwrap()])
+        .arg(&b)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains(&rel) && err.contains("damaged"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(manifest(&store), before);
+    assert_eq!(std::fs::read_link(store.join("current")).unwrap(), target);
+}
+
+#[test]
+fn verify_finds_truncated_changed_and_missing_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    generate(&input, 100, 3, &[]);
+    let store = tmp.path().join("store");
+    ingest_json(&store, &[&input], &[]);
+    let (out, _) = run(&["verify", "--store", store.to_str().unwrap()], 0);
+    assert!(out.contains("sound"), "{out}");
+
+    let files = bucket_files(&store);
+    let (rel, path) = &files[0];
+    let good = std::fs::read(path).unwrap();
+    let damaged = |bytes: &[u8], expect: &str| {
+        std::fs::write(path, bytes).unwrap();
+        let (report, err) = verify_json(&store, 4);
+        assert_eq!(report["sound"], false);
+        let problems = report["problems"].as_array().unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0]["file"], rel.as_str());
+        let problem = problems[0]["problem"].as_str().unwrap();
+        assert!(problem.contains(expect), "{problem}");
+        assert!(
+            err.contains(rel.as_str()) && err.contains("damaged"),
+            "{err}"
+        );
+        std::fs::write(path, &good).unwrap();
+        verify_json(&store, 0);
+    };
+    damaged(&good[..good.len() / 2], "bytes, the manifest records");
+    // Same size, one byte changed in the middle: only the checksum tells.
+    let mut flipped = good.clone();
+    flipped[good.len() / 2] ^= 0x20;
+    damaged(&flipped, "content changed");
+
+    // A deleted file, and a second problem: both reported, the table names each file.
+    std::fs::remove_file(path).unwrap();
+    let (other_rel, other) = &files[1];
+    let bytes = std::fs::read(other).unwrap();
+    std::fs::write(other, &bytes[..bytes.len() - 1]).unwrap();
+    let (report, _) = verify_json(&store, 4);
+    let problems: Vec<(String, String)> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["file"].as_str().unwrap().into(),
+                p["problem"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems.contains(&(rel.clone(), "missing".into())),
+        "{problems:?}"
+    );
+    assert!(problems.iter().any(|(f, _)| f == other_rel));
+    let (out, err) = run(&["verify", "--store", store.to_str().unwrap()], 4);
+    assert!(
+        out.contains(rel.as_str()) && out.contains(other_rel.as_str()),
+        "{out}"
+    );
+    assert!(err.contains("1 more problem"), "{err}");
+
+    // An unreadable manifest is a damaged store too, for every command.
+    std::fs::write(store.join("current/manifest.json"), "{\"format\": ").unwrap();
+    for cmd in ["verify", "inspect"] {
+        let (_, err) = run(&[cmd, "--store", store.to_str().unwrap()], 4);
+        assert!(err.contains("manifest.json"), "{err}");
+    }
 }

@@ -8,10 +8,13 @@
 //! - [`Manifest`] and [`StoreLayout`]: how a store is laid out on disk and what its manifest says;
 //!   [`Generation`]: a committed generation open for reading.
 //! - [`lease`]: readers' leases, which keep a generation on disk while it is read.
+//! - [`FileSum`]: size and checksum of a store file, as the manifest records them, computed
+//!   while writing ([`SumWriter`]) or by reading.
 //! - [`bucket_of`]: the person-hash that assigns a person to a bucket file.
 //! - [`FunnelSpec`]: a validated funnel definition ([`load_funnel`]), shared by every executor.
 //! - [`LevelCount`]: what a cluster engine returns for a funnel.
 
+mod checksum;
 mod error;
 pub mod lease;
 mod levels;
@@ -20,6 +23,7 @@ pub mod schema;
 mod spec;
 pub mod time;
 
+pub use checksum::{FileSum, SumWriter};
 pub use error::CoreError;
 pub use levels::LevelCount;
 pub use manifest::{

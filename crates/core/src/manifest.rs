@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::CoreError;
+use crate::checksum::FileSum;
 use crate::lease::{Lease, Taken};
 
 pub const STORE_FORMAT: &str = "funnel-store";
@@ -146,6 +147,11 @@ pub struct Manifest {
     pub persons: u64,
     pub min_ts: Option<String>,
     pub max_ts: Option<String>,
+    /// Size and checksum of every file of the generation (bucket files, id index files,
+    /// identity, quarantine files), by path relative to the generation directory. Empty in
+    /// manifests written before it existed; the next ingest computes what it carries over.
+    #[serde(default)]
+    pub files: BTreeMap<String, FileSum>,
 }
 
 impl Manifest {
@@ -172,7 +178,24 @@ impl Manifest {
             persons: 0,
             min_ts: None,
             max_ts: None,
+            files: BTreeMap::new(),
         }
+    }
+
+    /// Every file the manifest lists, with the row count it records where it records one
+    /// (bucket and id index files).
+    pub fn listed_files(&self) -> BTreeMap<&str, Option<u64>> {
+        let mut out: BTreeMap<&str, Option<u64>> =
+            self.files.keys().map(|k| (k.as_str(), None)).collect();
+        for f in &self.event_files {
+            out.insert(&f.path, Some(f.rows));
+        }
+        for f in &self.id_files {
+            out.insert(&f.path, Some(f.rows));
+        }
+        out.extend(self.identity_file.iter().map(|f| (f.as_str(), None)));
+        out.extend(self.quarantine_files.iter().map(|f| (f.as_str(), None)));
+        out
     }
 }
 

@@ -42,6 +42,11 @@ pub enum IngestError {
     /// The store on disk is unreadable or inconsistent.
     #[error("store {path}: {message}")]
     Store { path: PathBuf, message: String },
+    /// A file of the store's committed generation is missing, or differs from what the
+    /// manifest records, or cannot be read back (exit code 4 in the CLI). An ingest that finds
+    /// one commits nothing.
+    #[error("{path}: the store is damaged: {problem}")]
+    Damaged { path: PathBuf, problem: String },
     #[error(transparent)]
     Core(#[from] funnel_core::CoreError),
     /// Internal: a file reader stopped because the run had already ended with another error.
@@ -55,6 +60,16 @@ impl IngestError {
         IngestError::Store {
             path: path.into(),
             message: message.to_string(),
+        }
+    }
+
+    pub(crate) fn damaged(
+        path: impl Into<PathBuf>,
+        problem: impl std::fmt::Display,
+    ) -> IngestError {
+        IngestError::Damaged {
+            path: path.into(),
+            problem: problem.to_string(),
         }
     }
 
@@ -79,6 +94,11 @@ impl IngestError {
                 | IngestError::UnreadableInput { .. }
                 | IngestError::RejectRateExceeded { .. }
         )
+    }
+
+    /// True when the store itself is damaged (exit code 4 in the CLI).
+    pub fn is_damage(&self) -> bool {
+        matches!(self, IngestError::Damaged { .. })
     }
 
     /// True for errors in the options given (exit code 2 in the CLI).

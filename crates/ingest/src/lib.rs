@@ -7,11 +7,12 @@
 //! persons, each sorted by `(person_id, ts, event_id)`, committed atomically by switching the
 //! store's `current` link to a new generation directory.
 //!
-//! The entry point is [`ingest`].
+//! The entry point is [`ingest`]; [`verify`] checks a store's files against its manifest.
 
 mod error;
 mod event;
 mod identity;
+mod integrity;
 mod normalize;
 mod run;
 mod source;
@@ -19,6 +20,7 @@ mod spill;
 mod store;
 
 pub use error::IngestError;
+pub use integrity::{Problem, VerifyReport, verify};
 pub use run::{IngestOptions, IngestReport, Progress, ingest};
 
 /// Parses an IANA time-zone name (`--timezone`).

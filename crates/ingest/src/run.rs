@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::IngestError;
 use crate::event::Event;
 use crate::identity::Identity;
+use crate::integrity::Inventory;
 use crate::normalize::{Lineage, Rejection, normalize};
 use crate::parse_timezone;
 use crate::source::{Format, InputSpec, Item, discover, read_file};
@@ -172,12 +173,6 @@ pub fn ingest(
             (None, Manifest::empty(buckets, &opts.timezone))
         }
     };
-    let prev = |rel: &str| {
-        prev_dir
-            .as_ref()
-            .expect("files imply a previous generation")
-            .join(rel)
-    };
     let run_no = manifest.runs.last().map_or(1, |r| r.run + 1);
     let buckets = manifest.buckets;
     let scratch = layout.scratch_dir();
@@ -268,6 +263,12 @@ pub fn ingest(
         std::fs::remove_dir_all(&gen_dir).map_err(|e| IngestError::store(&gen_dir, e))?;
     }
     std::fs::create_dir_all(&gen_dir).map_err(|e| IngestError::store(&gen_dir, e))?;
+    // Every file taken from the committed generation is checked against its manifest first.
+    let mut inventory = Inventory::new(
+        prev_dir.as_deref(),
+        std::mem::take(&mut manifest.files),
+        &gen_dir,
+    );
     let old_ids: BTreeMap<u32, IdFile> = manifest
         .id_files
         .iter()
@@ -277,7 +278,9 @@ pub fn ingest(
     // Identity: the stored links, then each accepted login's link as it is accepted.
     let mut identity = Identity::default();
     if let Some(f) = &manifest.identity_file {
-        read_identity(&prev(f), |id, person| identity.load(id, person))?;
+        read_identity(&inventory.reread(f, None)?, |id, person| {
+            identity.load(id, person)
+        })?;
     }
     let mut id_files = Vec::new();
     let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
@@ -285,14 +288,14 @@ pub fn ingest(
         let p = p as u32;
         let Some(spilled) = spilled else {
             if let Some(f) = old_ids.get(&p) {
-                link_or_copy(&prev(&f.path), &gen_dir.join(&f.path))?;
+                inventory.carry(&f.path, Some(f.rows))?;
                 id_files.push(f.clone());
             }
             continue;
         };
         let mut seen: HashMap<String, u64> = HashMap::new();
         if let Some(f) = old_ids.get(&p) {
-            read_event_ids(&prev(&f.path), &mut seen)?;
+            read_event_ids(&inventory.reread(&f.path, Some(f.rows))?, &mut seen)?;
         }
         let mut added = false;
         read_spill(spilled, |events| {
@@ -334,7 +337,7 @@ pub fn ingest(
         })?;
         match (added, old_ids.get(&p)) {
             (false, Some(f)) => {
-                link_or_copy(&prev(&f.path), &gen_dir.join(&f.path))?;
+                inventory.carry(&f.path, Some(f.rows))?;
                 id_files.push(f.clone());
             }
             (false, None) => {}
@@ -342,7 +345,8 @@ pub fn ingest(
                 let mut ids: Vec<(String, u64)> = seen.into_iter().collect();
                 ids.sort_unstable();
                 let rel = StoreLayout::id_file(p, generation);
-                write_ids(&gen_dir.join(&rel), &ids)?;
+                let sum = write_ids(&gen_dir.join(&rel), &ids)?;
+                inventory.wrote(&rel, sum);
                 id_files.push(IdFile {
                     partition: p,
                     path: rel,
@@ -385,7 +389,7 @@ pub fn ingest(
         let _ = std::fs::remove_dir_all(&gen_dir);
         let dir = failed_dir(&layout, run_no);
         std::fs::create_dir_all(&dir).map_err(|e| IngestError::store(&dir, e))?;
-        if let Some(q) = &quarantined {
+        if let Some((q, _)) = &quarantined {
             let path = dir.join("quarantine.parquet");
             std::fs::rename(q, &path).map_err(|e| IngestError::store(&path, e))?;
             report.quarantine_path = Some(path);
@@ -402,15 +406,16 @@ pub fn ingest(
     // Quarantine: earlier runs' files carry over, this run's is added.
     let mut quarantine_files = Vec::new();
     for q in &manifest.quarantine_files {
-        link_or_copy(&prev(q), &gen_dir.join(q))?;
+        inventory.carry(q, None)?;
         quarantine_files.push(q.clone());
     }
-    if let Some(q) = &quarantined {
+    if let Some((q, sum)) = quarantined {
         let rel = StoreLayout::quarantine_file(run_no);
         let path = gen_dir.join(&rel);
         std::fs::create_dir_all(path.parent().expect("has a parent"))
             .map_err(|e| IngestError::store(&path, e))?;
         std::fs::rename(q, &path).map_err(|e| IngestError::store(&path, e))?;
+        inventory.wrote(&rel, sum);
         report.quarantine_path = Some(layout.current_link().join(&rel));
         run.quarantine_file = Some(rel.clone());
         quarantine_files.push(rel);
@@ -455,7 +460,8 @@ pub fn ingest(
     // Events of merged persons that move to another bucket.
     let mut moved_in: BTreeMap<u32, Vec<Event>> = BTreeMap::new();
     for b in &source_buckets {
-        for mut e in read_events(&prev(&old_files[b].path))? {
+        let f = &old_files[b];
+        for mut e in read_events(&inventory.reread(&f.path, Some(f.rows))?)? {
             if let Some(np) = merges.get(&e.person_id) {
                 let nb = bucket_of(np, buckets);
                 if nb != *b {
@@ -470,14 +476,14 @@ pub fn ingest(
     for b in 0..buckets {
         if !touched.contains(&b) {
             if let Some(f) = old_files.get(&b) {
-                link_or_copy(&prev(&f.path), &gen_dir.join(&f.path))?;
+                inventory.carry(&f.path, Some(f.rows))?;
                 event_files.push(f.clone());
             }
             continue;
         }
         let mut events = Vec::new();
         if let Some(f) = old_files.get(&b) {
-            for mut e in read_events(&prev(&f.path))? {
+            for mut e in read_events(&inventory.reread(&f.path, Some(f.rows))?)? {
                 if let Some(np) = merges.get(&e.person_id) {
                     merged_persons.insert(e.person_id.clone());
                     if bucket_of(np, buckets) != b {
@@ -504,12 +510,13 @@ pub fn ingest(
             (&x.person_id, x.ts_ms, &x.event_id).cmp(&(&y.person_id, y.ts_ms, &y.event_id))
         });
         let rel = StoreLayout::bucket_file(b, generation);
-        write_events(
+        let sum = write_events(
             &gen_dir.join(&rel),
             &properties,
             &sorted,
             opts.row_group_rows,
         )?;
+        inventory.wrote(&rel, sum);
         let persons = 1 + sorted
             .windows(2)
             .filter(|w| w[0].person_id != w[1].person_id)
@@ -527,9 +534,10 @@ pub fn ingest(
 
     let mut writer = IdentityWriter::new(gen_dir.join(StoreLayout::IDENTITY_FILE));
     identity.linked_pairs(|id, person| writer.push(id, person))?;
-    let identity_file = writer
-        .finish()?
-        .map(|_| StoreLayout::IDENTITY_FILE.to_string());
+    let identity_file = writer.finish()?.map(|(_, sum)| {
+        inventory.wrote(StoreLayout::IDENTITY_FILE, sum);
+        StoreLayout::IDENTITY_FILE.to_string()
+    });
 
     manifest.generation = generation;
     manifest.properties = properties;
@@ -541,6 +549,7 @@ pub fn ingest(
     manifest.id_files = id_files;
     manifest.identity_file = identity_file;
     manifest.quarantine_files = quarantine_files;
+    manifest.files = inventory.into_files();
     manifest.totals.add(&run.counts);
     manifest.runs.push(run.clone());
     let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
@@ -740,16 +749,6 @@ fn collect_garbage(layout: &StoreLayout, keep: Option<u64>) -> Result<(), Ingest
         if is_generation && Some(&name) != keep.as_ref() {
             funnel_core::lease::remove_unleased(&entry.path())?;
         }
-    }
-    Ok(())
-}
-
-fn link_or_copy(from: &Path, to: &Path) -> Result<(), IngestError> {
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| IngestError::store(parent, e))?;
-    }
-    if std::fs::hard_link(from, to).is_err() {
-        std::fs::copy(from, to).map_err(|e| IngestError::store(from, e))?;
     }
     Ok(())
 }
