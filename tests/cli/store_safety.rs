@@ -287,3 +287,81 @@ fn verify_finds_truncated_changed_and_missing_files() {
         assert!(err.contains("manifest.json"), "{err}");
     }
 }
+
+/// Holds the store's lock as another ingest would (the store is created first).
+fn hold_lock(store: &Path) -> std::fs::File {
+    std::fs::create_dir_all(store).unwrap();
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(store.join(".lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    lock
+}
+
+#[test]
+fn an_ingest_waits_for_the_lock_and_gives_up_after_its_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    generate(&input, 30, 5, &[]);
+    let store = tmp.path().join("store");
+    let lock = hold_lock(&store);
+    let started = std::time::Instant::now();
+    let (_, err) = run(
+        &[
+            "ingest",
+            "--store",
+            store.to_str().unwrap(),
+            "--lock-timeout",
+            "1",
+            input.to_str().unwrap(),
+        ],
+        5,
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(950) && waited.as_secs() < 10,
+        "{waited:?}"
+    );
+    assert!(err.contains(store.to_str().unwrap()), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "one line while waiting, one when giving up: {err}"
+    );
+    assert!(lines[0].contains("waiting"), "{err}");
+    assert!(!store.join("current").exists());
+    for bad in ["-1", "soon"] {
+        let store = store.to_str().unwrap();
+        let args = ["ingest", "--store", store, "--lock-timeout", bad, "x.csv"];
+        run(&args, 2);
+    }
+
+    // Released after about a second, while an ingest with the default timeout waits.
+    let child = StdCommand::new(env!("CARGO_BIN_EXE_funnel"))
+        .args([
+            "ingest",
+            "--store",
+            store.to_str().unwrap(),
+            "--format",
+            "json",
+        ])
+        .arg(&input)
+        .env("RUST_BACKTRACE", "0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    drop(lock);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("waiting"), "{err}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["committed"], true);
+    assert_eq!(manifest(&store)["generation"], 1);
+}

@@ -44,6 +44,7 @@ pub fn run(args: Args) -> Result<()> {
         max_reject_rate: 1.0,
         buckets: Some(16),
         row_group_rows: 65_536,
+        lock_timeout: std::time::Duration::from_secs(300),
         format: SummaryFormat::Table,
         inputs: vec![data.clone()],
     };

@@ -83,7 +83,8 @@ impl std::error::Error for UsageError {}
 /// Exit codes (README, CONTRACT §3): 0 success; 2 usage or configuration error; 3 input data
 /// error (a file cannot be read at all, or the rejected share exceeds --max-reject-rate, or there
 /// is no store); 4 the store is damaged (a file missing or not as its manifest records it, or
-/// an unreadable manifest); 1 anything else.
+/// an unreadable manifest); 5 another ingest held the store's lock beyond --lock-timeout; 1
+/// anything else.
 fn exit_code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if cause.downcast_ref::<UsageError>().is_some() {
@@ -96,6 +97,8 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 3
             } else if e.is_damage() {
                 4
+            } else if e.is_lock_timeout() {
+                5
             } else if let funnel_ingest::IngestError::Core(e) = e {
                 core_exit_code(e)
             } else {

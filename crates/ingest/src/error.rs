@@ -36,9 +36,16 @@ pub enum IngestError {
         quarantine = report.quarantine_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
     )]
     RejectRateExceeded { max: f64, report: Box<IngestReport> },
-    /// Another ingest holds the store's lock.
-    #[error("{path}: the store is locked by another ingest run")]
-    Locked { path: PathBuf },
+    /// Another ingest held the store's lock for longer than `--lock-timeout` (exit code 5 in
+    /// the CLI).
+    #[error(
+        "{path}: the store is locked by another ingest run; gave up after {} s (--lock-timeout)",
+        timeout.as_secs_f64()
+    )]
+    LockTimeout {
+        path: PathBuf,
+        timeout: std::time::Duration,
+    },
     /// The store on disk is unreadable or inconsistent.
     #[error("store {path}: {message}")]
     Store { path: PathBuf, message: String },
@@ -99,6 +106,11 @@ impl IngestError {
     /// True when the store itself is damaged (exit code 4 in the CLI).
     pub fn is_damage(&self) -> bool {
         matches!(self, IngestError::Damaged { .. })
+    }
+
+    /// True when another ingest held the store's lock for too long (exit code 5 in the CLI).
+    pub fn is_lock_timeout(&self) -> bool {
+        matches!(self, IngestError::LockTimeout { .. })
     }
 
     /// True for errors in the options given (exit code 2 in the CLI).

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use funnel_core::{
     Counts, EventFile, IdFile, InputFile, MANIFEST_FILE, Manifest, RejectReason, RunRecord,
@@ -40,6 +41,8 @@ pub struct IngestOptions {
     /// Target rows of a row group of the bucket files written (row groups end where the person
     /// changes): the unit of work, and of memory, of the analysis.
     pub row_group_rows: usize,
+    /// How long to wait for another ingest to release the store's lock.
+    pub lock_timeout: Duration,
 }
 
 impl IngestOptions {
@@ -50,6 +53,7 @@ impl IngestOptions {
             max_reject_rate: 1.0,
             buckets: None,
             row_group_rows: ROW_GROUP_ROWS,
+            lock_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -73,6 +77,8 @@ fn auto_buckets(input_bytes: impl IntoIterator<Item = (u64, bool)>) -> u32 {
 /// Progress notifications, for a progress bar.
 #[derive(Debug, Clone, Copy)]
 pub enum Progress<'a> {
+    /// Another ingest holds the store's lock; this one waits for it, up to `timeout`.
+    WaitingForLock { store: &'a Path, timeout: Duration },
     /// Reading of file `index` (0-based) of `total` starts.
     File {
         path: &'a Path,
@@ -157,7 +163,7 @@ pub fn ingest(
 
     let layout = StoreLayout::new(&opts.store);
     std::fs::create_dir_all(layout.root()).map_err(|e| IngestError::store(layout.root(), e))?;
-    let _lock = lock(&layout)?;
+    let _lock = lock(&layout, opts.lock_timeout, progress)?;
     // Leased like any reader's, until the commit below retires it.
     let current = layout.open_current()?;
     collect_garbage(&layout, current.as_ref().map(|g| g.manifest().generation))?;
@@ -701,7 +707,15 @@ fn hash_file(path: &Path) -> Result<(u64, String), IngestError> {
     Ok((bytes, hex::encode(hasher.finalize())))
 }
 
-fn lock(layout: &StoreLayout) -> Result<File, IngestError> {
+/// How often a waiting ingest tries the store's lock again.
+const LOCK_POLL: Duration = Duration::from_millis(100);
+
+/// Takes the store's lock, waiting up to `timeout` for another ingest to release it.
+fn lock(
+    layout: &StoreLayout,
+    timeout: Duration,
+    progress: &dyn Fn(Progress<'_>),
+) -> Result<File, IngestError> {
     let path = layout.lock_file();
     let file = File::options()
         .create(true)
@@ -709,12 +723,29 @@ fn lock(layout: &StoreLayout) -> Result<File, IngestError> {
         .write(true)
         .open(&path)
         .map_err(|e| IngestError::store(&path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(IngestError::Locked {
-            path: layout.root().to_path_buf(),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(IngestError::store(&path, e)),
+    let started = Instant::now();
+    let mut told = false;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => return Err(IngestError::store(&path, e)),
+        }
+        let waited = started.elapsed();
+        if waited >= timeout {
+            return Err(IngestError::LockTimeout {
+                path: layout.root().to_path_buf(),
+                timeout,
+            });
+        }
+        if !told {
+            progress(Progress::WaitingForLock {
+                store: layout.root(),
+                timeout,
+            });
+            told = true;
+        }
+        std::thread::sleep(LOCK_POLL.min(timeout - waited));
     }
 }
 
