@@ -365,3 +365,110 @@ fn an_ingest_waits_for_the_lock_and_gives_up_after_its_timeout() {
     assert_eq!(report["committed"], true);
     assert_eq!(manifest(&store)["generation"], 1);
 }
+
+/// What a store directory holds besides its committed generation: `.scratch` and generation
+/// directories other than `current`'s.
+fn leftovers(store: &Path) -> Vec<String> {
+    let current = std::fs::read_link(store.join("current")).unwrap();
+    let mut left: Vec<String> = generations(store)
+        .into_iter()
+        .filter(|g| Path::new(g) != current)
+        .collect();
+    if store.join(".scratch").exists() {
+        left.push(".scratch".into());
+    }
+    left
+}
+
+#[test]
+fn a_failed_ingest_leaves_no_scratch_and_no_generation_behind() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    generate(&a, 60, 1, &[]);
+    generate(&b, 60, 2, &["--format", "csv"]);
+    let store = tmp.path().join("store");
+    ingest_json(&store, &[&a], &[]);
+    let before = manifest(&store);
+
+    // The second input is a truncated .csv.gz: exit 3 while reading.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut text = "event_id,user_id,event_type,ts\n".to_string();
+    for i in 0..20_000 {
+        text.push_str(&format!("t{i},u{i},click,2021-09-17 10:00:00\n"));
+    }
+    gz.write_all(text.as_bytes()).unwrap();
+    let bytes = gz.finish().unwrap();
+    let cut = tmp.path().join("z-cut.csv.gz");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let (_, err) = run(
+        &[
+            "ingest",
+            "--store",
+            store.to_str().unwrap(),
+            b.to_str().unwrap(),
+            cut.to_str().unwrap(),
+        ],
+        3,
+    );
+    assert!(err.contains("z-cut.csv.gz"), "{err}");
+    assert_eq!(leftovers(&store), Vec::<String>::new());
+    assert_eq!(manifest(&store), before);
+
+    // Damage found after the new generation directory was begun (exit 4): gone as well.
+    let (_, path) = bucket_files(&store).swap_remove(0);
+    let len = std::fs::metadata(&path).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(len - 10).unwrap();
+    run(
+        &[
+            "ingest",
+            "--store",
+            store.to_str().unwrap(),
+            b.to_str().unwrap(),
+        ],
+        4,
+    );
+    assert_eq!(leftovers(&store), Vec::<String>::new());
+    assert_eq!(manifest(&store), before);
+
+    // A run refused by --max-reject-rate keeps only its quarantine, in failed/.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+    let bad = tmp.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "event_id,user_id,event_type,ts\nx1,,click,2021-09-17 10:00:00\n",
+    )
+    .unwrap();
+    run(
+        &[
+            "ingest",
+            "--store",
+            store.to_str().unwrap(),
+            "--max-reject-rate",
+            "0",
+            bad.to_str().unwrap(),
+        ],
+        3,
+    );
+    assert_eq!(leftovers(&store), Vec::<String>::new());
+    let failed: Vec<_> = std::fs::read_dir(store.join("failed"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0].path().join("quarantine.parquet").is_file());
+
+    // The same for the first run into a new store, which has no `current` yet.
+    let fresh = tmp.path().join("fresh");
+    let fresh_arg = fresh.to_str().unwrap();
+    let args = ["ingest", "--store", fresh_arg, "--max-reject-rate", "0"];
+    run(&[&args[..], &[bad.to_str().unwrap()]].concat(), 3);
+    assert_eq!(generations(&fresh), Vec::<String>::new());
+    assert!(!fresh.join(".scratch").exists());
+}

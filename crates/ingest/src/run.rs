@@ -182,6 +182,11 @@ pub fn ingest(
     let run_no = manifest.runs.last().map_or(1, |r| r.run + 1);
     let buckets = manifest.buckets;
     let scratch = layout.scratch_dir();
+    // From here on, whatever ends the run removes what it began (before the lock is released).
+    let mut uncommitted = Uncommitted {
+        layout: &layout,
+        generation: None,
+    };
     std::fs::create_dir_all(&scratch).map_err(|e| IngestError::store(&scratch, e))?;
     let mut quarantine = QuarantineWriter::new(scratch.join("quarantine.parquet"));
 
@@ -265,6 +270,7 @@ pub fn ingest(
     // Phase 2: deduplicate, partition by partition; the new id index goes to the new generation.
     let generation = manifest.generation + 1;
     let gen_dir = layout.generation_dir(generation);
+    uncommitted.generation = Some(generation);
     if gen_dir.exists() {
         std::fs::remove_dir_all(&gen_dir).map_err(|e| IngestError::store(&gen_dir, e))?;
     }
@@ -392,7 +398,6 @@ pub fn ingest(
     let quarantined = quarantine.finish()?;
 
     if report.rejected_share() > opts.max_reject_rate {
-        let _ = std::fs::remove_dir_all(&gen_dir);
         let dir = failed_dir(&layout, run_no);
         std::fs::create_dir_all(&dir).map_err(|e| IngestError::store(&dir, e))?;
         if let Some((q, _)) = &quarantined {
@@ -402,7 +407,6 @@ pub fn ingest(
         }
         let run_json = serde_json::to_string_pretty(&run).expect("run record serialises");
         std::fs::write(dir.join("run.json"), run_json).map_err(|e| IngestError::store(&dir, e))?;
-        let _ = std::fs::remove_dir_all(&scratch);
         return Err(IngestError::RejectRateExceeded {
             max: opts.max_reject_rate,
             report: Box::new(report),
@@ -746,6 +750,27 @@ fn lock(
             told = true;
         }
         std::thread::sleep(LOCK_POLL.min(timeout - waited));
+    }
+}
+
+/// What a run has begun and not committed: its scratch space and the new generation's
+/// directory, removed when the run ends, however it ends (a refused run's `failed/` directory
+/// stays). A generation that `current` names was committed and stays.
+struct Uncommitted<'a> {
+    layout: &'a StoreLayout,
+    generation: Option<u64>,
+}
+
+impl Drop for Uncommitted<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.layout.scratch_dir());
+        if let Some(generation) = self.generation {
+            let name = StoreLayout::generation_name(generation);
+            let current = std::fs::read_link(self.layout.current_link());
+            if !current.is_ok_and(|c| c == Path::new(&name)) {
+                let _ = std::fs::remove_dir_all(self.layout.generation_dir(generation));
+            }
+        }
     }
 }
 
