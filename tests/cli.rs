@@ -14,6 +14,9 @@ use serde_json::Value;
 
 #[path = "cli/hostile_input.rs"]
 mod hostile_input;
+// A crate root looks for its modules beside itself (tests/), not in tests/cli/.
+#[path = "cli/store_safety.rs"]
+mod store_safety;
 
 fn funnel() -> Command {
     let mut c = Command::cargo_bin("funnel").unwrap();

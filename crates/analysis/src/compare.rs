@@ -3,9 +3,7 @@
 //! Newcombe intervals and a test (z, or Fisher's exact where a cell is under 5), Holm-adjusted
 //! across all comparisons of the run, and what each step the baseline does not have costs.
 
-use std::path::Path;
-
-use funnel_core::{Attribution, FunnelSpec};
+use funnel_core::{Attribution, FunnelSpec, Generation};
 use serde::Serialize;
 
 use crate::stats::{Z95, fisher_exact, holm, newcombe, wilson, z_test};
@@ -113,7 +111,7 @@ pub struct Comparison {
 
 /// Compares the groups of `spec` broken down by `opts.by` against the baseline value.
 pub fn compare(
-    store: &Path,
+    store: &Generation,
     spec: &FunnelSpec,
     opts: &CompareOptions,
 ) -> Result<Comparison, AnalysisError> {

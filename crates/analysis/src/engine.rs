@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use chrono::{Datelike, TimeZone};
 use chrono_tz::Tz;
 use foldhash::fast::FixedState;
-use funnel_core::{Attribution, CountUnit, FunnelSpec, Order, StoreLayout, schema};
+use funnel_core::{Attribution, CountUnit, FunnelSpec, Generation, Order, schema};
 use polars::prelude::*;
 
 use crate::AnalysisError;
@@ -144,13 +144,14 @@ struct Setup<'a> {
     tz: Tz,
 }
 
-/// Computes every funnel over the store at `store`.
+/// Computes every funnel over one generation of a store (opened, and so leased, by
+/// [`funnel_core::StoreLayout::open_existing`]).
 pub fn analyze(
-    store: &Path,
+    store: &Generation,
     specs: &[FunnelSpec],
     opts: &AnalyzeOptions,
 ) -> Result<Analysis, AnalysisError> {
-    let (dir, manifest) = StoreLayout::new(store).open_existing()?;
+    let (dir, manifest) = (store.dir(), store.manifest());
     for spec in specs {
         spec.check_columns(&manifest.properties)?;
     }
@@ -172,7 +173,7 @@ pub fn analyze(
         cutoff,
         tz,
     };
-    let name = store.display().to_string();
+    let name = store.root().display().to_string();
     let mut units = Vec::new();
     for file in &manifest.event_files {
         if file.min_ts_ms <= cutoff {

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use funnel_core::{Counts, Manifest, StoreLayout, schema};
+use funnel_core::{Counts, Generation, Manifest, schema};
 use polars::prelude::*;
 use serde::Serialize;
 
@@ -39,10 +39,10 @@ pub struct StoreSummary {
     pub warnings_by_action: Vec<CountRow>,
 }
 
-/// Summarises the store at `store`.
-pub fn inspect(store: &Path) -> Result<StoreSummary, AnalysisError> {
-    let (dir, manifest) = StoreLayout::new(store).open_existing()?;
-    let name = store.display().to_string();
+/// Summarises one generation of a store.
+pub fn inspect(store: &Generation) -> Result<StoreSummary, AnalysisError> {
+    let (dir, manifest) = (store.dir(), store.manifest());
+    let name = store.root().display().to_string();
     let polars_err = |source| AnalysisError::Polars {
         store: name.clone(),
         source,
@@ -51,7 +51,7 @@ pub fn inspect(store: &Path) -> Result<StoreSummary, AnalysisError> {
         if manifest.event_files.is_empty() {
             Default::default()
         } else {
-            let lf = scan_events(&dir, &manifest).map_err(polars_err)?;
+            let lf = scan_events(dir, manifest).map_err(polars_err)?;
             let events = lf.select([
                 col(schema::EVENT_TYPE),
                 col(schema::PERSON_ID),

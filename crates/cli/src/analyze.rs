@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use funnel_analysis::{AnalyzeOptions, Interval};
-use funnel_core::{StoreLayout, load_funnel, time};
+use funnel_core::{Generation, StoreLayout, load_funnel, time};
 
 use crate::UsageError;
 use crate::export::{Format, render};
@@ -90,14 +90,14 @@ pub struct ScopeArgs {
 
 /// Analysis options from the scope flags (`store`, when given, supplies the default time zone).
 pub fn options(
-    store: Option<&std::path::Path>,
+    store: Option<&Generation>,
     args: &ScopeArgs,
     interval: Option<IntervalArg>,
     audit: bool,
 ) -> Result<AnalyzeOptions> {
     let tz_name = match (&args.timezone, store) {
         (Some(t), _) => t.clone(),
-        (None, Some(store)) => StoreLayout::new(store).open_existing()?.1.timezone,
+        (None, Some(store)) => store.manifest().timezone.clone(),
         (None, None) => "UTC".to_string(),
     };
     let tz = time::parse_timezone(&tz_name)
@@ -131,14 +131,21 @@ pub fn run(args: Args) -> Result<()> {
         .iter()
         .map(|p| load_funnel(p))
         .collect::<Result<Vec<_>, _>>()?;
+    // One generation, leased, from the options' time zone to the last file read (the cluster
+    // engines read the same one).
+    let store = args
+        .store
+        .as_ref()
+        .map(|dir| StoreLayout::new(dir).open_existing())
+        .transpose()?;
     let opts = options(
-        args.store.as_deref(),
+        store.as_ref(),
         &args.scope,
         args.interval,
         args.persons_out.is_some(),
     )?;
     let reports = if args.engine == Engine::Embedded {
-        let Some(store) = &args.store else {
+        let Some(store) = &store else {
             return Err(UsageError("--engine embedded needs --store".into()).into());
         };
         let analysis = funnel_analysis::analyze(store, &specs, &opts)?;
@@ -147,7 +154,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         analysis.reports
     } else {
-        crate::cluster::analyze(&args, &specs, &opts)?
+        crate::cluster::analyze(&args, store.as_ref(), &specs, &opts)?
     };
     let text = render(&reports, args.format);
     match &args.out {

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use funnel_analysis::{AnalyzeOptions, FunnelReport};
-use funnel_core::{FunnelSpec, StoreLayout};
+use funnel_core::{FunnelSpec, Generation};
 use funnel_sql::{Plan, PlanOptions};
 
 use crate::UsageError;
@@ -11,6 +11,7 @@ use crate::analyze::{Args, Engine};
 
 pub fn analyze(
     args: &Args,
+    store: Option<&Generation>,
     specs: &[FunnelSpec],
     opts: &AnalyzeOptions,
 ) -> Result<Vec<FunnelReport>> {
@@ -29,18 +30,19 @@ pub fn analyze(
             "--persons-out is written by the embedded engine only, not by --engine {engine}"
         )));
     }
-    // The store's committed generation (never `current`, which a later ingest may move), and
-    // its latest event as the default cutoff, as the embedded engine takes it.
+    // The store's committed generation (never `current`, which a later ingest may move; the
+    // caller's lease keeps it on disk while the cluster reads it), and its latest event as the
+    // default cutoff, as the embedded engine takes it.
     let mut store_cutoff = None;
-    let source = match (&args.store, &args.path, &args.table) {
+    let source = match (store, &args.path, &args.table) {
         (_, Some(path), _) => path.clone(),
         (_, _, Some(table)) => table.clone(),
         (Some(store), None, None) => {
-            let (dir, manifest) = StoreLayout::new(store).open_existing()?;
-            let dir = dir
+            let dir = store
+                .dir()
                 .canonicalize()
-                .with_context(|| format!("resolving {}", dir.display()))?;
-            store_cutoff = manifest.max_ts_ms();
+                .with_context(|| format!("resolving {}", store.dir().display()))?;
+            store_cutoff = store.manifest().max_ts_ms();
             format!("{}/events/*/*.parquet", dir.display())
         }
         (None, None, None) => return Err(usage("--store, --path or --table is required".into())),

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use funnel_analysis::{CompareOptions, Comparison, compare};
-use funnel_core::{Attribution, load_funnel};
+use funnel_core::{Attribution, StoreLayout, load_funnel};
 
 use crate::analyze::{ScopeArgs, options};
 use crate::table::{render as grid, thousands};
@@ -53,6 +53,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let spec = load_funnel(&args.funnel)?;
+    let store = StoreLayout::new(&args.store).open_existing()?;
     let opts = CompareOptions {
         by: args.by.clone(),
         baseline: args.baseline.clone(),
@@ -61,9 +62,9 @@ pub fn run(args: Args) -> Result<()> {
             AttributionArg::FirstTouch => Attribution::FirstTouch,
             AttributionArg::LastTouch => Attribution::LastTouch,
         },
-        analyze: options(Some(&args.store), &args.scope, None, false)?,
+        analyze: options(Some(&store), &args.scope, None, false)?,
     };
-    let c = compare(&args.store, &spec, &opts)?;
+    let c = compare(&store, &spec, &opts)?;
     let text = match args.format {
         CompareFormat::Json => serde_json::to_string_pretty(&c)? + "\n",
         CompareFormat::Table => render_text(&c, false),

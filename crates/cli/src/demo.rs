@@ -44,13 +44,15 @@ pub fn run(args: Args) -> Result<()> {
         max_reject_rate: 1.0,
         buckets: Some(16),
         row_group_rows: 65_536,
+        lock_timeout: std::time::Duration::from_secs(300),
         format: SummaryFormat::Table,
         inputs: vec![data.clone()],
     };
     let report = ingest::run_quiet(&ingest_args)?;
     out!("{}", ingest::report_table(&report));
     outln!("\n== 2. What the store holds\n");
-    let summary = funnel_analysis::inspect(&store)?;
+    let generation = funnel_core::StoreLayout::new(&store).open_existing()?;
+    let summary = funnel_analysis::inspect(&generation)?;
     out!("{}", crate::inspect::summary_table(&summary));
     let funnels_dir = data.parent().map(|p| p.join("funnels")).unwrap_or_default();
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&funnels_dir)
@@ -69,8 +71,12 @@ pub fn run(args: Args) -> Result<()> {
         specs.len(),
         funnels_dir.display()
     );
-    let analysis =
-        funnel_analysis::analyze(&store, &specs, &funnel_analysis::AnalyzeOptions::default())?;
+    let analysis = funnel_analysis::analyze(
+        &generation,
+        &specs,
+        &funnel_analysis::AnalyzeOptions::default(),
+    )?;
+    drop(generation);
     out!(
         "{}",
         crate::export::render(&analysis.reports, crate::export::Format::Table)

@@ -2,6 +2,7 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Result;
 use funnel_ingest::{IngestError, IngestOptions, IngestReport, Progress, ingest};
@@ -36,6 +37,9 @@ pub struct Args {
     /// person changes; the analysis works a few row groups at a time, so they bound its memory).
     #[arg(long, default_value_t = 65_536)]
     pub row_group_rows: usize,
+    /// Seconds to wait for another ingest into the same store to finish (exit code 5 after).
+    #[arg(long, value_name = "SECONDS", default_value = "300", value_parser = seconds)]
+    pub lock_timeout: Duration,
     /// Summary format: a table for people, or one JSON object.
     #[arg(long, value_enum, default_value_t = SummaryFormat::Table)]
     pub format: SummaryFormat,
@@ -58,20 +62,33 @@ pub fn run_quiet(args: &Args) -> Result<IngestReport> {
         max_reject_rate: args.max_reject_rate,
         buckets: args.buckets,
         row_group_rows: args.row_group_rows,
+        lock_timeout: args.lock_timeout,
     };
     let bar = progress_bar();
-    let on_progress = |p: Progress<'_>| {
-        if let Some(bar) = &bar {
-            match p {
-                Progress::File {
-                    path, index, total, ..
-                } => {
-                    bar.set_message(format!("file {}/{total}: {}", index + 1, path.display()));
-                }
-                Progress::Rows(n) => bar.set_position(n),
-                Progress::Committing => bar.set_message("writing the new store generation"),
+    let on_progress = |p: Progress<'_>| match (p, &bar) {
+        // One line, whether or not a person is watching: the run may wait for minutes.
+        (Progress::WaitingForLock { store, timeout }, bar) => {
+            let line = format!(
+                "waiting for another ingest into {} to finish (up to {} s, --lock-timeout)",
+                store.display(),
+                timeout.as_secs_f64()
+            );
+            match bar {
+                Some(bar) => bar.suspend(|| eprintln!("{line}")),
+                None => eprintln!("{line}"),
             }
         }
+        (
+            Progress::File {
+                path, index, total, ..
+            },
+            Some(bar),
+        ) => {
+            bar.set_message(format!("file {}/{total}: {}", index + 1, path.display()));
+        }
+        (Progress::Rows(n), Some(bar)) => bar.set_position(n),
+        (Progress::Committing, Some(bar)) => bar.set_message("writing the new store generation"),
+        (_, None) => {}
     };
     let result = ingest(&opts, &args.inputs, &on_progress);
     if let Some(bar) = bar {
@@ -85,6 +102,14 @@ pub fn run_quiet(args: &Args) -> Result<IngestReport> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `--lock-timeout`: a non-negative number of seconds.
+fn seconds(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| format!("{text:?} is not a number of seconds (0 or more)"))
 }
 
 /// A progress line on stderr, only when a person is watching.

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use funnel_analysis::{CountRow, StoreSummary, inspect};
+use funnel_core::StoreLayout;
 
 use crate::ingest::SummaryFormat;
 use crate::table::{percent, render, thousands};
@@ -18,7 +19,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let summary = inspect(&args.store)?;
+    let summary = inspect(&StoreLayout::new(&args.store).open_existing()?)?;
     match args.format {
         SummaryFormat::Json => outln!("{}", serde_json::to_string_pretty(&summary)?),
         SummaryFormat::Table => out!("{}", summary_table(&summary)),

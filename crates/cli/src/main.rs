@@ -33,6 +33,7 @@ mod inspect;
 mod report;
 mod sql;
 mod table;
+mod verify;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -61,6 +62,8 @@ enum Command {
     Sql(sql::Args),
     /// Summarise what a store holds.
     Inspect(inspect::Args),
+    /// Check every file of a store against its manifest (size, checksum, Parquet footer).
+    Verify(verify::Args),
     /// Run the whole job on the sample data shipped in data/.
     Demo(demo::Args),
 }
@@ -79,7 +82,9 @@ impl std::error::Error for UsageError {}
 
 /// Exit codes (README, CONTRACT §3): 0 success; 2 usage or configuration error; 3 input data
 /// error (a file cannot be read at all, or the rejected share exceeds --max-reject-rate, or there
-/// is no store); 1 anything else.
+/// is no store); 4 the store is damaged (a file missing or not as its manifest records it, or
+/// an unreadable manifest); 5 another ingest held the store's lock beyond --lock-timeout; 1
+/// anything else.
 fn exit_code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if cause.downcast_ref::<UsageError>().is_some() {
@@ -90,6 +95,12 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 2
             } else if e.is_input_error() {
                 3
+            } else if e.is_damage() {
+                4
+            } else if e.is_lock_timeout() {
+                5
+            } else if let funnel_ingest::IngestError::Core(e) = e {
+                core_exit_code(e)
             } else {
                 1
             };
@@ -100,10 +111,8 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 _ => 1,
             };
         }
-        if let Some(funnel_core::CoreError::NoStore { .. }) =
-            cause.downcast_ref::<funnel_core::CoreError>()
-        {
-            return 3;
+        if let Some(e) = cause.downcast_ref::<funnel_core::CoreError>() {
+            return core_exit_code(e);
         }
         if cause.downcast_ref::<funnel_core::SpecError>().is_some() {
             return 2;
@@ -112,9 +121,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             return match e {
                 funnel_analysis::AnalysisError::Spec(_)
                 | funnel_analysis::AnalysisError::Option { .. } => 2,
-                funnel_analysis::AnalysisError::Store(funnel_core::CoreError::NoStore {
-                    ..
-                }) => 3,
+                funnel_analysis::AnalysisError::Store(e) => core_exit_code(e),
                 _ => 1,
             };
         }
@@ -144,6 +151,15 @@ fn one_line(message: &str) -> String {
     out
 }
 
+/// No store is an input error (3), an unreadable manifest a damaged store (4).
+fn core_exit_code(e: &funnel_core::CoreError) -> u8 {
+    match e {
+        funnel_core::CoreError::NoStore { .. } => 3,
+        funnel_core::CoreError::BadManifest { .. } => 4,
+        _ => 1,
+    }
+}
+
 /// Writes to stdout; a closed pipe ends the process quietly, as it does for other Unix tools.
 pub fn write_out(text: &str) {
     use std::io::Write;
@@ -166,6 +182,7 @@ fn main() -> ExitCode {
         Command::Ingest(args) => ingest::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Verify(args) => verify::run(args),
         Command::Analyze(args) => analyze::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Report(args) => report::run(args),

@@ -51,7 +51,9 @@ pub fn write(args: &Args) -> Result<Option<funnel_analysis::Comparison>> {
         .iter()
         .map(|p| load_funnel(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let opts = options(Some(&args.store), &args.scope, Some(args.interval), false)?;
+    // One generation, leased, for every part of the report.
+    let store = StoreLayout::new(&args.store).open_existing()?;
+    let opts = options(Some(&store), &args.scope, Some(args.interval), false)?;
     // The comparison's funnel joins the same pass over the store.
     let compared = match &args.compare {
         Some(path) => {
@@ -67,7 +69,7 @@ pub fn write(args: &Args) -> Result<Option<funnel_analysis::Comparison>> {
         }
         None => None,
     };
-    let mut analysis = funnel_analysis::analyze(&args.store, &specs, &opts)?;
+    let mut analysis = funnel_analysis::analyze(&store, &specs, &opts)?;
     let comparison = match compared {
         Some((spec, copts)) => {
             let report = analysis
@@ -78,10 +80,10 @@ pub fn write(args: &Args) -> Result<Option<funnel_analysis::Comparison>> {
         }
         None => None,
     };
-    let summary = inspect(&args.store)?;
-    let (dir, manifest) = StoreLayout::new(&args.store).open_existing()?;
+    let summary = inspect(&store)?;
+    let manifest = store.manifest();
     let manifest_bytes =
-        std::fs::read(dir.join(MANIFEST_FILE)).context("reading the store manifest")?;
+        std::fs::read(store.dir().join(MANIFEST_FILE)).context("reading the store manifest")?;
     let mut definitions = Vec::new();
     for p in args.funnels.iter().chain(args.compare.iter()) {
         let name = p
@@ -136,7 +138,7 @@ pub fn write(args: &Args) -> Result<Option<funnel_analysis::Comparison>> {
     let data = ReportData {
         title: args.title.clone(),
         summary: &summary,
-        manifest: &manifest,
+        manifest,
         manifest_sha256: hex::encode(Sha256::digest(&manifest_bytes)),
         reports: &analysis.reports,
         comparison: comparison.as_ref(),

@@ -29,4 +29,8 @@ pub enum CoreError {
         "{path}: no store here (no `current` generation); run `funnel ingest --store {path}` first"
     )]
     NoStore { path: PathBuf },
+    #[error(
+        "{path}: the generation it names has no manifest (looked {attempts} times: removed by an ingest each time, or the store is damaged)"
+    )]
+    GenerationMissing { path: PathBuf, attempts: u64 },
 }

@@ -5,23 +5,30 @@
 //!
 //! - [`schema`]: the export columns of the contract, the store's extra columns, and the stable
 //!   rejection reasons.
-//! - [`Manifest`] and [`StoreLayout`]: how a store is laid out on disk and what its manifest says.
+//! - [`Manifest`] and [`StoreLayout`]: how a store is laid out on disk and what its manifest says;
+//!   [`Generation`]: a committed generation open for reading.
+//! - [`lease`]: readers' leases, which keep a generation on disk while it is read.
+//! - [`FileSum`]: size and checksum of a store file, as the manifest records them, computed
+//!   while writing ([`SumWriter`]) or by reading.
 //! - [`bucket_of`]: the person-hash that assigns a person to a bucket file.
 //! - [`FunnelSpec`]: a validated funnel definition ([`load_funnel`]), shared by every executor.
 //! - [`LevelCount`]: what a cluster engine returns for a funnel.
 
+mod checksum;
 mod error;
+pub mod lease;
 mod levels;
 mod manifest;
 pub mod schema;
 mod spec;
 pub mod time;
 
+pub use checksum::{FileSum, SumWriter};
 pub use error::CoreError;
 pub use levels::LevelCount;
 pub use manifest::{
-    Counts, EventFile, IdFile, InputFile, MANIFEST_FILE, Manifest, RunRecord, STORE_FORMAT,
-    STORE_FORMAT_VERSION, StoreLayout, bucket_of,
+    Counts, EventFile, Generation, IdFile, InputFile, MANIFEST_FILE, Manifest, RunRecord,
+    STORE_FORMAT, STORE_FORMAT_VERSION, StoreLayout, bucket_of,
 };
 pub use schema::RejectReason;
 pub use spec::{

@@ -11,6 +11,7 @@
 //!                                  partitioned by event_id (deduplication index)
 //!     identity.parquet             id -> person_id for every id linked to another one
 //!     quarantine/run-000001.parquet  rejected rows of each run, with reasons
+//!     .lease                       readers' shared locks keep the generation on disk (`lease`)
 //!   failed/run-000004/quarantine.parquet   quarantine of a run refused by --max-reject-rate
 //! ```
 
@@ -20,6 +21,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::CoreError;
+use crate::checksum::FileSum;
+use crate::lease::{Lease, Taken};
 
 pub const STORE_FORMAT: &str = "funnel-store";
 pub const STORE_FORMAT_VERSION: u32 = 1;
@@ -144,6 +147,11 @@ pub struct Manifest {
     pub persons: u64,
     pub min_ts: Option<String>,
     pub max_ts: Option<String>,
+    /// Size and checksum of every file of the generation (bucket files, id index files,
+    /// identity, quarantine files), by path relative to the generation directory. Empty in
+    /// manifests written before it existed; the next ingest computes what it carries over.
+    #[serde(default)]
+    pub files: BTreeMap<String, FileSum>,
 }
 
 impl Manifest {
@@ -170,7 +178,24 @@ impl Manifest {
             persons: 0,
             min_ts: None,
             max_ts: None,
+            files: BTreeMap::new(),
         }
+    }
+
+    /// Every file the manifest lists, with the row count it records where it records one
+    /// (bucket and id index files).
+    pub fn listed_files(&self) -> BTreeMap<&str, Option<u64>> {
+        let mut out: BTreeMap<&str, Option<u64>> =
+            self.files.keys().map(|k| (k.as_str(), None)).collect();
+        for f in &self.event_files {
+            out.insert(&f.path, Some(f.rows));
+        }
+        for f in &self.id_files {
+            out.insert(&f.path, Some(f.rows));
+        }
+        out.extend(self.identity_file.iter().map(|f| (f.as_str(), None)));
+        out.extend(self.quarantine_files.iter().map(|f| (f.as_str(), None)));
+        out
     }
 }
 
@@ -258,43 +283,107 @@ impl StoreLayout {
         current || locked_root || generation
     }
 
-    /// The current generation's directory and manifest, or `None` for a store with no
-    /// committed run (or no directory at all).
-    pub fn open_current(&self) -> Result<Option<(PathBuf, Manifest)>, CoreError> {
+    /// The current generation, leased (see [`crate::lease`]): it stays on disk, exactly as its
+    /// manifest describes it, for as long as the returned value lives, even when later ingests
+    /// commit newer generations. `None` for a store with no committed run (or no directory).
+    pub fn open_current(&self) -> Result<Option<Generation>, CoreError> {
         let link = self.current_link();
-        let target = match std::fs::read_link(&link) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(CoreError::Io { path: link, source }),
-        };
-        let dir = self.root.join(target);
-        let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| CoreError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let manifest: Manifest =
-            serde_json::from_str(&text).map_err(|source| CoreError::BadManifest {
-                path: path.clone(),
-                source,
-            })?;
-        if manifest.format != STORE_FORMAT || manifest.format_version != STORE_FORMAT_VERSION {
-            return Err(CoreError::UnsupportedFormat {
-                path,
-                found: manifest.format,
-                version: manifest.format_version,
-                expected: STORE_FORMAT,
-                expected_version: STORE_FORMAT_VERSION,
-            });
+        for attempt in 0..OPEN_ATTEMPTS {
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(10 * attempt));
+            }
+            let target = match std::fs::read_link(&link) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(source) => return Err(CoreError::Io { path: link, source }),
+            };
+            let dir = self.root.join(target);
+            let lease = match Lease::take(&dir)? {
+                Taken::Held(lease) => lease,
+                Taken::Vanished => continue,
+            };
+            // Read only under the lease: a generation whose manifest is gone is being removed.
+            let Some(manifest) = read_manifest(&dir.join(MANIFEST_FILE))? else {
+                continue;
+            };
+            return Ok(Some(Generation {
+                root: self.root.clone(),
+                dir,
+                manifest,
+                _lease: lease,
+            }));
         }
-        Ok(Some((dir, manifest)))
+        Err(CoreError::GenerationMissing {
+            path: link,
+            attempts: OPEN_ATTEMPTS,
+        })
     }
 
     /// Like [`StoreLayout::open_current`], but a missing store is an error.
-    pub fn open_existing(&self) -> Result<(PathBuf, Manifest), CoreError> {
+    pub fn open_existing(&self) -> Result<Generation, CoreError> {
         self.open_current()?.ok_or_else(|| CoreError::NoStore {
             path: self.root.clone(),
         })
+    }
+}
+
+/// How often [`StoreLayout::open_current`] reads `current` again when the generation it names
+/// is removed before it can be leased (each commit retires the generation before it).
+const OPEN_ATTEMPTS: u64 = 10;
+
+/// The manifest at `path`, or `None` if there is none.
+fn read_manifest(path: &Path) -> Result<Option<Manifest>, CoreError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(CoreError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let manifest: Manifest =
+        serde_json::from_str(&text).map_err(|source| CoreError::BadManifest {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if manifest.format != STORE_FORMAT || manifest.format_version != STORE_FORMAT_VERSION {
+        return Err(CoreError::UnsupportedFormat {
+            path: path.to_path_buf(),
+            found: manifest.format,
+            version: manifest.format_version,
+            expected: STORE_FORMAT,
+            expected_version: STORE_FORMAT_VERSION,
+        });
+    }
+    Ok(Some(manifest))
+}
+
+/// One committed generation of a store, open for reading: its directory and manifest, and the
+/// reader's [`Lease`] that keeps the directory on disk for as long as this value lives. Every
+/// reader of a store holds one for the whole time it reads ([`StoreLayout::open_existing`]).
+#[derive(Debug)]
+pub struct Generation {
+    root: PathBuf,
+    dir: PathBuf,
+    manifest: Manifest,
+    _lease: Lease,
+}
+
+impl Generation {
+    /// The store directory, as given.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The generation's directory (`STORE/gNNNNNN`); the manifest's paths are relative to it.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
     }
 }
 

@@ -40,12 +40,24 @@ pub enum IngestError {
         quarantine = report.quarantine_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
     )]
     RejectRateExceeded { max: f64, report: Box<IngestReport> },
-    /// Another ingest holds the store's lock.
-    #[error("{path}: the store is locked by another ingest run")]
-    Locked { path: PathBuf },
+    /// Another ingest held the store's lock for longer than `--lock-timeout` (exit code 5 in
+    /// the CLI).
+    #[error(
+        "{path}: the store is locked by another ingest run; gave up after {} s (--lock-timeout)",
+        timeout.as_secs_f64()
+    )]
+    LockTimeout {
+        path: PathBuf,
+        timeout: std::time::Duration,
+    },
     /// The store on disk is unreadable or inconsistent.
     #[error("store {path}: {message}")]
     Store { path: PathBuf, message: String },
+    /// A file of the store's committed generation is missing, or differs from what the
+    /// manifest records, or cannot be read back (exit code 4 in the CLI). An ingest that finds
+    /// one commits nothing.
+    #[error("{path}: the store is damaged: {problem}")]
+    Damaged { path: PathBuf, problem: String },
     #[error(transparent)]
     Core(#[from] funnel_core::CoreError),
     /// Internal: a file reader stopped because the run had already ended with another error.
@@ -59,6 +71,16 @@ impl IngestError {
         IngestError::Store {
             path: path.into(),
             message: message.to_string(),
+        }
+    }
+
+    pub(crate) fn damaged(
+        path: impl Into<PathBuf>,
+        problem: impl std::fmt::Display,
+    ) -> IngestError {
+        IngestError::Damaged {
+            path: path.into(),
+            problem: problem.to_string(),
         }
     }
 
@@ -84,6 +106,16 @@ impl IngestError {
                 | IngestError::UnreadableInput { .. }
                 | IngestError::RejectRateExceeded { .. }
         )
+    }
+
+    /// True when the store itself is damaged (exit code 4 in the CLI).
+    pub fn is_damage(&self) -> bool {
+        matches!(self, IngestError::Damaged { .. })
+    }
+
+    /// True when another ingest held the store's lock for too long (exit code 5 in the CLI).
+    pub fn is_lock_timeout(&self) -> bool {
+        matches!(self, IngestError::LockTimeout { .. })
     }
 
     /// True for errors in the options given (exit code 2 in the CLI).

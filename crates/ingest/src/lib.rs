@@ -7,11 +7,12 @@
 //! persons, each sorted by `(person_id, ts, event_id)`, committed atomically by switching the
 //! store's `current` link to a new generation directory.
 //!
-//! The entry point is [`ingest`].
+//! The entry point is [`ingest`]; [`verify`] checks a store's files against its manifest.
 
 mod error;
 mod event;
 mod identity;
+mod integrity;
 mod limits;
 mod normalize;
 mod read;
@@ -20,6 +21,7 @@ mod spill;
 mod store;
 
 pub use error::IngestError;
+pub use integrity::{Problem, VerifyReport, verify};
 pub use limits::{MAX_FIELD_BYTES, MAX_RECORD_BYTES, QUARANTINE_TEXT_BYTES};
 pub use read::Skipped;
 pub use run::{IngestOptions, IngestReport, Progress, ingest};

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use funnel_core::{
     Counts, EventFile, IdFile, InputFile, MANIFEST_FILE, Manifest, RejectReason, RunRecord,
@@ -15,6 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::IngestError;
 use crate::event::Event;
 use crate::identity::Identity;
+use crate::integrity::Inventory;
 use crate::limits::{QUARANTINE_TEXT_BYTES, cut};
 use crate::normalize::{Lineage, Rejection, normalize};
 use crate::parse_timezone;
@@ -40,6 +42,8 @@ pub struct IngestOptions {
     /// Target rows of a row group of the bucket files written (row groups end where the person
     /// changes): the unit of work, and of memory, of the analysis.
     pub row_group_rows: usize,
+    /// How long to wait for another ingest to release the store's lock.
+    pub lock_timeout: Duration,
 }
 
 impl IngestOptions {
@@ -50,6 +54,7 @@ impl IngestOptions {
             max_reject_rate: 1.0,
             buckets: None,
             row_group_rows: ROW_GROUP_ROWS,
+            lock_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -73,6 +78,8 @@ fn auto_buckets(input_bytes: impl IntoIterator<Item = (u64, bool)>) -> u32 {
 /// Progress notifications, for a progress bar.
 #[derive(Debug, Clone, Copy)]
 pub enum Progress<'a> {
+    /// Another ingest holds the store's lock; this one waits for it, up to `timeout`.
+    WaitingForLock { store: &'a Path, timeout: Duration },
     /// Reading of file `index` (0-based) of `total` starts.
     File {
         path: &'a Path,
@@ -158,11 +165,12 @@ pub fn ingest(
 
     let layout = StoreLayout::new(&opts.store);
     std::fs::create_dir_all(layout.root()).map_err(|e| IngestError::store(layout.root(), e))?;
-    let _lock = lock(&layout)?;
+    let _lock = lock(&layout, opts.lock_timeout, progress)?;
+    // Leased like any reader's, until the commit below retires it.
     let current = layout.open_current()?;
-    collect_garbage(&layout, current.as_ref().map(|(_, m)| m.generation))?;
-    let (prev_dir, mut manifest) = match current {
-        Some((dir, m)) => (Some(dir), m),
+    collect_garbage(&layout, current.as_ref().map(|g| g.manifest().generation))?;
+    let (prev_dir, mut manifest) = match &current {
+        Some(g) => (Some(g.dir().to_path_buf()), g.manifest().clone()),
         None => {
             let buckets = opts.buckets.unwrap_or_else(|| {
                 auto_buckets(files.iter().map(|f| {
@@ -173,15 +181,14 @@ pub fn ingest(
             (None, Manifest::empty(buckets, &opts.timezone))
         }
     };
-    let prev = |rel: &str| {
-        prev_dir
-            .as_ref()
-            .expect("files imply a previous generation")
-            .join(rel)
-    };
     let run_no = manifest.runs.last().map_or(1, |r| r.run + 1);
     let buckets = manifest.buckets;
     let scratch = layout.scratch_dir();
+    // From here on, whatever ends the run removes what it began (before the lock is released).
+    let mut uncommitted = Uncommitted {
+        layout: &layout,
+        generation: None,
+    };
     std::fs::create_dir_all(&scratch).map_err(|e| IngestError::store(&scratch, e))?;
     let mut quarantine = QuarantineWriter::new(scratch.join("quarantine.parquet"));
 
@@ -265,10 +272,17 @@ pub fn ingest(
     // Phase 2: deduplicate, partition by partition; the new id index goes to the new generation.
     let generation = manifest.generation + 1;
     let gen_dir = layout.generation_dir(generation);
+    uncommitted.generation = Some(generation);
     if gen_dir.exists() {
         std::fs::remove_dir_all(&gen_dir).map_err(|e| IngestError::store(&gen_dir, e))?;
     }
     std::fs::create_dir_all(&gen_dir).map_err(|e| IngestError::store(&gen_dir, e))?;
+    // Every file taken from the committed generation is checked against its manifest first.
+    let mut inventory = Inventory::new(
+        prev_dir.as_deref(),
+        std::mem::take(&mut manifest.files),
+        &gen_dir,
+    );
     let old_ids: BTreeMap<u32, IdFile> = manifest
         .id_files
         .iter()
@@ -278,7 +292,9 @@ pub fn ingest(
     // Identity: the stored links, then each accepted login's link as it is accepted.
     let mut identity = Identity::default();
     if let Some(f) = &manifest.identity_file {
-        read_identity(&prev(f), |id, person| identity.load(id, person))?;
+        read_identity(&inventory.reread(f, None)?, |id, person| {
+            identity.load(id, person)
+        })?;
     }
     let mut id_files = Vec::new();
     let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
@@ -286,14 +302,14 @@ pub fn ingest(
         let p = p as u32;
         let Some(spilled) = spilled else {
             if let Some(f) = old_ids.get(&p) {
-                link_or_copy(&prev(&f.path), &gen_dir.join(&f.path))?;
+                inventory.carry(&f.path, Some(f.rows))?;
                 id_files.push(f.clone());
             }
             continue;
         };
         let mut seen: HashMap<String, u64> = HashMap::new();
         if let Some(f) = old_ids.get(&p) {
-            read_event_ids(&prev(&f.path), &mut seen)?;
+            read_event_ids(&inventory.reread(&f.path, Some(f.rows))?, &mut seen)?;
         }
         let mut added = false;
         read_spill(spilled, |events| {
@@ -335,7 +351,7 @@ pub fn ingest(
         })?;
         match (added, old_ids.get(&p)) {
             (false, Some(f)) => {
-                link_or_copy(&prev(&f.path), &gen_dir.join(&f.path))?;
+                inventory.carry(&f.path, Some(f.rows))?;
                 id_files.push(f.clone());
             }
             (false, None) => {}
@@ -343,7 +359,8 @@ pub fn ingest(
                 let mut ids: Vec<(String, u64)> = seen.into_iter().collect();
                 ids.sort_unstable();
                 let rel = StoreLayout::id_file(p, generation);
-                write_ids(&gen_dir.join(&rel), &ids)?;
+                let sum = write_ids(&gen_dir.join(&rel), &ids)?;
+                inventory.wrote(&rel, sum);
                 id_files.push(IdFile {
                     partition: p,
                     path: rel,
@@ -383,17 +400,15 @@ pub fn ingest(
     let quarantined = quarantine.finish()?;
 
     if report.rejected_share() > opts.max_reject_rate {
-        let _ = std::fs::remove_dir_all(&gen_dir);
         let dir = failed_dir(&layout, run_no);
         std::fs::create_dir_all(&dir).map_err(|e| IngestError::store(&dir, e))?;
-        if let Some(q) = &quarantined {
+        if let Some((q, _)) = &quarantined {
             let path = dir.join("quarantine.parquet");
             std::fs::rename(q, &path).map_err(|e| IngestError::store(&path, e))?;
             report.quarantine_path = Some(path);
         }
         let run_json = serde_json::to_string_pretty(&run).expect("run record serialises");
         std::fs::write(dir.join("run.json"), run_json).map_err(|e| IngestError::store(&dir, e))?;
-        let _ = std::fs::remove_dir_all(&scratch);
         return Err(IngestError::RejectRateExceeded {
             max: opts.max_reject_rate,
             report: Box::new(report),
@@ -403,15 +418,16 @@ pub fn ingest(
     // Quarantine: earlier runs' files carry over, this run's is added.
     let mut quarantine_files = Vec::new();
     for q in &manifest.quarantine_files {
-        link_or_copy(&prev(q), &gen_dir.join(q))?;
+        inventory.carry(q, None)?;
         quarantine_files.push(q.clone());
     }
-    if let Some(q) = &quarantined {
+    if let Some((q, sum)) = quarantined {
         let rel = StoreLayout::quarantine_file(run_no);
         let path = gen_dir.join(&rel);
         std::fs::create_dir_all(path.parent().expect("has a parent"))
             .map_err(|e| IngestError::store(&path, e))?;
         std::fs::rename(q, &path).map_err(|e| IngestError::store(&path, e))?;
+        inventory.wrote(&rel, sum);
         report.quarantine_path = Some(layout.current_link().join(&rel));
         run.quarantine_file = Some(rel.clone());
         quarantine_files.push(rel);
@@ -456,7 +472,8 @@ pub fn ingest(
     // Events of merged persons that move to another bucket.
     let mut moved_in: BTreeMap<u32, Vec<Event>> = BTreeMap::new();
     for b in &source_buckets {
-        for mut e in read_events(&prev(&old_files[b].path))? {
+        let f = &old_files[b];
+        for mut e in read_events(&inventory.reread(&f.path, Some(f.rows))?)? {
             if let Some(np) = merges.get(&e.person_id) {
                 let nb = bucket_of(np, buckets);
                 if nb != *b {
@@ -471,14 +488,14 @@ pub fn ingest(
     for b in 0..buckets {
         if !touched.contains(&b) {
             if let Some(f) = old_files.get(&b) {
-                link_or_copy(&prev(&f.path), &gen_dir.join(&f.path))?;
+                inventory.carry(&f.path, Some(f.rows))?;
                 event_files.push(f.clone());
             }
             continue;
         }
         let mut events = Vec::new();
         if let Some(f) = old_files.get(&b) {
-            for mut e in read_events(&prev(&f.path))? {
+            for mut e in read_events(&inventory.reread(&f.path, Some(f.rows))?)? {
                 if let Some(np) = merges.get(&e.person_id) {
                     merged_persons.insert(e.person_id.clone());
                     if bucket_of(np, buckets) != b {
@@ -505,12 +522,13 @@ pub fn ingest(
             (&x.person_id, x.ts_ms, &x.event_id).cmp(&(&y.person_id, y.ts_ms, &y.event_id))
         });
         let rel = StoreLayout::bucket_file(b, generation);
-        write_events(
+        let sum = write_events(
             &gen_dir.join(&rel),
             &properties,
             &sorted,
             opts.row_group_rows,
         )?;
+        inventory.wrote(&rel, sum);
         let persons = 1 + sorted
             .windows(2)
             .filter(|w| w[0].person_id != w[1].person_id)
@@ -528,9 +546,10 @@ pub fn ingest(
 
     let mut writer = IdentityWriter::new(gen_dir.join(StoreLayout::IDENTITY_FILE));
     identity.linked_pairs(|id, person| writer.push(id, person))?;
-    let identity_file = writer
-        .finish()?
-        .map(|_| StoreLayout::IDENTITY_FILE.to_string());
+    let identity_file = writer.finish()?.map(|(_, sum)| {
+        inventory.wrote(StoreLayout::IDENTITY_FILE, sum);
+        StoreLayout::IDENTITY_FILE.to_string()
+    });
 
     manifest.generation = generation;
     manifest.properties = properties;
@@ -542,12 +561,15 @@ pub fn ingest(
     manifest.id_files = id_files;
     manifest.identity_file = identity_file;
     manifest.quarantine_files = quarantine_files;
+    manifest.files = inventory.into_files();
     manifest.totals.add(&run.counts);
     manifest.runs.push(run.clone());
     let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
     write_synced(&gen_dir.join(MANIFEST_FILE), text.as_bytes())?;
+    funnel_core::lease::create_lease_file(&gen_dir)?;
     sync_tree(&gen_dir)?;
     switch_current(&layout, generation)?;
+    drop(current);
     // Also removes the scratch directory.
     collect_garbage(&layout, Some(generation))?;
 
@@ -686,7 +708,15 @@ fn hash_file(path: &Path) -> Result<(u64, String), IngestError> {
     Ok((bytes, hex::encode(hasher.finalize())))
 }
 
-fn lock(layout: &StoreLayout) -> Result<File, IngestError> {
+/// How often a waiting ingest tries the store's lock again.
+const LOCK_POLL: Duration = Duration::from_millis(100);
+
+/// Takes the store's lock, waiting up to `timeout` for another ingest to release it.
+fn lock(
+    layout: &StoreLayout,
+    timeout: Duration,
+    progress: &dyn Fn(Progress<'_>),
+) -> Result<File, IngestError> {
     let path = layout.lock_file();
     let file = File::options()
         .create(true)
@@ -694,12 +724,50 @@ fn lock(layout: &StoreLayout) -> Result<File, IngestError> {
         .write(true)
         .open(&path)
         .map_err(|e| IngestError::store(&path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(IngestError::Locked {
-            path: layout.root().to_path_buf(),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(IngestError::store(&path, e)),
+    let started = Instant::now();
+    let mut told = false;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => return Err(IngestError::store(&path, e)),
+        }
+        let waited = started.elapsed();
+        if waited >= timeout {
+            return Err(IngestError::LockTimeout {
+                path: layout.root().to_path_buf(),
+                timeout,
+            });
+        }
+        if !told {
+            progress(Progress::WaitingForLock {
+                store: layout.root(),
+                timeout,
+            });
+            told = true;
+        }
+        std::thread::sleep(LOCK_POLL.min(timeout - waited));
+    }
+}
+
+/// What a run has begun and not committed: its scratch space and the new generation's
+/// directory, removed when the run ends, however it ends (a refused run's `failed/` directory
+/// stays). A generation that `current` names was committed and stays.
+struct Uncommitted<'a> {
+    layout: &'a StoreLayout,
+    generation: Option<u64>,
+}
+
+impl Drop for Uncommitted<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.layout.scratch_dir());
+        if let Some(generation) = self.generation {
+            let name = StoreLayout::generation_name(generation);
+            let current = std::fs::read_link(self.layout.current_link());
+            if !current.is_ok_and(|c| c == Path::new(&name)) {
+                let _ = std::fs::remove_dir_all(self.layout.generation_dir(generation));
+            }
+        }
     }
 }
 
@@ -718,7 +786,8 @@ fn failed_dir(layout: &StoreLayout, run: u64) -> PathBuf {
 }
 
 /// Removes generation directories other than the current one (left by a killed run or
-/// superseded by a commit) and a stale temporary link.
+/// superseded by a commit) and a stale temporary link. A generation a reader holds a lease on
+/// stays, for a later run to remove.
 fn collect_garbage(layout: &StoreLayout, keep: Option<u64>) -> Result<(), IngestError> {
     let root = layout.root();
     let _ = std::fs::remove_file(root.join(".current.tmp"));
@@ -727,23 +796,9 @@ fn collect_garbage(layout: &StoreLayout, keep: Option<u64>) -> Result<(), Ingest
     let entries = std::fs::read_dir(root).map_err(|e| IngestError::store(root, e))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let is_generation = name.len() == 7
-            && name.starts_with('g')
-            && name[1..].bytes().all(|b| b.is_ascii_digit());
-        if is_generation && Some(&name) != keep.as_ref() {
-            std::fs::remove_dir_all(entry.path())
-                .map_err(|e| IngestError::store(entry.path(), e))?;
+        if StoreLayout::is_generation_name(&name) && Some(&name) != keep.as_ref() {
+            funnel_core::lease::remove_unleased(&entry.path())?;
         }
-    }
-    Ok(())
-}
-
-fn link_or_copy(from: &Path, to: &Path) -> Result<(), IngestError> {
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| IngestError::store(parent, e))?;
-    }
-    if std::fs::hard_link(from, to).is_err() {
-        std::fs::copy(from, to).map_err(|e| IngestError::store(from, e))?;
     }
     Ok(())
 }
@@ -789,6 +844,37 @@ fn switch_current(layout: &StoreLayout, generation: u64) -> Result<(), IngestErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ingests one CSV row (event `id`) into the store at `store`.
+    fn ingest_row(store: &Path, id: &str) -> IngestReport {
+        let input = store.with_file_name(format!("{id}.csv"));
+        let row = format!("event_id,user_id,event_type,ts\n{id},u_{id},click,1600000000000\n");
+        std::fs::write(&input, row).unwrap();
+        ingest(&IngestOptions::new(store), &[input], &|_| {}).unwrap()
+    }
+
+    #[test]
+    fn garbage_collection_spares_a_leased_generation() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = tmp.path().join("store");
+        let layout = StoreLayout::new(&store);
+        ingest_row(&store, "e1");
+        let reader = layout.open_existing().unwrap();
+        assert_eq!(reader.manifest().generation, 1);
+        // The commit of generation 2 leaves generation 1 to its reader.
+        assert_eq!(ingest_row(&store, "e2").generation, 2);
+        let first = layout.generation_dir(1);
+        assert!(first.join(MANIFEST_FILE).is_file());
+        let bucket = &reader.manifest().event_files[0].path;
+        assert!(reader.dir().join(bucket).is_file());
+        collect_garbage(&layout, Some(2)).unwrap();
+        assert!(first.is_dir());
+        // Once the reader is done, the next collection removes it.
+        drop(reader);
+        collect_garbage(&layout, Some(2)).unwrap();
+        assert!(!first.exists());
+        assert!(layout.generation_dir(2).join(MANIFEST_FILE).is_file());
+    }
 
     #[test]
     fn bucket_count_follows_input_size() {

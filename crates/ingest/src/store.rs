@@ -14,6 +14,7 @@ use arrow::datatypes::{
     UInt64Type,
 };
 use funnel_core::schema::{self, AMOUNT_PRECISION, AMOUNT_SCALE};
+use funnel_core::{FileSum, SumWriter};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -85,32 +86,38 @@ fn writer_props(sorting: Option<Vec<SortingColumn>>) -> WriterProperties {
         .build()
 }
 
+/// The Parquet writer of a store file: its size and checksum are computed as it is written.
+type Writer = ArrowWriter<SumWriter<File>>;
+
 /// A Parquet writer on a new file at `path` (parent directories created).
 fn open_writer(
     path: &Path,
     schema: SchemaRef,
     props: WriterProperties,
-) -> Result<ArrowWriter<File>, IngestError> {
+) -> Result<Writer, IngestError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| IngestError::store(parent, e))?;
     }
     let file = File::create(path).map_err(|e| IngestError::store(path, e))?;
-    ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| IngestError::store(path, e))
+    ArrowWriter::try_new(SumWriter::new(file), schema, Some(props))
+        .map_err(|e| IngestError::store(path, e))
 }
 
-/// Finishes a Parquet file and syncs it to disk.
-fn close(path: &Path, writer: ArrowWriter<File>) -> Result<(), IngestError> {
-    let file = writer
+/// Finishes a Parquet file and syncs it to disk; returns its size and checksum.
+fn close(path: &Path, writer: Writer) -> Result<FileSum, IngestError> {
+    let (file, sum) = writer
         .into_inner()
-        .map_err(|e| IngestError::store(path, e))?;
-    file.sync_all().map_err(|e| IngestError::store(path, e))
+        .map_err(|e| IngestError::store(path, e))?
+        .into_parts();
+    file.sync_all().map_err(|e| IngestError::store(path, e))?;
+    Ok(sum)
 }
 
 /// A Parquet file created on its first batch (nothing written: no file).
 struct LazyParquet {
     path: std::path::PathBuf,
     schema: SchemaRef,
-    writer: Option<ArrowWriter<File>>,
+    writer: Option<Writer>,
 }
 
 impl LazyParquet {
@@ -137,12 +144,12 @@ impl LazyParquet {
             .map_err(|e| IngestError::store(&self.path, e))
     }
 
-    /// The file's path if anything was written.
-    fn finish(self) -> Result<Option<std::path::PathBuf>, IngestError> {
+    /// The file's path and sum if anything was written.
+    fn finish(self) -> Result<Option<(std::path::PathBuf, FileSum)>, IngestError> {
         match self.writer {
             Some(w) => {
-                close(&self.path, w)?;
-                Ok(Some(self.path))
+                let sum = close(&self.path, w)?;
+                Ok(Some((self.path, sum)))
             }
             None => Ok(None),
         }
@@ -154,7 +161,7 @@ fn write_batches(
     schema: SchemaRef,
     props: WriterProperties,
     batches: impl Iterator<Item = Result<Option<RecordBatch>, arrow::error::ArrowError>>,
-) -> Result<(), IngestError> {
+) -> Result<FileSum, IngestError> {
     let mut writer = open_writer(path, schema, props)?;
     // `None` ends the current row group.
     for batch in batches {
@@ -225,7 +232,7 @@ pub(crate) fn write_events(
     properties: &[String],
     events: &[&Event],
     row_group_rows: usize,
-) -> Result<(), IngestError> {
+) -> Result<FileSum, IngestError> {
     let schema = events_schema(properties);
     let sorting = ["person_id", "ts", "event_id"]
         .iter()
@@ -264,13 +271,14 @@ fn person_groups(events: &[&Event], target: usize) -> Vec<std::ops::Range<usize>
     out
 }
 
+/// A reader of a file of the committed generation: what it cannot read makes the store damaged.
 fn open_reader(
     path: &Path,
     columns: Option<&[&str]>,
 ) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader, IngestError> {
-    let file = File::open(path).map_err(|e| IngestError::store(path, e))?;
-    let mut builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| IngestError::store(path, e))?;
+    let file = File::open(path).map_err(|e| IngestError::damaged(path, e))?;
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| IngestError::damaged(path, e))?;
     if let Some(cols) = columns {
         let mask = ProjectionMask::columns(builder.parquet_schema(), cols.iter().copied());
         builder = builder.with_projection(mask);
@@ -278,7 +286,7 @@ fn open_reader(
     builder
         .with_batch_size(BATCH_ROWS)
         .build()
-        .map_err(|e| IngestError::store(path, e))
+        .map_err(|e| IngestError::damaged(path, e))
 }
 
 fn column<'a>(
@@ -288,7 +296,7 @@ fn column<'a>(
 ) -> Result<&'a ArrayRef, IngestError> {
     batch
         .column_by_name(name)
-        .ok_or_else(|| IngestError::store(path, format!("bucket file lacks column {name}")))
+        .ok_or_else(|| IngestError::damaged(path, format!("lacks column {name}")))
 }
 
 /// `(event_id, content hash)` of every event in a bucket file or an id-index file.
@@ -297,7 +305,7 @@ pub(crate) fn read_event_ids(
     into: &mut HashMap<String, u64>,
 ) -> Result<(), IngestError> {
     for batch in open_reader(path, Some(&[schema::EVENT_ID, schema::CONTENT_HASH]))? {
-        let batch = batch.map_err(|e| IngestError::store(path, e))?;
+        let batch = batch.map_err(|e| IngestError::damaged(path, e))?;
         let ids = column(&batch, schema::EVENT_ID, path)?.as_string::<i32>();
         let hashes = column(&batch, schema::CONTENT_HASH, path)?.as_primitive::<UInt64Type>();
         for i in 0..batch.num_rows() {
@@ -318,7 +326,7 @@ pub(crate) fn read_events(path: &Path) -> Result<Vec<Event>, IngestError> {
     let mut out = Vec::new();
     let mut sources: HashMap<String, Arc<str>> = HashMap::new();
     for batch in open_reader(path, None)? {
-        let batch = batch.map_err(|e| IngestError::store(path, e))?;
+        let batch = batch.map_err(|e| IngestError::damaged(path, e))?;
         let s = |name: &str| -> Result<&StringArray, IngestError> {
             Ok(column(&batch, name, path)?.as_string::<i32>())
         };
@@ -406,7 +414,7 @@ fn keys<T>(pairs: &[(String, T)]) -> ArrayRef {
 }
 
 /// Writes one partition of the event-id index (sorted by event_id).
-pub(crate) fn write_ids(path: &Path, ids: &[(String, u64)]) -> Result<(), IngestError> {
+pub(crate) fn write_ids(path: &Path, ids: &[(String, u64)]) -> Result<FileSum, IngestError> {
     let schema = Arc::new(Schema::new(vec![
         utf8(schema::EVENT_ID, false),
         Field::new(schema::CONTENT_HASH, DataType::UInt64, false),
@@ -468,8 +476,8 @@ impl IdentityWriter {
         self.file.write(batch)
     }
 
-    /// Closes the file; returns its path if any pair was written.
-    pub fn finish(mut self) -> Result<Option<std::path::PathBuf>, IngestError> {
+    /// Closes the file; returns its path and sum if any pair was written.
+    pub fn finish(mut self) -> Result<Option<(std::path::PathBuf, FileSum)>, IngestError> {
         self.flush()?;
         self.file.finish()
     }
@@ -481,7 +489,7 @@ pub(crate) fn read_identity(
     mut each: impl FnMut(&str, &str),
 ) -> Result<(), IngestError> {
     for batch in open_reader(path, None)? {
-        let batch = batch.map_err(|e| IngestError::store(path, e))?;
+        let batch = batch.map_err(|e| IngestError::damaged(path, e))?;
         let ids = column(&batch, "id", path)?.as_string::<i32>();
         let persons = column(&batch, schema::PERSON_ID, path)?.as_string::<i32>();
         for i in 0..batch.num_rows() {
@@ -553,8 +561,8 @@ impl QuarantineWriter {
         self.file.write(batch)
     }
 
-    /// Closes the file; returns its path if any row was written.
-    pub fn finish(mut self) -> Result<Option<std::path::PathBuf>, IngestError> {
+    /// Closes the file; returns its path and sum if any row was written.
+    pub fn finish(mut self) -> Result<Option<(std::path::PathBuf, FileSum)>, IngestError> {
         self.flush()?;
         self.file.finish()
     }
@@ -624,13 +632,14 @@ mod tests {
         let path = dir.path().join("b/part.parquet");
         let events: Vec<Event> = (0..10).map(ev).collect();
         let props = vec!["campaign".to_string(), "item_id".to_string()];
-        write_events(
+        let sum = write_events(
             &path,
             &props,
             &events.iter().collect::<Vec<_>>(),
             ROW_GROUP_ROWS,
         )
         .unwrap();
+        assert_eq!(sum, FileSum::of_file(&path).unwrap());
         assert_eq!(read_events(&path).unwrap(), events);
         let mut ids = HashMap::new();
         read_event_ids(&path, &mut ids).unwrap();
@@ -699,7 +708,9 @@ mod tests {
         for (a, b) in &pairs {
             w.push(a, b).unwrap();
         }
-        assert_eq!(w.finish().unwrap(), Some(p.clone()));
+        // The sum computed while writing is the file's.
+        let (path, sum) = w.finish().unwrap().unwrap();
+        assert_eq!((&path, &sum), (&p, &FileSum::of_file(&p).unwrap()));
         let mut back = Vec::new();
         read_identity(&p, |a, b| back.push((a.to_string(), b.to_string()))).unwrap();
         assert_eq!(back, pairs);
@@ -723,7 +734,8 @@ mod tests {
         };
         let mut w = QuarantineWriter::new(q.clone());
         w.push(row).unwrap();
-        assert_eq!(w.finish().unwrap(), Some(q.clone()));
+        let (path, sum) = w.finish().unwrap().unwrap();
+        assert_eq!((&path, &sum), (&q, &FileSum::of_file(&q).unwrap()));
         assert!(q.metadata().unwrap().len() > 0);
         assert_eq!(
             QuarantineWriter::new(dir.path().join("none.parquet"))
