@@ -324,6 +324,10 @@ impl OneOrMany {
     }
 }
 
+/// The largest window (and `within`) in milliseconds, so that a timestamp plus a window never
+/// overflows.
+pub const MAX_WINDOW_MS: i64 = i64::MAX / 4;
+
 /// Parses a window such as `90s`, `30m`, `2h`, `1d`, `1w` into milliseconds.
 pub fn parse_window(text: &str) -> Result<i64, String> {
     let t = text.trim();
@@ -344,7 +348,7 @@ pub fn parse_window(text: &str) -> Result<i64, String> {
         other => return Err(format!("unknown unit {other:?} (use s, m, h, d or w)")),
     };
     n.checked_mul(secs * 1000)
-        .filter(|ms| *ms <= i64::MAX / 4)
+        .filter(|ms| *ms <= MAX_WINDOW_MS)
         .ok_or_else(|| "window too large".to_string())
 }
 

@@ -113,11 +113,15 @@ fn local_to_utc_ms(naive: NaiveDateTime, tz: &Tz) -> Result<i64, String> {
     }
 }
 
-/// Years 0001..=9999: what RFC 3339 can express, and what Parquet readers accept.
+/// The earliest instant a timestamp may name: 0001-01-01T00:00:00Z, in epoch milliseconds.
+pub const MIN_MS: i64 = -62_135_596_800_000;
+/// The latest instant a timestamp may name: 9999-12-31T23:59:59.999Z, in epoch milliseconds.
+pub const MAX_MS: i64 = 253_402_300_799_999;
+
+/// Years 0001..=9999 ([`MIN_MS`]..=[`MAX_MS`]): what RFC 3339 can express, and what Parquet
+/// readers accept.
 fn check_range(ms: i64) -> Result<i64, String> {
-    const MIN: i64 = -62_135_596_800_000; // 0001-01-01T00:00:00Z
-    const MAX: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
-    if (MIN..=MAX).contains(&ms) {
+    if (MIN_MS..=MAX_MS).contains(&ms) {
         Ok(ms)
     } else {
         Err("timestamp outside years 1..9999".into())
@@ -269,6 +273,22 @@ mod tests {
             Ok(1_631_844_000_000)
         );
         assert!(parse_instant("17.09.2021", &sh()).is_err());
+    }
+
+    #[test]
+    fn the_range_is_years_1_to_9999() {
+        let utc = parse_timezone("UTC").unwrap();
+        assert_eq!(format_ms(MIN_MS), "0001-01-01T00:00:00.000Z");
+        assert_eq!(format_ms(MAX_MS), "9999-12-31T23:59:59.999Z");
+        for ms in [MIN_MS, MAX_MS] {
+            assert_eq!(parse_ts(&format_ms(ms), &utc), Ok(ms));
+            assert_eq!(parse_ts(&ms.to_string(), &utc), Ok(ms));
+        }
+        for ms in [MIN_MS - 1, MAX_MS + 1] {
+            assert!(parse_ts(&ms.to_string(), &utc).is_err(), "{ms}");
+        }
+        // A local time in year 1 east of UTC is an instant in year 0.
+        assert!(parse_ts("0001-01-01 00:00:00", &sh()).is_err());
     }
 
     #[test]
