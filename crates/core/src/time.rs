@@ -12,7 +12,11 @@ pub fn parse_timezone(name: &str) -> Result<Tz, String> {
 
 /// Like [`parse_ts`], and also a bare date (`2021-09-17`: local midnight in `tz`).
 pub fn parse_instant(text: &str, tz: &Tz) -> Result<i64, String> {
-    match NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d") {
+    let s = text.trim();
+    if !s.is_empty() && !is_integer(s) {
+        four_digit_year(s)?;
+    }
+    match NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         Ok(d) => local_to_utc_ms(d.and_hms_opt(0, 0, 0).expect("midnight exists"), tz),
         Err(_) => parse_ts(text, tz),
     }
@@ -40,6 +44,7 @@ pub fn parse_ts(text: &str, tz: &Tz) -> Result<i64, String> {
             .map_err(|_| "epoch milliseconds out of range".to_string())
             .and_then(check_range);
     }
+    four_digit_year(s)?;
     if let Some(naive) = fast_naive(s) {
         return local_to_utc_ms(naive, tz);
     }
@@ -56,7 +61,20 @@ pub fn parse_ts(text: &str, tz: &Tz) -> Result<i64, String> {
             return local_to_utc_ms(naive, tz);
         }
     }
-    Err("not RFC 3339, epoch milliseconds or a local date-time".into())
+    Err(NOT_A_TIMESTAMP.into())
+}
+
+const NOT_A_TIMESTAMP: &str = "not RFC 3339, epoch milliseconds or a local date-time";
+
+/// Every date form starts with a four-digit year and a dash; chrono's `%Y` would also read
+/// `21-09-17` (as the year 21) or `+2021-09-17`.
+fn four_digit_year(s: &str) -> Result<(), String> {
+    let b = s.as_bytes();
+    if b.len() > 4 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-' {
+        Ok(())
+    } else {
+        Err(NOT_A_TIMESTAMP.into())
+    }
 }
 
 /// The common export form `YYYY-MM-DD HH:MM:SS[.fff]` (or with `T`), without an offset, read
@@ -198,6 +216,10 @@ mod tests {
             "1.6e12",
             "99999999999999999999",
             "2021-09-17T10:00:00+25:00",
+            "21-09-17 10:00:00",
+            "21-09-17T10:00:00+08:00",
+            "+2021-09-17 10:00:00",
+            "-1-09-17 10:00:00",
         ] {
             assert!(parse_ts(s, &sh()).is_err(), "{s:?} should not parse");
         }
@@ -273,6 +295,8 @@ mod tests {
             Ok(1_631_844_000_000)
         );
         assert!(parse_instant("17.09.2021", &sh()).is_err());
+        assert!(parse_instant("21-09-17", &sh()).is_err());
+        assert!(parse_instant("1-09-17", &sh()).is_err());
     }
 
     #[test]
