@@ -1,9 +1,10 @@
 """Differential test of `funnel analyze` against ClickHouse's own windowFunnel (chDB, in-process).
 
-For several stores (the generator's scenario data, and adversarial stores dense in equal
-timestamps and window-edge gaps), every example funnel and a set of random funnels, in the default
-mode and every ClickHouse mode, the per-step person counts of every group (all persons and each
-breakdown value) must be identical.
+For several stores (the generator's scenario data, adversarial stores dense in equal timestamps
+and window-edge gaps, and one with such chains before and across 1970 and in years 1 and 9999),
+every example funnel and a set of random funnels, in the default mode and every ClickHouse mode,
+the per-step person counts of every group (all persons and each breakdown value) must be
+identical.
 
 Usage: python tests/chdb_check.py PATH/TO/funnel [--funnels N]
 """
@@ -18,7 +19,7 @@ import tempfile
 
 import chdb
 
-from funnel_cases import MODES, VOCAB, adversarial_exports, is_extended, random_funnel, toml
+from funnel_cases import EXTREME_STARTS, MODES, VOCAB, adversarial_exports, is_extended, random_funnel, toml
 
 FUNNEL = sys.argv[1]
 RANDOM_FUNNELS = int(sys.argv[sys.argv.index("--funnels") + 1]) if "--funnels" in sys.argv else 40
@@ -51,10 +52,12 @@ def window_ms(text):
 def levels(events, funnel, step1_extra=None, where="1"):
     modes = "".join(f", {sql_str(m)}" for m in funnel.get("mode", []))
     conds = [cond(s, step1_extra if i == 0 else None) for i, s in enumerate(funnel["steps"])]
+    # windowFunnel reads unsigned timestamps: milliseconds since the store's earliest event.
     sql = f"""
         SELECT level, count() AS n FROM (
           SELECT person_id, windowFunnel({window_ms(funnel['window'])}{modes})(
-              toUInt64(toUnixTimestamp64Milli(ts)), {', '.join(conds)}) AS level
+              toUInt64(toUnixTimestamp64Milli(ts) - (SELECT min(toUnixTimestamp64Milli(ts)) FROM {events})),
+              {', '.join(conds)}) AS level
           FROM {events} WHERE {where} GROUP BY person_id)
         GROUP BY level"""
     hist = {}
@@ -178,6 +181,12 @@ with tempfile.TemporaryDirectory() as tmp:
         adversarial_exports(exports, rng, 400)
         subprocess.run([FUNNEL, "ingest", "--store", store, exports], check=True, stdout=subprocess.DEVNULL)
         stores.append((f"adversarial {k}", store))
+    # Before and across 1970, and at both ends of years 1..9999 (a separate stream of random
+    # numbers, so the stores and funnels above stay as they were).
+    exports, store = f"{tmp}/adv-extreme.csv", f"{tmp}/adv-store-extreme"
+    adversarial_exports(exports, random.Random(19691231), 400, EXTREME_STARTS)
+    subprocess.run([FUNNEL, "ingest", "--store", store, exports], check=True, stdout=subprocess.DEVNULL)
+    stores.append(("adversarial before/across 1970, years 1 and 9999", store))
 
     import tomllib
     for label, store in stores:

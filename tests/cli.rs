@@ -687,6 +687,56 @@ fn generate_is_deterministic() {
     );
 }
 
+#[test]
+fn generate_stays_in_the_years_ingest_accepts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("late");
+    let (_, e) = run(
+        &[
+            "generate",
+            "--out",
+            out.to_str().unwrap(),
+            "--persons",
+            "5",
+            "--seed",
+            "1",
+            "--start",
+            "9999-12-31",
+        ],
+        2,
+    );
+    assert!(
+        e.contains("--start") && e.contains("9999-12-31") && e.contains("up to +10000-01-28T"),
+        "{e}"
+    );
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(!out.exists());
+    // At the edges of the range, every generated row is what the truth says.
+    for start in ["0001-01-01", "9999-12-30"] {
+        let (data, store) = (
+            tmp.path().join(start),
+            tmp.path().join(format!("{start}-store")),
+        );
+        let truth = generate(
+            &data,
+            300,
+            3,
+            &[
+                "--format",
+                "mixed",
+                "--start",
+                start,
+                "--days",
+                "1",
+                "--fault-rate",
+                "0.1",
+            ],
+        );
+        let report = ingest_json(&store, &[&data], &[]);
+        assert_eq!(counts(&report), counts(&truth["expected"]), "{start}");
+    }
+}
+
 fn walk(d: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(d).unwrap().flatten() {

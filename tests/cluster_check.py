@@ -1,12 +1,13 @@
 """Cluster engines give the embedded engine's numbers, exactly.
 
-For a generated store and an adversarial one (dense in equal timestamps and window edges), every
-example funnel in every windowFunnel mode, a set of random funnels, a hostile funnel, and the
-scope options (--from/--to, --cutoff, --closed-windows-only), `funnel analyze --engine E` must
-print the same JSON as `funnel analyze` (embedded), group for group and step for step: persons,
-conversion, drop-off, pending and excluded persons (time to convert is the embedded engine's
-own; cluster engines report it as null). Funnels with extensions SQL cannot compute exactly must be
-refused with exit 2 naming the option.
+For a generated store, an adversarial one (dense in equal timestamps and window edges) and one
+with such chains before and across 1970, every example funnel in every windowFunnel mode, a set
+of random funnels, a hostile funnel, and the scope options (--from/--to, --cutoff,
+--closed-windows-only), `funnel analyze --engine E` must print the same JSON as `funnel analyze`
+(embedded), group for group and step for step: persons, conversion, drop-off, pending and
+excluded persons (time to convert is the embedded engine's own; cluster engines report it as
+null). Funnels with extensions SQL cannot compute exactly must be refused with exit 2 naming the
+option.
 
   python tests/cluster_check.py FUNNEL_BIN --clickhouse-chdb [--funnels N]
       ClickHouse's engine (chDB) behind a minimal ClickHouse HTTP interface on 127.0.0.1.
@@ -25,7 +26,8 @@ import time
 import tomllib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from funnel_cases import EXTENSIONS, MODES, VOCAB, adversarial_exports, is_extended, random_funnel, toml
+from funnel_cases import (EXTENSIONS, MODES, PRE_1970_STARTS, VOCAB, adversarial_exports, is_extended,
+                          random_funnel, toml)
 
 FUNNEL = sys.argv[1]
 RANDOM_FUNNELS = int(sys.argv[sys.argv.index("--funnels") + 1]) if "--funnels" in sys.argv else 20
@@ -126,6 +128,11 @@ with tempfile.TemporaryDirectory() as tmp:
     adv_csv, adv = f"{tmp}/adv.csv", f"{tmp}/adv-store"
     adversarial_exports(adv_csv, rng, 300)
     subprocess.run([FUNNEL, "ingest", "--store", adv, adv_csv], check=True, stdout=subprocess.DEVNULL)
+    # Chains before and across 1970 (a separate stream of random numbers, so the stores and
+    # funnels above stay as they were).
+    old_csv, old = f"{tmp}/pre1970.csv", f"{tmp}/pre1970-store"
+    adversarial_exports(old_csv, random.Random(19691231), 300, PRE_1970_STARTS)
+    subprocess.run([FUNNEL, "ingest", "--store", old, old_csv], check=True, stdout=subprocess.DEVNULL)
 
     def write(funnel, name):
         path = os.path.join(tmp, name)
@@ -151,6 +158,11 @@ with tempfile.TemporaryDirectory() as tmp:
                 continue
             f = dict(base, mode=modes)
             check(f"adversarial / {name} / {modes}", adv, write(f, "mode.toml"))
+        for modes in MODES:
+            if isinstance(base.get("breakdown"), list):
+                continue
+            f = dict(base, mode=modes)
+            check(f"before/across 1970 / {name} / {modes or 'default'}", old, write(f, "mode.toml"))
     for i in range(RANDOM_FUNNELS):
         f = random_funnel(rng, i, VOCAB)
         if rng.random() < 0.3 and f.get("breakdown"):

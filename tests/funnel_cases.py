@@ -1,6 +1,7 @@
 """Funnels and stores shared by the differential checks (chdb_check.py, cluster_check.py)."""
 
 import csv
+import datetime
 import json
 
 MODES = [
@@ -64,20 +65,41 @@ def random_funnel(rng, i, vocabulary):
     return f
 
 
-def adversarial_exports(path, rng, persons):
-    """Few event kinds, minute-resolution times: dense ties, equal timestamps, window edges."""
+EPOCH = datetime.datetime(1970, 1, 1)
+
+# Chains before 1970, across its first instant, and at both ends of the years a timestamp may
+# name (0001..9999): windowFunnel reads unsigned timestamps, so these catch a signed-to-unsigned
+# wrap. (Naive datetimes in UTC.)
+PRE_1970_STARTS = [datetime.datetime(1960, 5, 1, 12), datetime.datetime(1969, 12, 31, 23, 30),
+                   datetime.datetime(1969, 12, 31, 23, 59)]
+EXTREME_STARTS = PRE_1970_STARTS + [datetime.datetime(1, 1, 1), datetime.datetime(9999, 12, 31, 22, 58)]
+
+
+def adversarial_exports(path, rng, persons, starts=None):
+    """Few event kinds, minute-resolution times: dense ties, equal timestamps, window edges.
+
+    With `starts` (a list of UTC datetimes), each person's events fall in the 62 minutes after
+    one of them, written half as RFC 3339 and half as epoch milliseconds (negative before 1970).
+    """
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["event_id", "user_id", "event_type", "ts", "journey", "chat_type", "warning_action",
                     "account_id", "order_id", "amount", "campaign"])
         n = 0
         for p in range(persons):
+            start = rng.choice(starts) if starts else None
             for _ in range(rng.randint(0, 14)):
                 n += 1
                 et = rng.choice(["click", "click", "warning", "view", "login", "purchase"])
                 minute = rng.choice([0, 0, 1, 2, 3, 3, 4, 10, 11, 60, 61])
-                w.writerow([f"e{n}", f"u{p}", et, f"2021-09-17T10:{minute % 60:02d}:00Z" if minute < 60
-                            else f"2021-09-17T11:{minute - 60:02d}:00Z",
+                if start is None:
+                    ts = (f"2021-09-17T10:{minute % 60:02d}:00Z" if minute < 60
+                          else f"2021-09-17T11:{minute - 60:02d}:00Z")
+                else:
+                    t = start + datetime.timedelta(minutes=minute)
+                    ts = (t.isoformat() + "Z" if rng.random() < 0.5
+                          else str((t - EPOCH) // datetime.timedelta(milliseconds=1)))
+                w.writerow([f"e{n}", f"u{p}", et, ts,
                             rng.choice(["external_link", "wechat_native", ""]),
                             rng.choice(["one_to_one", "group"]),
                             rng.choice(["shown", "continue", "return"]) if et == "warning" else "",

@@ -32,8 +32,8 @@ pub use manifest::{
 };
 pub use schema::RejectReason;
 pub use spec::{
-    Attribution, CountUnit, Exclusion, Filter, FunnelSpec, MAX_STEPS, Mode, Order, SpecError, Step,
-    load_funnel, parse_funnel, parse_window,
+    Attribution, CountUnit, Exclusion, Filter, FunnelSpec, MAX_STEPS, MAX_WINDOW_MS, Mode, Order,
+    SpecError, Step, load_funnel, parse_funnel, parse_window,
 };
 
 /// The version of the tool, recorded in every manifest and report.

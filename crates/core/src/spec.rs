@@ -324,6 +324,10 @@ impl OneOrMany {
     }
 }
 
+/// The largest window (and `within`) in milliseconds, so that a timestamp plus a window never
+/// overflows.
+pub const MAX_WINDOW_MS: i64 = i64::MAX / 4;
+
 /// Parses a window such as `90s`, `30m`, `2h`, `1d`, `1w` into milliseconds.
 pub fn parse_window(text: &str) -> Result<i64, String> {
     let t = text.trim();
@@ -344,7 +348,7 @@ pub fn parse_window(text: &str) -> Result<i64, String> {
         other => return Err(format!("unknown unit {other:?} (use s, m, h, d or w)")),
     };
     n.checked_mul(secs * 1000)
-        .filter(|ms| *ms <= i64::MAX / 4)
+        .filter(|ms| *ms <= MAX_WINDOW_MS)
         .ok_or_else(|| "window too large".to_string())
 }
 
@@ -382,7 +386,7 @@ pub fn load_funnel(path: &Path) -> Result<FunnelSpec, SpecError> {
 pub fn parse_funnel(text: &str, source: &str) -> Result<FunnelSpec, SpecError> {
     let raw: RawFunnel = toml::from_str(text).map_err(|e| SpecError::Syntax {
         source_name: source.to_string(),
-        message: e.to_string().trim_end().replace('\n', " "),
+        message: one_line(e.to_string().trim_end()),
     })?;
     let invalid = |key: &str, value: &str, message: &str| SpecError::Invalid {
         source_name: source.to_string(),
@@ -604,6 +608,36 @@ pub fn parse_funnel(text: &str, source: &str) -> Result<FunnelSpec, SpecError> {
     Ok(spec)
 }
 
+/// The parser's message (which quotes the offending line under it) on one line: line breaks
+/// become spaces, and other control and line-separator characters of the quoted input escapes.
+fn one_line(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for c in message.chars() {
+        match c {
+            '\n' => out.push(' '),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => {
+                out.extend(c.escape_default())
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A column name as a TOML key in a message: bare when it can be, else quoted and escaped, so
+/// that the message stays one line whatever the name.
+fn toml_key(column: &str) -> String {
+    let bare = !column.is_empty()
+        && column
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        column.to_string()
+    } else {
+        format!("{column:?}")
+    }
+}
+
 /// A `where` table: column -> value or list of values.
 fn parse_filters(source: &str, key: &str, table: toml::Table) -> Result<Vec<Filter>, SpecError> {
     let invalid = |k: String, value: &str, message: &str| SpecError::Invalid {
@@ -621,7 +655,7 @@ fn parse_filters(source: &str, key: &str, table: toml::Table) -> Result<Vec<Filt
                 toml::Value::Integer(n) => Ok(n.to_string()),
                 toml::Value::Boolean(b) => Ok(b.to_string()),
                 other => Err(invalid(
-                    format!("{key}.where.{column}"),
+                    format!("{key}.where.{}", toml_key(&column)),
                     &other.to_string(),
                     "expected a string or a list of strings",
                 )),
@@ -633,7 +667,7 @@ fn parse_filters(source: &str, key: &str, table: toml::Table) -> Result<Vec<Filt
         };
         if values.is_empty() {
             return Err(invalid(
-                format!("{key}.where.{column}"),
+                format!("{key}.where.{}", toml_key(&column)),
                 "[]",
                 "an empty list matches nothing",
             ));
@@ -768,6 +802,13 @@ event_type = "purchase"
                 "steps[0].where.journey",
             ),
             (
+                // A column name with a line break is quoted: the message stays one line.
+                format!(
+                    "{head}[[steps]]\nname = \"a\"\nevent_type = \"click\"\nwhere = {{ \"x\\ny z\" = 1.5 }}\n"
+                ),
+                "steps[0].where.\"x\\ny z\" = \"1.5\"",
+            ),
+            (
                 format!("{head}[[steps]]\nname = \"a\"\nevent_type = \"click\"\nnote = \"x\"\n"),
                 "unknown field `note`",
             ),
@@ -775,11 +816,16 @@ event_type = "purchase"
                 "name = \"n\"\nwindow = \n".to_string(),
                 "not a valid funnel file",
             ),
+            (
+                // The parser quotes the line; a carriage return in it is escaped.
+                format!("{head}[[steps]]e\r\nname = \"a\"\n"),
+                "[[steps]]e\\r",
+            ),
         ];
         for (text, needle) in cases {
             let e = err(&text);
             assert!(e.contains(needle), "{e:?} lacks {needle:?}");
-            assert!(e.starts_with("f.toml"), "{e}");
+            assert!(e.starts_with("f.toml") && !e.contains(['\n', '\r']), "{e}");
         }
         let many: String = (0..65)
             .map(|i| format!("[[steps]]\nname = \"s{i}\"\nevent_type = \"click\"\n"))

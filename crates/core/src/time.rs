@@ -12,7 +12,11 @@ pub fn parse_timezone(name: &str) -> Result<Tz, String> {
 
 /// Like [`parse_ts`], and also a bare date (`2021-09-17`: local midnight in `tz`).
 pub fn parse_instant(text: &str, tz: &Tz) -> Result<i64, String> {
-    match NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d") {
+    let s = text.trim();
+    if !s.is_empty() && !is_integer(s) {
+        four_digit_year(s)?;
+    }
+    match NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         Ok(d) => local_to_utc_ms(d.and_hms_opt(0, 0, 0).expect("midnight exists"), tz),
         Err(_) => parse_ts(text, tz),
     }
@@ -40,6 +44,7 @@ pub fn parse_ts(text: &str, tz: &Tz) -> Result<i64, String> {
             .map_err(|_| "epoch milliseconds out of range".to_string())
             .and_then(check_range);
     }
+    four_digit_year(s)?;
     if let Some(naive) = fast_naive(s) {
         return local_to_utc_ms(naive, tz);
     }
@@ -56,7 +61,20 @@ pub fn parse_ts(text: &str, tz: &Tz) -> Result<i64, String> {
             return local_to_utc_ms(naive, tz);
         }
     }
-    Err("not RFC 3339, epoch milliseconds or a local date-time".into())
+    Err(NOT_A_TIMESTAMP.into())
+}
+
+const NOT_A_TIMESTAMP: &str = "not RFC 3339, epoch milliseconds or a local date-time";
+
+/// Every date form starts with a four-digit year and a dash; chrono's `%Y` would also read
+/// `21-09-17` (as the year 21) or `+2021-09-17`.
+fn four_digit_year(s: &str) -> Result<(), String> {
+    let b = s.as_bytes();
+    if b.len() > 4 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-' {
+        Ok(())
+    } else {
+        Err(NOT_A_TIMESTAMP.into())
+    }
 }
 
 /// The common export form `YYYY-MM-DD HH:MM:SS[.fff]` (or with `T`), without an offset, read
@@ -113,11 +131,15 @@ fn local_to_utc_ms(naive: NaiveDateTime, tz: &Tz) -> Result<i64, String> {
     }
 }
 
-/// Years 0001..=9999: what RFC 3339 can express, and what Parquet readers accept.
+/// The earliest instant a timestamp may name: 0001-01-01T00:00:00Z, in epoch milliseconds.
+pub const MIN_MS: i64 = -62_135_596_800_000;
+/// The latest instant a timestamp may name: 9999-12-31T23:59:59.999Z, in epoch milliseconds.
+pub const MAX_MS: i64 = 253_402_300_799_999;
+
+/// Years 0001..=9999 ([`MIN_MS`]..=[`MAX_MS`]): what RFC 3339 can express, and what Parquet
+/// readers accept.
 fn check_range(ms: i64) -> Result<i64, String> {
-    const MIN: i64 = -62_135_596_800_000; // 0001-01-01T00:00:00Z
-    const MAX: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
-    if (MIN..=MAX).contains(&ms) {
+    if (MIN_MS..=MAX_MS).contains(&ms) {
         Ok(ms)
     } else {
         Err("timestamp outside years 1..9999".into())
@@ -194,6 +216,10 @@ mod tests {
             "1.6e12",
             "99999999999999999999",
             "2021-09-17T10:00:00+25:00",
+            "21-09-17 10:00:00",
+            "21-09-17T10:00:00+08:00",
+            "+2021-09-17 10:00:00",
+            "-1-09-17 10:00:00",
         ] {
             assert!(parse_ts(s, &sh()).is_err(), "{s:?} should not parse");
         }
@@ -269,6 +295,24 @@ mod tests {
             Ok(1_631_844_000_000)
         );
         assert!(parse_instant("17.09.2021", &sh()).is_err());
+        assert!(parse_instant("21-09-17", &sh()).is_err());
+        assert!(parse_instant("1-09-17", &sh()).is_err());
+    }
+
+    #[test]
+    fn the_range_is_years_1_to_9999() {
+        let utc = parse_timezone("UTC").unwrap();
+        assert_eq!(format_ms(MIN_MS), "0001-01-01T00:00:00.000Z");
+        assert_eq!(format_ms(MAX_MS), "9999-12-31T23:59:59.999Z");
+        for ms in [MIN_MS, MAX_MS] {
+            assert_eq!(parse_ts(&format_ms(ms), &utc), Ok(ms));
+            assert_eq!(parse_ts(&ms.to_string(), &utc), Ok(ms));
+        }
+        for ms in [MIN_MS - 1, MAX_MS + 1] {
+            assert!(parse_ts(&ms.to_string(), &utc).is_err(), "{ms}");
+        }
+        // A local time in year 1 east of UTC is an instant in year 0.
+        assert!(parse_ts("0001-01-01 00:00:00", &sh()).is_err());
     }
 
     #[test]

@@ -124,6 +124,65 @@ const CHATS: [&str; 3] = ["one_to_one", "group", "official_account"];
 const CHAT_WEIGHTS: [f64; 3] = [0.55, 0.30, 0.15];
 const CAMPAIGNS: [&str; 4] = ["autumn_sale", "new_arrivals", "flash_deal", "member_day"];
 
+/// Most sessions a person has.
+const MAX_SESSIONS: u32 = 6;
+/// A session starting less than this after the previous one's last event is moved later...
+const SESSION_SPACING_MS: i64 = 60_000;
+/// ... by this spacing and up to (not including) this much more.
+const SESSION_SHIFT_MS: u64 = 3_600_000;
+/// The most a session's last event can come after its click (tao_code: 300 s to open the app,
+/// 60 s to log in, 1,800 s to buy; the other journeys are shorter).
+const SESSION_MAX_MS: i64 = 2_160_000;
+/// The most a conflicting copy's timestamp comes after the event's.
+const CONFLICT_SHIFT_MS: u64 = 60_000;
+
+/// The earliest and latest timestamp (epoch ms) a generation from `start_ms` (midnight of the
+/// first day, Asia/Shanghai) over `days` days can write: sessions start between 08:00 and
+/// midnight local time on one of the days, and may be pushed later by the sessions before them.
+fn time_bounds(start_ms: i64, days: u32) -> (i64, i64) {
+    let first = start_ms + 8 * 3_600_000;
+    let last_start = start_ms + i64::from(days) * 86_400_000 - 1;
+    let pushes = i64::from(MAX_SESSIONS - 1) * (SESSION_SPACING_MS + SESSION_SHIFT_MS as i64 - 1);
+    let sessions = i64::from(MAX_SESSIONS) * SESSION_MAX_MS;
+    (
+        first,
+        last_start + pushes + sessions + CONFLICT_SHIFT_MS as i64 - 1,
+    )
+}
+
+/// Refuses a `--start` and `--days` whose timestamps would leave the range ingest accepts
+/// (years 1..9999), where the truth file would count events that no ingest can store. Most
+/// timestamps are written as Asia/Shanghai local time (+08:00 after 1991), whose year must be
+/// 9999 at most too: the latest instant is 8 hours before the end of 9999 in UTC.
+fn check_time_range(opts: &GenerateOptions, start_ms: i64) -> Result<(), GenerateError> {
+    use funnel_core::time::{MIN_MS, format_ms};
+    const MAX_MS: i64 = funnel_core::time::MAX_MS - 8 * 3_600_000;
+    let (first, last) = time_bounds(start_ms, opts.days);
+    let problem = if first < MIN_MS {
+        Some(format!(
+            "timestamps from {}, before {}, the earliest that ingest accepts",
+            format_ms(first),
+            format_ms(MIN_MS)
+        ))
+    } else if last > MAX_MS {
+        Some(format!(
+            "timestamps up to {}, after {} (9999-12-31 23:59:59.999 in Asia/Shanghai), the \
+             latest that ingest accepts",
+            format_ms(last),
+            format_ms(MAX_MS)
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(GenerateError::InvalidOption {
+            option: "--start",
+            message: format!("{} with --days {} would write {p}", opts.start, opts.days),
+        }),
+        None => Ok(()),
+    }
+}
+
 const FAULTS: [&str; 12] = [
     "missing_event_id",
     "missing_user_id",
@@ -237,7 +296,7 @@ impl Writer<'_> {
         }
         if rng.chance(self.opts.conflict_rate) {
             let mut row = ev.row.clone();
-            row.ts = Some(Ts::Ms(ev.ms + rng.range(1_000, 60_000) as i64));
+            row.ts = Some(Ts::Ms(ev.ms + rng.range(1_000, CONFLICT_SHIFT_MS) as i64));
             let d = day + rng.range(0, 3) as u32;
             self.write(d, ev.platform, &row)?;
             self.reject("duplicate_conflict");
@@ -347,7 +406,6 @@ pub fn generate(opts: &GenerateOptions) -> Result<Truth, GenerateError> {
             message: "must be at least 1".into(),
         });
     }
-    std::fs::create_dir_all(&opts.out).map_err(|e| GenerateError::io(&opts.out, e))?;
     let start_ms = opts
         .start
         .and_hms_opt(0, 0, 0)
@@ -355,6 +413,8 @@ pub fn generate(opts: &GenerateOptions) -> Result<Truth, GenerateError> {
         .and_utc()
         .timestamp_millis()
         - 8 * 3_600_000; // midnight in Asia/Shanghai
+    check_time_range(opts, start_ms)?;
+    std::fs::create_dir_all(&opts.out).map_err(|e| GenerateError::io(&opts.out, e))?;
     let mut w = Writer {
         opts,
         start_ms,
@@ -463,7 +523,7 @@ fn label_persons(p: &Person, id_person: &mut BTreeMap<String, String>) -> u64 {
 /// The real events of one person, in time order.
 fn person_events(p: &mut Person, rng: &mut Rng, days: u32, start_ms: i64) -> Vec<Ev> {
     let mut sessions = 1;
-    while sessions < 6 && rng.chance(0.45) {
+    while sessions < MAX_SESSIONS && rng.chance(0.45) {
         sessions += 1;
     }
     let mut starts: Vec<i64> = (0..sessions)
@@ -477,8 +537,8 @@ fn person_events(p: &mut Person, rng: &mut Rng, days: u32, start_ms: i64) -> Vec
     let mut out = Vec::new();
     let mut t_end = i64::MIN;
     for (k, mut t) in starts.into_iter().enumerate() {
-        if t < t_end + 60_000 {
-            t = t_end + 60_000 + rng.range(0, 3_600_000) as i64;
+        if t < t_end + SESSION_SPACING_MS {
+            t = t_end + SESSION_SPACING_MS + rng.range(0, SESSION_SHIFT_MS) as i64;
         }
         let day = (t - start_ms).div_euclid(86_400_000);
         session(p, rng, &mut out, t, day, k);
@@ -714,6 +774,94 @@ mod tests {
         }
         assert!(t.persons >= t.humans);
         assert!(t.id_person.contains_key("wx_0000000"));
+    }
+
+    #[test]
+    fn timestamps_stay_within_the_bounds() {
+        // Days = 1 packs every session into one day, so sessions are pushed the most.
+        for days in [1, 28] {
+            let start_ms = 1_631_462_400_000 - 8 * 3_600_000;
+            let (first, last) = time_bounds(start_ms, days);
+            let (mut lo, mut hi, mut longest) = (i64::MAX, i64::MIN, 0);
+            for h in 0..20_000 {
+                let mut rng = Rng::derive(11, h);
+                let mut p = Person {
+                    h,
+                    wx: "wx".into(),
+                    acct: "acct".into(),
+                    dev: "dev".into(),
+                    webview_login: false,
+                    mini_login: false,
+                    app_login: false,
+                    used: Vec::new(),
+                    events: 0,
+                };
+                let events = person_events(&mut p, &mut rng, days, start_ms);
+                let mut sessions: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+                for ev in &events {
+                    lo = lo.min(ev.ms);
+                    hi = hi.max(ev.ms);
+                    // event_id: PLATFORM-PERSON-SESSION-N
+                    let id = ev.row.event_id.as_deref().unwrap();
+                    let span = sessions
+                        .entry(id[3..13].to_string())
+                        .or_insert((ev.ms, ev.ms));
+                    span.1 = span.1.max(ev.ms);
+                }
+                longest = sessions
+                    .values()
+                    .map(|(a, b)| b - a)
+                    .fold(longest, i64::max);
+            }
+            assert!(
+                first <= lo && hi + CONFLICT_SHIFT_MS as i64 <= last,
+                "{days}"
+            );
+            assert!(longest <= SESSION_MAX_MS, "a session lasts {longest} ms");
+            // The bounds are those of real data, not of any data: within a day of it.
+            assert!(lo - first < 86_400_000 && last - hi < 86_400_000, "{days}");
+        }
+    }
+
+    #[test]
+    fn a_start_whose_timestamps_ingest_would_reject_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let date = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        for (start, days, named) in [
+            (date(9999, 12, 31), 28, "up to +10000-01-28T"),
+            (date(9999, 12, 1), 31, "after 9999-12-31T15:59:59.999Z"),
+            (date(9999, 12, 31), 1, "up to +10000-01-01T0"),
+            (
+                date(0, 12, 31),
+                1,
+                "from 0000-12-31T00:00:00.000Z, before 0001-01-01",
+            ),
+        ] {
+            let mut opts = GenerateOptions::new(&out, 10, 1);
+            opts.start = start;
+            opts.days = days;
+            match generate(&opts) {
+                Err(
+                    e @ GenerateError::InvalidOption {
+                        option: "--start", ..
+                    },
+                ) => {
+                    let text = e.to_string();
+                    assert!(text.contains(named), "{text}");
+                    assert!(text.contains(&start.to_string()), "{text}");
+                }
+                other => panic!("{start}: {other:?}"),
+            }
+            assert!(!out.exists(), "nothing is written");
+        }
+        // The edges themselves are fine.
+        for (start, days) in [(date(9999, 12, 30), 1), (date(1, 1, 1), 1)] {
+            let mut opts = GenerateOptions::new(&out, 10, 1);
+            opts.start = start;
+            opts.days = days;
+            assert!(generate(&opts).is_ok(), "{start}");
+        }
     }
 
     #[test]

@@ -106,11 +106,14 @@ fn shanghai() -> FixedOffset {
     FixedOffset::east_opt(8 * 3600).expect("valid offset")
 }
 
-/// Naive wall-clock time in Asia/Shanghai (what the chat platform's exporter writes).
+/// Naive wall-clock time in Asia/Shanghai (what the chat platform's exporter writes): the
+/// zone's own offset at that instant, which ingest's default `--timezone` reads back to the same
+/// instant (before 1901 it is local mean time, +08:05:43, and 1940-1949 and 1986-1991 had summer
+/// time), not a fixed +08:00.
 fn local_text(ms: i64) -> String {
     DateTime::from_timestamp_millis(ms)
         .expect("generated times are in range")
-        .with_timezone(&shanghai())
+        .with_timezone(&chrono_tz::Asia::Shanghai)
         .format("%Y-%m-%d %H:%M:%S%.3f")
         .to_string()
 }
@@ -440,4 +443,26 @@ fn flush_parquet(
         .map_err(|e| GenerateError::io(path, e))?;
     pending.clear();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_text_reads_back_to_the_same_instant() {
+        let tz = funnel_core::time::parse_timezone("Asia/Shanghai").unwrap();
+        for ms in [
+            funnel_core::time::MIN_MS, // 0001-01-01T00:00:00Z: local mean time, +08:05:43
+            -2_195_928_000_000,        // 1900-06-01T04:00:00Z
+            584_049_600_123,           // 1988-07-04T20:00:00.123Z: summer time, +09:00
+            1_631_844_000_123,         // 2021-09-17T02:00:00.123Z
+            // 9999-12-31T15:59:59.999Z: the last local time with a four-digit year.
+            funnel_core::time::MAX_MS - 8 * 3_600_000,
+        ] {
+            let text = local_text(ms);
+            assert_eq!(funnel_core::time::parse_ts(&text, &tz), Ok(ms), "{text}");
+        }
+        assert_eq!(local_text(1_631_844_000_123), "2021-09-17 10:00:00.123");
+    }
 }

@@ -34,3 +34,17 @@ pub fn parse_timezone(name: &str) -> Result<chrono_tz::Tz, IngestError> {
         message,
     })
 }
+
+/// Internals the fuzz targets (`crates/fuzz`) check directly; not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The amount parser of the readers (units of 10^-`AMOUNT_SCALE`).
+    pub fn parse_amount(text: &str) -> Result<i64, String> {
+        crate::event::parse_amount(text)
+    }
+
+    /// The text of a parsed amount, as the quarantine writes it.
+    pub fn format_amount(units: i64) -> String {
+        crate::event::format_amount(units)
+    }
+}

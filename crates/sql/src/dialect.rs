@@ -7,16 +7,19 @@ use crate::Dialect;
 
 impl Dialect {
     /// A string literal. Both dialects read backslash escapes in literals, so backslash and quote
-    /// are escaped (a lone backslash could otherwise start `\u0027` in Spark).
+    /// are escaped (a lone backslash could otherwise start `\u0027` in Spark). NUL is escaped
+    /// too: `\0` in ClickHouse, but `\u0000` in Spark, which reads `\0` followed by two octal
+    /// digits as one octal escape (`\012` is a newline).
     pub fn string(self, s: &str) -> String {
         let mut out = String::with_capacity(s.len() + 2);
         out.push('\'');
         for c in s.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '\'' => out.push_str("\\'"),
-                '\0' => out.push_str("\\0"),
-                c => out.push(c),
+            match (c, self) {
+                ('\\', _) => out.push_str("\\\\"),
+                ('\'', _) => out.push_str("\\'"),
+                ('\0', Dialect::Spark) => out.push_str("\\u0000"),
+                ('\0', Dialect::ClickHouse) => out.push_str("\\0"),
+                (c, _) => out.push(c),
             }
         }
         out.push('\'');
@@ -316,6 +319,9 @@ mod tests {
             );
             assert_eq!(d.string(r"\u0027"), r"'\\u0027'");
         }
+        // NUL before digits: Spark would read `\012` as an octal escape (a newline).
+        assert_eq!(Dialect::Spark.string("\u{0}12"), r"'\u000012'");
+        assert_eq!(Dialect::ClickHouse.string("\u{0}12"), r"'\012'");
         assert_eq!(Dialect::Spark.ident("we`ird"), "`we``ird`");
         assert_eq!(Dialect::ClickHouse.ident("we`ird"), r"`we\`ird`");
         assert_eq!(Dialect::ClickHouse.source("db.events"), "`db`.`events`");

@@ -23,6 +23,18 @@ use funnel_core::schema;
 
 use crate::plan::{Dialect, Plan};
 
+/// Added to epoch milliseconds before ClickHouse's windowFunnel reads them as `UInt64`: the
+/// earliest instant a timestamp may name ([`funnel_core::time::MIN_MS`], year 1) becomes 0.
+const TS_BIAS: i64 = -funnel_core::time::MIN_MS;
+
+// windowFunnel compares `ts <= start + window` in UInt64 (and documents timestamps up to the
+// Int64 maximum): the latest shifted instant plus the largest window must stay below that.
+const _: () = assert!(
+    (funnel_core::time::MAX_MS + TS_BIAS)
+        .checked_add(funnel_core::MAX_WINDOW_MS)
+        .is_some()
+);
+
 /// The query for `plan` in `dialect` over `source` (a table name, or a Parquet path or glob
 /// with the store's columns).
 pub fn query(plan: &Plan<'_>, dialect: Dialect, source: &str) -> String {
@@ -216,7 +228,10 @@ impl Query<'_, '_> {
                 .map(|m| format!(", {}", d.string(m.as_str())))
                 .collect();
             let conds: String = (0..n).map(|k| format!(", toUInt8(c{k})")).collect();
-            format!("toInt64(windowFunnel({window}{modes})(toUInt64(t){conds}))")
+            // windowFunnel takes unsigned timestamps (toUInt64 wraps a negative one): shifted
+            // by TS_BIAS, every instant of years 1..9999 is non-negative, before 1970 too, and
+            // the window comparisons, differences of timestamps, are unchanged.
+            format!("toInt64(windowFunnel({window}{modes})(toUInt64(t + {TS_BIAS}){conds}))")
         } else {
             "st_level".to_string()
         };
@@ -509,7 +524,7 @@ event_type = "purchase"
         let plan = Plan::new(&f, opts).unwrap();
         let ch = query(&plan, Dialect::ClickHouse, "events");
         assert!(
-            ch.contains("windowFunnel(3600000, 'strict_increase')"),
+            ch.contains("windowFunnel(3600000, 'strict_increase')(toUInt64(t + 62135596800000)"),
             "{ch}"
         );
         assert!(ch.contains(">= 1000") && ch.contains("< 2000"), "{ch}");
