@@ -157,10 +157,11 @@ fn check_counts(what: &str, c: &Counts) -> Result<(), String> {
 /// The current generation holds `events` events (distinct event ids, timestamps in range) and
 /// its latest run's quarantine `rejected` rows.
 fn check_store(store: &Path, events: u64, rejected: u64) -> Result<(), String> {
-    let (dir, manifest) = StoreLayout::new(store)
+    let generation = StoreLayout::new(store)
         .open_current()
         .map_err(|e| format!("the store after a run: {e}"))?
         .ok_or("no current generation after a successful run")?;
+    let (dir, manifest) = (generation.dir(), generation.manifest());
     if manifest.events != events || !manifest.totals.reconciles() {
         return Err(format!(
             "the manifest says {} events (expected {events}), totals {:?}",

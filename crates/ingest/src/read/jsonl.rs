@@ -81,12 +81,15 @@ fn line_item(bytes: &[u8], line: u64, row: u64, keys: &mut HashMap<String, Arc<s
     if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
         return malformed(format!("invalid JSON: {e}"));
     }
-    let Some(members) = members(text) else {
-        return malformed("line is JSON but not an object".to_string());
+    let members = match members(text) {
+        Ok(Some(m)) => m,
+        Ok(None) => return malformed("line is JSON but not an object".to_string()),
+        // A string the syntax check passes but that does not decode (a lone surrogate).
+        Err(e) => return malformed(format!("invalid JSON: {e}")),
     };
     let mut cells: Vec<(Arc<str>, Cell)> = Vec::with_capacity(members.len());
     let mut nested = None;
-    for (key, value) in members {
+    for (key, value, decoded) in members {
         let key = match keys.get(&key) {
             Some(a) => a.clone(),
             None => {
@@ -97,20 +100,13 @@ fn line_item(bytes: &[u8], line: u64, row: u64, keys: &mut HashMap<String, Arc<s
         };
         // A repeated key: the last value counts (null included).
         cells.retain(|(k, _)| *k != key);
-        let cell = match value.as_bytes()[0] {
-            b'n' => continue, // null
-            b'"' => Cell::Str(serde_json::from_str(value).expect("a valid JSON string")),
-            b'{' | b'[' => {
-                if schema::CONTRACT_COLUMNS.contains(&key.as_ref()) {
-                    nested.get_or_insert((key.clone(), value));
-                }
-                let v: serde_json::Value = serde_json::from_str(value).expect("valid JSON");
-                Cell::Str(v.to_string())
-            }
-            // Numbers, true and false: their literal text.
-            _ => Cell::Str(value.to_string()),
-        };
-        cells.push((key, cell));
+        let Some(text) = decoded else { continue }; // null
+        if matches!(value.as_bytes()[0], b'{' | b'[')
+            && schema::CONTRACT_COLUMNS.contains(&key.as_ref())
+        {
+            nested.get_or_insert((key.clone(), value));
+        }
+        cells.push((key, Cell::Str(text)));
     }
     if let Some((key, value)) = nested {
         let message = format!("{key} holds a JSON object or array, not a single value");
@@ -169,30 +165,41 @@ fn read_line(
     Ok(Some(total))
 }
 
-/// The members of a JSON object as (key, the value's JSON text); `None` if `text` (valid JSON)
-/// is not an object.
-fn members(text: &str) -> Option<Vec<(String, &str)>> {
+/// The members of a JSON object as (key, the value's JSON text, the value as cell text: a
+/// string decoded, an object or array as compact JSON, a number or boolean as written, `None`
+/// for null); `Ok(None)` if `text` (valid JSON syntax) is not an object, an error if a string
+/// does not decode (a lone surrogate escape passes the syntax check).
+type Member<'a> = (String, &'a str, Option<String>);
+
+fn members(text: &str) -> Result<Option<Vec<Member<'_>>>, serde_json::Error> {
     let b = text.as_bytes();
     let mut i = skip_ws(b, 0);
     if b.get(i) != Some(&b'{') {
-        return None;
+        return Ok(None);
     }
     i = skip_ws(b, i + 1);
     let mut out = Vec::new();
     if b.get(i) == Some(&b'}') {
-        return Some(out);
+        return Ok(Some(out));
     }
     loop {
         let key_end = value_end(b, i);
-        let key: String = serde_json::from_str(&text[i..key_end]).expect("a valid JSON key");
+        let key: String = serde_json::from_str(&text[i..key_end])?;
         i = skip_ws(b, key_end);
         debug_assert_eq!(b[i], b':');
         i = skip_ws(b, i + 1);
         let end = value_end(b, i);
-        out.push((key, &text[i..end]));
+        let value = &text[i..end];
+        let decoded = match b[i] {
+            b'n' => None,
+            b'"' => Some(serde_json::from_str::<String>(value)?),
+            b'{' | b'[' => Some(serde_json::from_str::<serde_json::Value>(value)?.to_string()),
+            _ => Some(value.to_string()),
+        };
+        out.push((key, value, decoded));
         i = skip_ws(b, end);
         if b[i] == b'}' {
-            return Some(out);
+            return Ok(Some(out));
         }
         debug_assert_eq!(b[i], b',');
         i = skip_ws(b, i + 1);
@@ -255,20 +262,30 @@ mod tests {
     #[test]
     fn members_keep_literal_values() {
         let t = r#" { "a" : 123456789012345678901, "b\"c":"x\"y" ,"n":null,"o":{"k":[1,"]"]},"e":1e2,"t":true} "#;
+        let got: Vec<(String, &str, Option<String>)> = members(t).unwrap().unwrap();
+        let s = |v: &str| Some(v.to_string());
         assert_eq!(
-            members(t).unwrap(),
+            got,
             [
-                ("a".to_string(), "123456789012345678901"),
-                ("b\"c".to_string(), r#""x\"y""#),
-                ("n".to_string(), "null"),
-                ("o".to_string(), r#"{"k":[1,"]"]}"#),
-                ("e".to_string(), "1e2"),
-                ("t".to_string(), "true"),
+                (
+                    "a".to_string(),
+                    "123456789012345678901",
+                    s("123456789012345678901")
+                ),
+                ("b\"c".to_string(), r#""x\"y""#, s("x\"y")),
+                ("n".to_string(), "null", None),
+                ("o".to_string(), r#"{"k":[1,"]"]}"#, s(r#"{"k":[1,"]"]}"#)),
+                ("e".to_string(), "1e2", s("1e2")),
+                ("t".to_string(), "true", s("true")),
             ]
         );
-        assert_eq!(members("{}").unwrap(), []);
-        assert!(members("[1]").is_none());
-        assert!(members("3").is_none());
+        assert_eq!(members("{}").unwrap().unwrap(), []);
+        assert!(members("[1]").unwrap().is_none());
+        assert!(members("3").unwrap().is_none());
+        // A lone surrogate passes the syntax check but does not decode.
+        let lone = r#"{"a":"\ud800"}"#;
+        assert!(serde_json::from_str::<serde::de::IgnoredAny>(lone).is_ok());
+        assert!(members(lone).is_err());
     }
 
     #[test]
