@@ -78,7 +78,12 @@ fn line_item(bytes: &[u8], line: u64, row: u64, keys: &mut HashMap<String, Arc<s
     let Ok(text) = std::str::from_utf8(bytes) else {
         return malformed("line is not valid UTF-8".to_string());
     };
-    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+    if let Err(check) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        // The message as a full parse words it ("EOF while parsing a value", not "... an
+        // object"), so the quarantine says what it said before the syntax-only check.
+        let e = serde_json::from_str::<serde_json::Value>(text)
+            .err()
+            .unwrap_or(check);
         return malformed(format!("invalid JSON: {e}"));
     }
     let members = match members(text) {
