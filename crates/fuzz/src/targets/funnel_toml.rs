@@ -38,7 +38,8 @@ pub fn funnel_toml(input: &[u8]) -> Result<(), String> {
                 }
             }
         }
-        Err(e) => super::one_line("the SQL planner's error", &e.to_string(), 2000)?,
+        // Like the parser's errors, it quotes the file's values in full: one line, any length.
+        Err(e) => super::one_line("the SQL planner's error", &e.to_string(), usize::MAX)?,
     }
     Ok(())
 }
