@@ -137,8 +137,8 @@ pub const MIN_MS: i64 = -62_135_596_800_000;
 pub const MAX_MS: i64 = 253_402_300_799_999;
 
 /// Years 0001..=9999 ([`MIN_MS`]..=[`MAX_MS`]): what RFC 3339 can express, and what Parquet
-/// readers accept.
-fn check_range(ms: i64) -> Result<i64, String> {
+/// readers accept. Every instant ingest stores passes this check, whatever its input form.
+pub fn check_range(ms: i64) -> Result<i64, String> {
     if (MIN_MS..=MAX_MS).contains(&ms) {
         Ok(ms)
     } else {

@@ -92,7 +92,8 @@ impl IngestError {
         IngestError::UnreadableInput {
             path: path.into(),
             line,
-            message: message.to_string(),
+            // Messages quote what the file holds (a damaged footer's column names, ...).
+            message: crate::limits::one_line(&message.to_string()),
         }
     }
 

@@ -19,6 +19,20 @@ pub const QUARANTINE_TEXT_BYTES: usize = 64 << 10;
 /// Longest quoted value in an error message.
 pub const MESSAGE_VALUE_BYTES: usize = 200;
 
+/// `text` as one line of at most [`MESSAGE_VALUE_BYTES`] * 5 bytes: control characters (a
+/// carriage return in a damaged file's column name, say) escaped, the rest cut with a note.
+pub fn one_line(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    cut(&escaped, MESSAGE_VALUE_BYTES * 5)
+}
+
 /// `text` cut to at most `max` bytes (on a character boundary), with a note of what was cut.
 pub fn cut(text: &str, max: usize) -> String {
     cut_bytes(text.as_bytes(), text.len(), max)
@@ -51,5 +65,7 @@ mod tests {
         assert_eq!(cut("aé", 2), "a… [2 more bytes cut]");
         assert_eq!(cut_bytes(b"ab", 10, 5), "ab… [8 more bytes cut]");
         assert_eq!(cut_bytes(b"\xffz", 2, 5), "\u{fffd}z");
+        assert_eq!(one_line("got \rser_id\n"), "got \\rser_id\\n");
+        assert!(one_line(&"x".repeat(5000)).len() < 1100);
     }
 }

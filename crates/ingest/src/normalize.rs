@@ -13,7 +13,7 @@ use funnel_core::schema::{self, WARNING_ACTIONS, is_valid_event_type, store_colu
 
 use crate::event::{Event, parse_amount};
 use crate::read::Cell;
-use funnel_core::time::{local_ms_to_utc_ms, parse_ts};
+use funnel_core::time::{check_range, local_ms_to_utc_ms, parse_ts};
 
 /// Why a row is rejected, with the offending field and value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,7 +136,10 @@ pub(crate) fn normalize(
     }
     let ts_ms = match &ts {
         Cell::Str(s) => parse_ts(s, tz).map_err(|m| Rejection::new(BadTimestamp, Some(s), m))?,
-        Cell::TsUtcMs(ms) => *ms,
+        // A Parquet instant: in range like every other (a saturated unit conversion is not).
+        Cell::TsUtcMs(ms) => {
+            check_range(*ms).map_err(|m| Rejection::new(BadTimestamp, Some(&ms.to_string()), m))?
+        }
         Cell::TsLocalMs(ms) => local_ms_to_utc_ms(*ms, tz)
             .map_err(|m| Rejection::new(BadTimestamp, Some(&ms.to_string()), m))?,
     };
@@ -463,5 +466,19 @@ mod tests {
             normalize(&cells, &tz, &lineage).unwrap().ts_ms,
             1_631_844_000_000
         );
+        // Instants outside years 1..9999 (found by fuzzing Parquet input: they were stored, and
+        // DuckDB read them as null): rejected like the same text would be.
+        use funnel_core::time::{MAX_MS, MIN_MS};
+        for ms in [MIN_MS - 1, MAX_MS + 1, i64::MIN + 1, i64::MAX] {
+            cells.pop();
+            cells.push((Arc::from("ts"), Cell::TsUtcMs(ms)));
+            let rej = normalize(&cells, &tz, &lineage).unwrap_err();
+            assert_eq!(rej.reason, RejectReason::BadTimestamp, "{ms}");
+        }
+        for ms in [MIN_MS, MAX_MS] {
+            cells.pop();
+            cells.push((Arc::from("ts"), Cell::TsUtcMs(ms)));
+            assert_eq!(normalize(&cells, &tz, &lineage).unwrap().ts_ms, ms);
+        }
     }
 }
