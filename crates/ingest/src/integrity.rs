@@ -40,6 +40,7 @@ fn check_file(
     let meta = ParquetMetaDataReader::new()
         .parse_and_finish(&file)
         .map_err(|e| format!("its Parquet footer cannot be read: {e}"))?;
+    crate::footer::check(&meta)?;
     let found = meta.file_metadata().num_rows();
     if let Some(rows) = rows.filter(|r| i64::try_from(*r) != Ok(found)) {
         return Err(format!("holds {found} rows, the manifest records {rows}"));

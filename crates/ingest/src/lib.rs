@@ -11,6 +11,7 @@
 
 mod error;
 mod event;
+mod footer;
 mod identity;
 mod integrity;
 mod limits;

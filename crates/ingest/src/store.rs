@@ -279,6 +279,7 @@ fn open_reader(
     let file = File::open(path).map_err(|e| IngestError::damaged(path, e))?;
     let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| IngestError::damaged(path, e))?;
+    crate::footer::check(builder.metadata()).map_err(|e| IngestError::damaged(path, e))?;
     if let Some(cols) = columns {
         let mask = ProjectionMask::columns(builder.parquet_schema(), cols.iter().copied());
         builder = builder.with_projection(mask);

@@ -152,11 +152,16 @@ pub(super) fn read(
 ) -> Result<(), IngestError> {
     let path = &spec.path;
     let file = File::open(path).map_err(|e| IngestError::unreadable(path, None, e))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.with_batch_size(8192).build())
-        .map_err(|e| {
-            IngestError::unreadable(path, None, format!("not a readable Parquet file: {e}"))
-        })?;
+    let unreadable = |e: String| {
+        IngestError::unreadable(path, None, format!("not a readable Parquet file: {e}"))
+    };
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| unreadable(e.to_string()))?;
+    crate::footer::check(builder.metadata()).map_err(unreadable)?;
+    let reader = builder
+        .with_batch_size(8192)
+        .build()
+        .map_err(|e| unreadable(e.to_string()))?;
     let mut row = 0u64;
     for batch in reader {
         let batch = batch.map_err(|e| {
