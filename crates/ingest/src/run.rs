@@ -17,7 +17,6 @@ use crate::IngestError;
 use crate::event::Event;
 use crate::identity::Identity;
 use crate::integrity::Inventory;
-use crate::limits::{QUARANTINE_TEXT_BYTES, cut};
 use crate::normalize::{Lineage, Rejection, normalize};
 use crate::parse_timezone;
 use crate::read::{Discovered, Format, InputSpec, Item, Skipped, discover, read_file};
@@ -327,9 +326,9 @@ pub fn ingest(
                             row: e.row,
                             reason: RejectReason::DuplicateConflict.as_str(),
                             field: Some(funnel_core::schema::EVENT_ID.to_string()),
-                            value: Some(cut(&e.event_id, QUARANTINE_TEXT_BYTES)),
+                            value: Some(e.event_id.clone()),
                             message: "event_id was already accepted with different content".into(),
-                            raw: cut(&e.to_json(), QUARANTINE_TEXT_BYTES),
+                            raw: e.to_json(),
                         })?;
                     }
                     None => {
@@ -660,9 +659,9 @@ fn parse_one(
             row,
             reason: rejection.reason.as_str(),
             field: rejection.field,
-            value: rejection.value.map(|v| cut(&v, QUARANTINE_TEXT_BYTES)),
+            value: rejection.value,
             message: rejection.message,
-            raw: cut(&raw, QUARANTINE_TEXT_BYTES),
+            raw,
         }));
         flush(&mut batch, tx)
     });

@@ -24,6 +24,7 @@ use parquet::file::properties::WriterProperties;
 
 use crate::IngestError;
 use crate::event::Event;
+use crate::limits::{QUARANTINE_TEXT_BYTES, cut};
 
 const BATCH_ROWS: usize = 64 * 1024;
 
@@ -544,7 +545,18 @@ impl QuarantineWriter {
         }
     }
 
-    pub fn push(&mut self, row: QuarantineRow) -> Result<(), IngestError> {
+    /// Adds a row; its `raw` and `value` are cut to [`QUARANTINE_TEXT_BYTES`] here, whatever
+    /// made them (the one place the limit is applied to what the quarantine keeps).
+    pub fn push(&mut self, mut row: QuarantineRow) -> Result<(), IngestError> {
+        let keep = |t: &mut String| {
+            if t.len() > QUARANTINE_TEXT_BYTES {
+                *t = cut(t, QUARANTINE_TEXT_BYTES);
+            }
+        };
+        keep(&mut row.raw);
+        if let Some(v) = row.value.as_mut() {
+            keep(v);
+        }
         self.rows += 1;
         self.pending.push(row);
         if self.pending.len() >= 8192 {

@@ -11,7 +11,7 @@
 //! - Hidden names and unsupported extensions are skipped in directories; an unsupported file
 //!   named directly is an error.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -202,19 +202,19 @@ pub(crate) fn discover(inputs: &[PathBuf], store: &Path) -> Result<Discovered, I
         ..
     } = walk;
     found.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut seen: HashSet<FileId> = HashSet::new();
-    let mut first_path: std::collections::HashMap<FileId, PathBuf> = Default::default();
+    // The first path (in sorted order) of each file.
+    let mut first: HashMap<FileId, PathBuf> = HashMap::new();
     let mut files = Vec::new();
     for (path, id, format, gzip) in found {
-        if seen.insert(id) {
-            first_path.insert(id, path.clone());
-            files.push(InputSpec { path, format, gzip });
-        } else {
-            let first = first_path[&id].display().to_string();
-            skipped.push(Skipped {
+        match first.get(&id) {
+            Some(kept) => skipped.push(Skipped {
+                why: format!("the same file as {} (read once)", kept.display()),
                 path,
-                why: format!("the same file as {first} (read once)"),
-            });
+            }),
+            None => {
+                first.insert(id, path.clone());
+                files.push(InputSpec { path, format, gzip });
+            }
         }
     }
     skipped.sort_by(|a, b| a.path.cmp(&b.path));
