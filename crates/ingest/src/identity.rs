@@ -117,13 +117,13 @@ impl Identity {
     }
 
     /// The person of an id (the id itself when it was never linked).
-    pub fn person_of(&mut self, id: &str) -> String {
+    pub fn person_of<'a>(&'a mut self, id: &'a str) -> &'a str {
         match self.lookup(id) {
             Some(i) => {
                 let r = self.find(i);
-                self.name(r).to_string()
+                self.name(r)
             }
-            None => id.to_string(),
+            None => id,
         }
     }
 

@@ -9,6 +9,7 @@
 //!
 //! The entry point is [`ingest`]; [`verify`] checks a store's files against its manifest.
 
+mod batch;
 mod error;
 mod event;
 mod footer;

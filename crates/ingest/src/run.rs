@@ -1,6 +1,6 @@
 //! One ingest run: read, validate, deduplicate, stitch, and commit a new store generation.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -13,17 +13,24 @@ use funnel_core::{
 };
 use sha2::{Digest, Sha256};
 
+use arrow::array::{
+    Array, AsArray, BooleanArray, BooleanBufferBuilder, RecordBatch, StringBuilder, UInt32Array,
+};
+use arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
+use arrow::datatypes::UInt64Type;
+use hashbrown::HashMap;
+
 use crate::IngestError;
-use crate::event::Event;
+use crate::batch::{Builder, Cols, event_at, property_keys, with_persons, work_schema};
 use crate::identity::Identity;
 use crate::integrity::Inventory;
 use crate::normalize::{Lineage, Rejection, normalize};
 use crate::parse_timezone;
 use crate::read::{Discovered, Format, InputSpec, Item, Skipped, discover, read_file};
-use crate::spill::{Spill, read_spill};
+use crate::spill::{Spill, read_spill, read_spill_all};
 use crate::store::{
-    IdentityWriter, QuarantineRow, QuarantineWriter, ROW_GROUP_ROWS, read_event_ids, read_events,
-    read_identity, write_events, write_ids,
+    IdentityWriter, QuarantineRow, QuarantineWriter, ROW_GROUP_ROWS, read_events, read_identity,
+    read_ids, write_events, write_ids,
 };
 use funnel_core::time::format_ms;
 
@@ -160,6 +167,8 @@ pub fn ingest(
             message: "must be between 1 and 65536".into(),
         });
     }
+    let trace = Trace::new();
+    let tr = |what: &str| trace.mark(what);
     let Discovered { files, skipped } = discover(inputs, &opts.store)?;
 
     let layout = StoreLayout::new(&opts.store);
@@ -234,20 +243,22 @@ pub fn ingest(
                         });
                         size = (bytes, sha256);
                     }
-                    Parsed::Rows(rows) => {
-                        for row in rows {
-                            rows_total += 1;
-                            if rows_total.is_multiple_of(65_536) {
-                                progress(Progress::Rows(rows_total));
-                            }
-                            counts.rows_read += 1;
-                            match row {
-                                Row::Event(partition, ev) => by_id.push(partition, ev)?,
-                                Row::Rejected(q) => {
-                                    counts.reject(q.reason);
-                                    quarantine.push(q)?;
-                                }
-                            }
+                    Parsed::Rows {
+                        read,
+                        events,
+                        rejected,
+                    } => {
+                        if (rows_total + read) / 65_536 != rows_total / 65_536 {
+                            progress(Progress::Rows(rows_total + read));
+                        }
+                        rows_total += read;
+                        counts.rows_read += read;
+                        for q in rejected {
+                            counts.reject(q.reason);
+                            quarantine.push(q)?;
+                        }
+                        if let Some((batch, parts)) = events {
+                            by_id.push_rows(&batch, &parts)?;
                         }
                     }
                     Parsed::Failed(e) => return Err(e),
@@ -267,6 +278,7 @@ pub fn ingest(
     progress(Progress::Rows(rows_total));
     progress(Progress::Committing);
     let by_id = by_id.finish()?;
+    tr("phase 1 read");
 
     // Phase 2: deduplicate, partition by partition; the new id index goes to the new generation.
     let generation = manifest.generation + 1;
@@ -306,48 +318,76 @@ pub fn ingest(
             }
             continue;
         };
-        let mut seen: HashMap<String, u64> = HashMap::new();
-        if let Some(f) = old_ids.get(&p) {
-            read_event_ids(&inventory.reread(&f.path, Some(f.rows))?, &mut seen)?;
+        let stored_ids = match old_ids.get(&p) {
+            Some(f) => read_ids(&inventory.reread(&f.path, Some(f.rows))?)?,
+            None => Vec::new(),
+        };
+        let batches = read_spill_all(spilled)?;
+        let mut seen: HashMap<&str, u64> = HashMap::with_capacity_and_hasher(
+            stored_ids
+                .iter()
+                .chain(&batches)
+                .map(RecordBatch::num_rows)
+                .sum(),
+            Default::default(),
+        );
+        for b in &stored_ids {
+            let (ids, hashes) = (
+                b.column(0).as_string::<i32>(),
+                b.column(1).as_primitive::<UInt64Type>(),
+            );
+            for i in 0..b.num_rows() {
+                seen.insert(ids.value(i), hashes.value(i));
+            }
         }
         let mut added = false;
-        read_spill(spilled, |events| {
-            for e in events {
-                let counts = &mut input_records[e.file as usize].counts;
-                match seen.get(&e.event_id) {
-                    Some(&h) if h == e.content_hash => counts.rows_duplicate += 1,
+        for b in &batches {
+            let c = Cols::of(b);
+            let mut keep = BooleanBufferBuilder::new(b.num_rows());
+            for i in 0..b.num_rows() {
+                let file = c.file.value(i) as usize;
+                let counts = &mut input_records[file].counts;
+                let (id, hash) = (c.event_id.value(i), c.content_hash.value(i));
+                match seen.get(id) {
+                    Some(&h) if h == hash => {
+                        counts.rows_duplicate += 1;
+                        keep.append(false);
+                    }
                     Some(_) => {
                         counts.reject(RejectReason::DuplicateConflict.as_str());
+                        keep.append(false);
                         quarantine.push(QuarantineRow {
                             run: run_no,
-                            source_file: e.source_file.clone(),
-                            line: (files[e.file as usize].format != Format::Parquet)
-                                .then_some(e.source_line),
-                            row: e.row,
+                            source_file: Arc::from(c.source_file.value(i)),
+                            line: (files[file].format != Format::Parquet)
+                                .then_some(c.source_line.value(i)),
+                            row: c.row.value(i),
                             reason: RejectReason::DuplicateConflict.as_str(),
                             field: Some(funnel_core::schema::EVENT_ID.to_string()),
-                            value: Some(e.event_id.clone()),
+                            value: Some(id.to_string()),
                             message: "event_id was already accepted with different content".into(),
-                            raw: e.to_json(),
+                            raw: event_at(b, i).to_json(),
                         })?;
                     }
                     None => {
                         counts.rows_stored += 1;
-                        seen.insert(e.event_id.clone(), e.content_hash);
+                        keep.append(true);
+                        seen.insert(id, hash);
                         added = true;
-                        min_ts = min_ts.min(e.ts_ms);
-                        max_ts = max_ts.max(e.ts_ms);
-                        if e.event_type == "login"
-                            && let Some(account) = &e.account_id
-                        {
-                            identity.link(&e.user_id, account);
+                        let ts = c.ts.value(i);
+                        min_ts = min_ts.min(ts);
+                        max_ts = max_ts.max(ts);
+                        if c.event_type.value(i) == "login" && c.account_id.is_valid(i) {
+                            identity.link(c.user_id.value(i), c.account_id.value(i));
                         }
-                        accepted.push(0, e)?;
                     }
                 }
             }
-            Ok(())
-        })?;
+            let keep = BooleanArray::new(keep.finish(), None);
+            let kept = filter_record_batch(b, &keep)
+                .map_err(|e| IngestError::store(&scratch, format!("spill: {e}")))?;
+            accepted.push(0, kept)?;
+        }
         match (added, old_ids.get(&p)) {
             (false, Some(f)) => {
                 inventory.carry(&f.path, Some(f.rows))?;
@@ -355,7 +395,7 @@ pub fn ingest(
             }
             (false, None) => {}
             (true, _) => {
-                let mut ids: Vec<(String, u64)> = seen.into_iter().collect();
+                let mut ids: Vec<(&str, u64)> = seen.into_iter().collect();
                 ids.sort_unstable();
                 let rel = StoreLayout::id_file(p, generation);
                 let sum = write_ids(&gen_dir.join(&rel), &ids)?;
@@ -369,6 +409,7 @@ pub fn ingest(
         }
     }
     let accepted = accepted.finish()?.pop().flatten();
+    tr("phase 2 dedup");
 
     let mut counts = Counts::default();
     for f in &input_records {
@@ -439,16 +480,26 @@ pub fn ingest(
     let mut properties: BTreeSet<String> = manifest.properties.iter().cloned().collect();
     let mut by_bucket = Spill::new(&scratch, "by-bucket", buckets as usize)?;
     if let Some(path) = &accepted {
-        read_spill(path, |events| {
-            for mut e in events {
-                e.person_id = identity.person_of(&e.user_id);
-                properties.extend(e.properties.keys().cloned());
-                by_bucket.push(bucket_of(&e.person_id, buckets) as usize, e)?;
+        read_spill(path, |batch| {
+            let users = Cols::of(&batch).user_id;
+            let mut persons =
+                StringBuilder::with_capacity(batch.num_rows(), users.value_data().len());
+            let mut parts = Vec::with_capacity(batch.num_rows());
+            for u in users.iter() {
+                let person = identity.person_of(u.expect("user_id is never null"));
+                parts.push(bucket_of(person, buckets));
+                persons.append_value(person);
             }
-            Ok(())
+            property_keys(&batch, |k| {
+                if !properties.contains(k) {
+                    properties.insert(k.to_string());
+                }
+            });
+            by_bucket.push_rows(&with_persons(&batch, persons.finish()), &parts)
         })?;
     }
     let by_bucket = by_bucket.finish()?;
+    tr("phase 4 route");
     let properties: Vec<String> = properties.into_iter().collect();
 
     // Phase 5: rewrite touched buckets.
@@ -468,22 +519,46 @@ pub fn ingest(
     touched.extend(source_buckets.iter().copied());
     touched.extend(merges.values().map(|p| bucket_of(p, buckets)));
 
+    // Stored events re-keyed to their merged person, split into those staying in bucket `b`
+    // and those moving to another (with their new bucket).
+    let rekey = |batch: &RecordBatch,
+                 b: u32|
+     -> Result<(RecordBatch, Vec<(u32, RecordBatch)>), IngestError> {
+        let persons = Cols::of(batch).person_id;
+        if merges.is_empty() || !persons.iter().flatten().any(|p| merges.contains_key(p)) {
+            return Ok((batch.clone(), Vec::new()));
+        }
+        let mut new_persons = StringBuilder::new();
+        let mut dest = Vec::with_capacity(batch.num_rows());
+        for p in persons.iter().flatten() {
+            let np = merges.get(p).map_or(p, String::as_str);
+            new_persons.append_value(np);
+            dest.push(if np == p { b } else { bucket_of(np, buckets) });
+        }
+        let rekeyed = with_persons(batch, new_persons.finish());
+        let err = |e: arrow::error::ArrowError| IngestError::store(&scratch, e.to_string());
+        let mut moved = Vec::new();
+        let others: BTreeSet<u32> = dest.iter().copied().filter(|d| *d != b).collect();
+        for other in others {
+            let mask: BooleanArray = dest.iter().map(|d| Some(*d == other)).collect();
+            moved.push((other, filter_record_batch(&rekeyed, &mask).map_err(err)?));
+        }
+        let mask: BooleanArray = dest.iter().map(|d| Some(*d == b)).collect();
+        Ok((filter_record_batch(&rekeyed, &mask).map_err(err)?, moved))
+    };
     // Events of merged persons that move to another bucket.
-    let mut moved_in: BTreeMap<u32, Vec<Event>> = BTreeMap::new();
+    let mut moved_in: BTreeMap<u32, Vec<RecordBatch>> = BTreeMap::new();
     for b in &source_buckets {
         let f = &old_files[b];
-        for mut e in read_events(&inventory.reread(&f.path, Some(f.rows))?)? {
-            if let Some(np) = merges.get(&e.person_id) {
-                let nb = bucket_of(np, buckets);
-                if nb != *b {
-                    e.person_id = np.clone();
-                    moved_in.entry(nb).or_default().push(e);
-                }
+        for batch in read_events(&inventory.reread(&f.path, Some(f.rows))?)? {
+            for (nb, moved) in rekey(&batch, *b)?.1 {
+                moved_in.entry(nb).or_default().push(moved);
             }
         }
     }
     let mut merged_persons: BTreeSet<String> = BTreeSet::new();
     let mut event_files = Vec::new();
+    let schema = work_schema();
     for b in 0..buckets {
         if !touched.contains(&b) {
             if let Some(f) = old_files.get(&b) {
@@ -492,56 +567,61 @@ pub fn ingest(
             }
             continue;
         }
-        let mut events = Vec::new();
+        let mut parts = Vec::new();
         if let Some(f) = old_files.get(&b) {
-            for mut e in read_events(&inventory.reread(&f.path, Some(f.rows))?)? {
-                if let Some(np) = merges.get(&e.person_id) {
-                    merged_persons.insert(e.person_id.clone());
-                    if bucket_of(np, buckets) != b {
-                        continue; // moved above
+            for batch in read_events(&inventory.reread(&f.path, Some(f.rows))?)? {
+                for p in Cols::of(&batch).person_id.iter().flatten() {
+                    if merges.contains_key(p) && !merged_persons.contains(p) {
+                        merged_persons.insert(p.to_string());
                     }
-                    e.person_id = np.clone();
                 }
-                events.push(e);
+                parts.push(rekey(&batch, b)?.0);
             }
         }
-        events.extend(moved_in.remove(&b).unwrap_or_default());
+        parts.extend(moved_in.remove(&b).unwrap_or_default());
         if let Some(path) = &by_bucket[b as usize] {
-            read_spill(path, |batch| {
-                events.extend(batch);
-                Ok(())
-            })?;
+            parts.extend(read_spill_all(path)?);
         }
-        if events.is_empty() {
+        let rel = StoreLayout::bucket_file(b, generation);
+        let path = gen_dir.join(&rel);
+        let all = concat_batches(&schema, &parts).map_err(|e| IngestError::store(&path, e))?;
+        drop(parts);
+        if all.num_rows() == 0 {
             continue;
         }
-        // Sorted by reference: events are large, and (person_id, ts, event_id) is unique.
-        let mut sorted: Vec<&Event> = events.iter().collect();
-        sorted.sort_unstable_by(|x, y| {
-            (&x.person_id, x.ts_ms, &x.event_id).cmp(&(&y.person_id, y.ts_ms, &y.event_id))
+        // Sorted by index, then gathered once: (person_id, ts, event_id) is unique.
+        let c = Cols::of(&all);
+        let mut order: Vec<u32> = (0..all.num_rows() as u32).collect();
+        order.sort_unstable_by(|&x, &y| {
+            let (x, y) = (x as usize, y as usize);
+            (c.person_id.value(x), c.ts.value(x), c.event_id.value(x)).cmp(&(
+                c.person_id.value(y),
+                c.ts.value(y),
+                c.event_id.value(y),
+            ))
         });
-        let rel = StoreLayout::bucket_file(b, generation);
-        let sum = write_events(
-            &gen_dir.join(&rel),
-            &properties,
-            &sorted,
-            opts.row_group_rows,
-        )?;
+        let sorted = take_record_batch(&all, &UInt32Array::from(order))
+            .map_err(|e| IngestError::store(&path, e))?;
+        drop(all);
+        let sum = write_events(&path, &properties, &sorted, opts.row_group_rows)?;
         inventory.wrote(&rel, sum);
-        let persons = 1 + sorted
-            .windows(2)
-            .filter(|w| w[0].person_id != w[1].person_id)
-            .count() as u64;
+        let c = Cols::of(&sorted);
+        let n = sorted.num_rows();
+        let persons = 1
+            + (1..n)
+                .filter(|&i| c.person_id.value(i) != c.person_id.value(i - 1))
+                .count() as u64;
         event_files.push(EventFile {
             bucket: b,
             path: rel,
-            rows: events.len() as u64,
+            rows: n as u64,
             persons,
-            min_ts_ms: events.iter().map(|e| e.ts_ms).min().unwrap_or_default(),
-            max_ts_ms: events.iter().map(|e| e.ts_ms).max().unwrap_or_default(),
+            min_ts_ms: arrow::compute::min(c.ts).unwrap_or_default(),
+            max_ts_ms: arrow::compute::max(c.ts).unwrap_or_default(),
         });
     }
     run.persons_merged = merged_persons.len() as u64;
+    tr("phase 5 write");
 
     let mut writer = IdentityWriter::new(gen_dir.join(StoreLayout::IDENTITY_FILE));
     identity.linked_pairs(|id, person| writer.push(id, person))?;
@@ -568,6 +648,7 @@ pub fn ingest(
     funnel_core::lease::create_lease_file(&gen_dir)?;
     sync_tree(&gen_dir)?;
     switch_current(&layout, generation)?;
+    tr("commit");
     drop(current);
     // Also removes the scratch directory.
     collect_garbage(&layout, Some(generation))?;
@@ -581,24 +662,50 @@ pub fn ingest(
 }
 
 /// Rows per message from a parsing worker, and messages a file may have in flight.
-const PIPELINE_BATCH: usize = 4096;
-const PIPELINE_DEPTH: usize = 8;
-
-/// One input row, parsed and validated.
-// Nearly every row is an event; boxing it would cost an allocation per row.
-#[allow(clippy::large_enum_variant)]
-enum Row {
-    /// Valid so far, with its event_id partition; phase 2 may find it a duplicate or a conflict.
-    Event(usize, Event),
-    Rejected(QuarantineRow),
-}
+const PIPELINE_BATCH: usize = 8192;
+const PIPELINE_DEPTH: usize = 4;
 
 /// What a parsing worker sends for one file, in order: its size and hash, rows, and at the end
 /// nothing (the channel closes) or the error that stopped it.
 enum Parsed {
     Hashed(u64, String),
-    Rows(Vec<Row>),
+    /// `read` rows: the valid ones as a work batch with each row's event_id partition (phase 2
+    /// may still find a row a duplicate or a conflict), the rejected ones for the quarantine.
+    Rows {
+        read: u64,
+        events: Option<(RecordBatch, Vec<u32>)>,
+        rejected: Vec<QuarantineRow>,
+    },
     Failed(IngestError),
+}
+
+/// The rows a parsing worker has not sent yet.
+#[derive(Default)]
+struct Pending {
+    read: u64,
+    events: Builder,
+    parts: Vec<u32>,
+    rejected: Vec<QuarantineRow>,
+}
+
+impl Pending {
+    fn take(&mut self) -> Parsed {
+        let events = (self.events.len() > 0)
+            .then(|| (self.events.finish(), std::mem::take(&mut self.parts)));
+        Parsed::Rows {
+            read: std::mem::take(&mut self.read),
+            events,
+            rejected: std::mem::take(&mut self.rejected),
+        }
+    }
+
+    /// Sends the rows once there are enough; `Cancelled` when the consumer has gone.
+    fn flush(&mut self, tx: &std::sync::mpsc::SyncSender<Parsed>) -> Result<(), IngestError> {
+        if self.read as usize >= PIPELINE_BATCH {
+            tx.send(self.take()).map_err(|_| IngestError::Cancelled)?;
+        }
+        Ok(())
+    }
 }
 
 /// Parses and validates one file into `tx`. Stops quietly when the receiver is gone.
@@ -622,8 +729,9 @@ fn parse_one(
         }
     }
     let source: Arc<str> = Arc::from(spec.path.display().to_string());
-    let mut batch: Vec<Row> = Vec::with_capacity(PIPELINE_BATCH);
+    let mut pending = Pending::default();
     let result = read_file(spec, &mut |item| {
+        pending.read += 1;
         let (line, row, rejection, raw) = match item {
             Item::Rejected(r) => {
                 let rej = Rejection {
@@ -644,15 +752,15 @@ fn parse_one(
                 };
                 match normalize(&rec.cells, tz, &lineage) {
                     Ok(ev) => {
-                        let p = bucket_of(&ev.event_id, partitions) as usize;
-                        batch.push(Row::Event(p, ev));
-                        return flush(&mut batch, tx);
+                        pending.parts.push(bucket_of(&ev.event_id, partitions));
+                        pending.events.push(&ev);
+                        return pending.flush(tx);
                     }
                     Err(rej) => (rec.line, rec.row, rej, rec.raw_text()),
                 }
             }
         };
-        batch.push(Row::Rejected(QuarantineRow {
+        pending.rejected.push(QuarantineRow {
             run,
             source_file: source.clone(),
             line,
@@ -662,31 +770,18 @@ fn parse_one(
             value: rejection.value,
             message: rejection.message,
             raw,
-        }));
-        flush(&mut batch, tx)
+        });
+        pending.flush(tx)
     });
     let _ = match result {
-        Ok(()) => tx.send(Parsed::Rows(batch)),
+        Ok(()) => tx.send(pending.take()),
         // The consumer has gone: nothing more to do.
         Err(IngestError::Cancelled) => Ok(()),
         // Rows read before the error are delivered first, as a sequential read would.
         Err(e) => tx
-            .send(Parsed::Rows(batch))
+            .send(pending.take())
             .and_then(|()| tx.send(Parsed::Failed(e))),
     };
-}
-
-/// Sends a full batch; `Cancelled` when the consumer has gone.
-fn flush(
-    batch: &mut Vec<Row>,
-    tx: &std::sync::mpsc::SyncSender<Parsed>,
-) -> Result<(), IngestError> {
-    if batch.len() >= PIPELINE_BATCH {
-        let full = std::mem::replace(batch, Vec::with_capacity(PIPELINE_BATCH));
-        tx.send(Parsed::Rows(full))
-            .map_err(|_| IngestError::Cancelled)?;
-    }
-    Ok(())
 }
 
 fn hash_file(path: &Path) -> Result<(u64, String), IngestError> {
@@ -705,6 +800,28 @@ fn hash_file(path: &Path) -> Result<(u64, String), IngestError> {
         hasher.update(&buf[..n]);
     }
     Ok((bytes, hex::encode(hasher.finalize())))
+}
+
+/// With `FUNNEL_TRACE` set in the environment, the time at the end of each phase goes to
+/// stderr: a diagnostic for benchmarks and profiles, not an interface.
+struct Trace {
+    start: Instant,
+    on: bool,
+}
+
+impl Trace {
+    fn new() -> Trace {
+        Trace {
+            start: Instant::now(),
+            on: std::env::var_os("FUNNEL_TRACE").is_some(),
+        }
+    }
+
+    fn mark(&self, what: &str) {
+        if self.on {
+            eprintln!("{:>8.3} s  {what}", self.start.elapsed().as_secs_f64());
+        }
+    }
 }
 
 /// How often a waiting ingest tries the store's lock again.

@@ -1,19 +1,12 @@
 //! Parquet files of the store: bucket files of events, the identity table, quarantine files.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayBuilder, ArrayRef, AsArray, Decimal128Array, RecordBatch, StringArray,
-    TimestampMillisecondArray, UInt64Array,
-};
-use arrow::datatypes::{
-    DataType, Decimal128Type, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
-    UInt64Type,
-};
-use funnel_core::schema::{self, AMOUNT_PRECISION, AMOUNT_SCALE};
+use arrow::array::{Array, ArrayBuilder, ArrayRef, AsArray, RecordBatch, StringArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use funnel_core::schema;
 use funnel_core::{FileSum, SumWriter};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
@@ -23,46 +16,13 @@ use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::WriterProperties;
 
 use crate::IngestError;
-use crate::event::Event;
+use crate::batch::{Cols, from_store, store_schema, to_store};
 use crate::limits::{QUARANTINE_TEXT_BYTES, cut};
 
 const BATCH_ROWS: usize = 64 * 1024;
 
 fn utf8(name: &str, nullable: bool) -> Field {
     Field::new(name, DataType::Utf8, nullable)
-}
-
-/// The schema of a bucket file: contract columns, person_id, properties (sorted), internal columns.
-pub(crate) fn events_schema(properties: &[String]) -> SchemaRef {
-    let mut fields = vec![
-        utf8(schema::EVENT_ID, false),
-        utf8(schema::USER_ID, false),
-        utf8(schema::EVENT_TYPE, false),
-        Field::new(
-            schema::TS,
-            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-            false,
-        ),
-        utf8(schema::PLATFORM, true),
-        utf8(schema::JOURNEY, true),
-        utf8(schema::CHAT_TYPE, true),
-        utf8(schema::WARNING_ACTION, true),
-        utf8(schema::ACCOUNT_ID, true),
-        utf8(schema::ORDER_ID, true),
-        Field::new(
-            schema::AMOUNT,
-            DataType::Decimal128(AMOUNT_PRECISION, AMOUNT_SCALE as i8),
-            true,
-        ),
-        utf8(schema::CURRENCY, true),
-        utf8(schema::PERSON_ID, false),
-    ];
-    fields.extend(properties.iter().map(|p| utf8(p, true)));
-    fields.push(Field::new(schema::CONTENT_HASH, DataType::UInt64, false));
-    fields.push(utf8(schema::SOURCE_FILE, false));
-    fields.push(Field::new(schema::SOURCE_LINE, DataType::UInt64, false));
-    fields.push(Field::new(schema::INGEST_RUN, DataType::UInt64, false));
-    Arc::new(Schema::new(fields))
 }
 
 /// Default target rows of a row group of a bucket file. Row groups of bucket files end only
@@ -175,66 +135,16 @@ fn write_batches(
     close(path, writer)
 }
 
-fn opt_strings<'a>(events: &[&'a Event], f: impl Fn(&'a Event) -> Option<&'a str>) -> ArrayRef {
-    Arc::new(events.iter().map(|e| f(e)).collect::<StringArray>())
-}
-
-fn events_batch(
-    schema: &SchemaRef,
-    properties: &[String],
-    events: &[&Event],
-) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let mut cols: Vec<ArrayRef> = vec![
-        opt_strings(events, |e| Some(&e.event_id)),
-        opt_strings(events, |e| Some(&e.user_id)),
-        opt_strings(events, |e| Some(&e.event_type)),
-        Arc::new(
-            TimestampMillisecondArray::from_iter_values(events.iter().map(|e| e.ts_ms))
-                .with_timezone("UTC"),
-        ),
-        opt_strings(events, |e| e.platform.as_deref()),
-        opt_strings(events, |e| e.journey.as_deref()),
-        opt_strings(events, |e| e.chat_type.as_deref()),
-        opt_strings(events, |e| e.warning_action.as_deref()),
-        opt_strings(events, |e| e.account_id.as_deref()),
-        opt_strings(events, |e| e.order_id.as_deref()),
-        Arc::new(
-            events
-                .iter()
-                .map(|e| e.amount.map(i128::from))
-                .collect::<Decimal128Array>()
-                .with_precision_and_scale(AMOUNT_PRECISION, AMOUNT_SCALE as i8)?,
-        ),
-        opt_strings(events, |e| e.currency.as_deref()),
-        opt_strings(events, |e| Some(&e.person_id)),
-    ];
-    for p in properties {
-        cols.push(opt_strings(events, |e| {
-            e.properties.get(p).map(String::as_str)
-        }));
-    }
-    cols.push(Arc::new(UInt64Array::from_iter_values(
-        events.iter().map(|e| e.content_hash),
-    )));
-    cols.push(opt_strings(events, |e| Some(&e.source_file)));
-    cols.push(Arc::new(UInt64Array::from_iter_values(
-        events.iter().map(|e| e.source_line),
-    )));
-    cols.push(Arc::new(UInt64Array::from_iter_values(
-        events.iter().map(|e| e.run),
-    )));
-    RecordBatch::try_new(schema.clone(), cols)
-}
-
-/// Writes events (already sorted by person_id, ts, event_id) as one bucket file, in row groups
-/// of about `row_group_rows` that never split a person.
+/// Writes a work batch (sorted by person_id, ts, event_id) as one bucket file, in row groups
+/// of about `row_group_rows` that never split a person; `properties` names the property
+/// columns (sorted).
 pub(crate) fn write_events(
     path: &Path,
     properties: &[String],
-    events: &[&Event],
+    sorted: &RecordBatch,
     row_group_rows: usize,
 ) -> Result<FileSum, IngestError> {
-    let schema = events_schema(properties);
+    let schema = store_schema(properties);
     let sorting = ["person_id", "ts", "event_id"]
         .iter()
         .map(|c| SortingColumn {
@@ -244,13 +154,13 @@ pub(crate) fn write_events(
         })
         .collect();
     let props = writer_props(Some(sorting));
-    let batches = person_groups(events, row_group_rows)
+    let batches = person_groups(Cols::of(sorted).person_id, row_group_rows)
         .into_iter()
         .flat_map(|g| {
-            let group = &events[g];
-            group
-                .chunks(BATCH_ROWS)
-                .map(|chunk| events_batch(&schema, properties, chunk).map(Some))
+            (g.start..g.end)
+                .step_by(BATCH_ROWS)
+                .map(move |s| (s, BATCH_ROWS.min(g.end - s)))
+                .map(|(s, n)| to_store(&sorted.slice(s, n), properties).map(Some))
                 .chain([Ok(None)])
         });
     write_batches(path, schema.clone(), props, batches)
@@ -258,13 +168,13 @@ pub(crate) fn write_events(
 
 /// Row ranges of about `target` rows (sorted events) that never split a person: a range ends
 /// at the first person boundary once it holds `len / ceil(len / target)` rows or more.
-fn person_groups(events: &[&Event], target: usize) -> Vec<std::ops::Range<usize>> {
-    let n = events.len();
+fn person_groups(persons: &StringArray, target: usize) -> Vec<std::ops::Range<usize>> {
+    let n = persons.len();
     let size = n.div_ceil(n.div_ceil(target.max(1)).max(1)).max(1);
     let mut out = Vec::new();
     let mut start = 0;
     for i in 1..=n {
-        if i == n || (i - start >= size && events[i].person_id != events[i - 1].person_id) {
+        if i == n || (i - start >= size && persons.value(i) != persons.value(i - 1)) {
             out.push(start..i);
             start = i;
         }
@@ -301,131 +211,57 @@ fn column<'a>(
         .ok_or_else(|| IngestError::damaged(path, format!("lacks column {name}")))
 }
 
-/// `(event_id, content hash)` of every event in a bucket file or an id-index file.
-pub(crate) fn read_event_ids(
-    path: &Path,
-    into: &mut HashMap<String, u64>,
-) -> Result<(), IngestError> {
+/// Batches of `(event_id, content hash)` of every event in a bucket file or an id-index file
+/// (columns 0 and 1).
+pub(crate) fn read_ids(path: &Path) -> Result<Vec<RecordBatch>, IngestError> {
+    let mut out = Vec::new();
     for batch in open_reader(path, Some(&[schema::EVENT_ID, schema::CONTENT_HASH]))? {
         let batch = batch.map_err(|e| IngestError::damaged(path, e))?;
-        let ids = column(&batch, schema::EVENT_ID, path)?.as_string::<i32>();
-        let hashes = column(&batch, schema::CONTENT_HASH, path)?.as_primitive::<UInt64Type>();
-        for i in 0..batch.num_rows() {
-            into.insert(ids.value(i).to_string(), hashes.value(i));
+        let ids = column(&batch, schema::EVENT_ID, path)?.clone();
+        let hashes = column(&batch, schema::CONTENT_HASH, path)?.clone();
+        if ids.data_type() != &DataType::Utf8 || hashes.data_type() != &DataType::UInt64 {
+            return Err(IngestError::damaged(
+                path,
+                "event_id or content hash of another type",
+            ));
         }
-    }
-    Ok(())
-}
-
-/// Every event of a bucket file.
-pub(crate) fn read_events(path: &Path) -> Result<Vec<Event>, IngestError> {
-    let known: Vec<&str> = schema::CONTRACT_COLUMNS
-        .iter()
-        .chain([schema::PERSON_ID].iter())
-        .chain(schema::INTERNAL_COLUMNS.iter())
-        .copied()
-        .collect();
-    let mut out = Vec::new();
-    let mut sources: HashMap<String, Arc<str>> = HashMap::new();
-    for batch in open_reader(path, None)? {
-        let batch = batch.map_err(|e| IngestError::damaged(path, e))?;
-        let s = |name: &str| -> Result<&StringArray, IngestError> {
-            Ok(column(&batch, name, path)?.as_string::<i32>())
-        };
-        let opt = |a: &StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
-        let (event_id, user_id, event_type) = (
-            s(schema::EVENT_ID)?,
-            s(schema::USER_ID)?,
-            s(schema::EVENT_TYPE)?,
-        );
-        let ts = column(&batch, schema::TS, path)?.as_primitive::<TimestampMillisecondType>();
-        let (platform, journey, chat_type) = (
-            s(schema::PLATFORM)?,
-            s(schema::JOURNEY)?,
-            s(schema::CHAT_TYPE)?,
-        );
-        let (warning_action, account_id, order_id) = (
-            s(schema::WARNING_ACTION)?,
-            s(schema::ACCOUNT_ID)?,
-            s(schema::ORDER_ID)?,
-        );
-        let amount = column(&batch, schema::AMOUNT, path)?.as_primitive::<Decimal128Type>();
-        let currency = s(schema::CURRENCY)?;
-        let person = s(schema::PERSON_ID)?;
-        let hash = column(&batch, schema::CONTENT_HASH, path)?.as_primitive::<UInt64Type>();
-        let source = s(schema::SOURCE_FILE)?;
-        let line = column(&batch, schema::SOURCE_LINE, path)?.as_primitive::<UInt64Type>();
-        let run = column(&batch, schema::INGEST_RUN, path)?.as_primitive::<UInt64Type>();
-        let props: Vec<(String, &StringArray)> = batch
-            .schema()
-            .fields()
-            .iter()
-            .zip(batch.columns())
-            .filter(|(f, _)| !known.contains(&f.name().as_str()))
-            .map(|(f, a)| (f.name().clone(), a.as_string::<i32>()))
-            .collect();
-        for i in 0..batch.num_rows() {
-            let src = source.value(i);
-            let source_file = match sources.get(src) {
-                Some(a) => a.clone(),
-                None => {
-                    let a: Arc<str> = Arc::from(src);
-                    sources.insert(src.to_string(), a.clone());
-                    a
-                }
-            };
-            out.push(Event {
-                event_id: event_id.value(i).to_string(),
-                user_id: user_id.value(i).to_string(),
-                event_type: event_type.value(i).to_string(),
-                ts_ms: ts.value(i),
-                platform: opt(platform, i),
-                journey: opt(journey, i),
-                chat_type: opt(chat_type, i),
-                warning_action: opt(warning_action, i),
-                account_id: opt(account_id, i),
-                order_id: opt(order_id, i),
-                amount: amount.is_valid(i).then(|| amount.value(i) as i64),
-                currency: opt(currency, i),
-                properties: props
-                    .iter()
-                    .filter(|(_, a)| a.is_valid(i))
-                    .map(|(n, a)| (n.clone(), a.value(i).to_string()))
-                    .collect(),
-                person_id: person.value(i).to_string(),
-                content_hash: hash.value(i),
-                source_file,
-                source_line: line.value(i),
-                run: run.value(i),
-                file: 0,
-                row: 0,
-            });
-        }
+        let pair = RecordBatch::try_new(ids_schema(), vec![ids, hashes])
+            .map_err(|e| IngestError::damaged(path, e))?;
+        out.push(pair);
     }
     Ok(out)
 }
 
-/// The first members of `(key, value)` pairs as a string column.
-fn keys<T>(pairs: &[(String, T)]) -> ArrayRef {
-    Arc::new(
-        pairs
-            .iter()
-            .map(|p| Some(p.0.as_str()))
-            .collect::<StringArray>(),
-    )
+/// Every event of a bucket file, as work batches.
+pub(crate) fn read_events(path: &Path) -> Result<Vec<RecordBatch>, IngestError> {
+    let mut out = Vec::new();
+    for batch in open_reader(path, None)? {
+        let batch = batch.map_err(|e| IngestError::damaged(path, e))?;
+        out.push(from_store(&batch).map_err(|e| IngestError::damaged(path, e))?);
+    }
+    Ok(out)
+}
+
+fn ids_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        utf8(schema::EVENT_ID, false),
+        Field::new(schema::CONTENT_HASH, DataType::UInt64, false),
+    ]))
 }
 
 /// Writes one partition of the event-id index (sorted by event_id).
-pub(crate) fn write_ids(path: &Path, ids: &[(String, u64)]) -> Result<FileSum, IngestError> {
-    let schema = Arc::new(Schema::new(vec![
-        utf8(schema::EVENT_ID, false),
-        Field::new(schema::CONTENT_HASH, DataType::UInt64, false),
-    ]));
+pub(crate) fn write_ids<S: AsRef<str>>(
+    path: &Path,
+    ids: &[(S, u64)],
+) -> Result<FileSum, IngestError> {
+    let schema = ids_schema();
     let batches = ids.chunks(BATCH_ROWS).map(|chunk| {
         RecordBatch::try_new(
             schema.clone(),
             vec![
-                keys(chunk),
+                Arc::new(StringArray::from_iter_values(
+                    chunk.iter().map(|p| p.0.as_ref()),
+                )),
                 Arc::new(UInt64Array::from_iter_values(chunk.iter().map(|p| p.1))),
             ],
         )
@@ -607,101 +443,82 @@ fn quarantine_batch(c: &[QuarantineRow]) -> Result<RecordBatch, arrow::error::Ar
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
-    fn ev(i: u64) -> Event {
-        let mut e = Event {
-            event_id: format!("e{i}"),
-            user_id: format!("u{}", i % 3),
-            event_type: "purchase".into(),
-            ts_ms: 1_600_000_000_000 + i as i64,
-            platform: Some("taobao".into()),
-            journey: None,
-            chat_type: None,
-            warning_action: None,
-            account_id: None,
-            order_id: Some(format!("o{i}")),
-            amount: Some(1_990_000),
-            currency: Some("CNY".into()),
-            properties: BTreeMap::new(),
-            person_id: format!("u{}", i % 3),
-            content_hash: 0,
-            source_file: Arc::from("x.csv"),
-            source_line: i + 1,
-            run: 1,
-            file: 0,
-            row: 0,
-        };
-        if i.is_multiple_of(2) {
-            e.properties.insert("campaign".into(), format!("c{i}"));
-        }
-        e.content_hash = e.compute_content_hash();
-        e
+    use crate::batch::{Builder, event_at, tests::event};
+    use crate::event::Event;
+    use arrow::datatypes::UInt64Type;
+
+    fn batch_of(events: &[Event]) -> RecordBatch {
+        let mut b = Builder::default();
+        events.iter().for_each(|e| b.push(e));
+        b.finish()
     }
 
     #[test]
     fn events_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b/part.parquet");
-        let events: Vec<Event> = (0..10).map(ev).collect();
-        let props = vec!["campaign".to_string(), "item_id".to_string()];
-        let sum = write_events(
-            &path,
-            &props,
-            &events.iter().collect::<Vec<_>>(),
-            ROW_GROUP_ROWS,
-        )
-        .unwrap();
+        let events: Vec<Event> = (0..10)
+            .map(|i| Event {
+                file: 0,
+                row: 0,
+                ..event(i)
+            })
+            .collect();
+        let props: Vec<String> = ["campaign", "item_id", "zz"].map(String::from).into();
+        let sum = write_events(&path, &props, &batch_of(&events), ROW_GROUP_ROWS).unwrap();
         assert_eq!(sum, FileSum::of_file(&path).unwrap());
-        assert_eq!(read_events(&path).unwrap(), events);
-        let mut ids = HashMap::new();
-        read_event_ids(&path, &mut ids).unwrap();
-        assert_eq!(ids.len(), 10);
-        assert_eq!(ids["e3"], events[3].content_hash);
+        let back: Vec<Event> = read_events(&path)
+            .unwrap()
+            .iter()
+            .flat_map(|b| (0..b.num_rows()).map(|i| event_at(b, i)))
+            .collect();
+        assert_eq!(back, events);
+        let ids = read_ids(&path).unwrap();
+        assert_eq!(ids.iter().map(RecordBatch::num_rows).sum::<usize>(), 10);
+        let hashes = ids[0].column(1).as_primitive::<UInt64Type>();
+        assert_eq!(hashes.value(3), events[3].content_hash);
     }
 
     #[test]
     fn row_groups_never_split_a_person() {
         // Persons with 1..=7 events each, in order.
-        let mut events = Vec::new();
+        let mut persons = Vec::new();
         for p in 0..200u64 {
-            for k in 0..(p % 7 + 1) {
-                let mut e = ev(p * 10 + k);
-                e.person_id = format!("p{p:04}");
-                events.push(e);
+            for _ in 0..(p % 7 + 1) {
+                persons.push(format!("p{p:04}"));
             }
         }
-        let refs: Vec<&Event> = events.iter().collect();
+        let persons = StringArray::from(persons);
         for target in [1, 5, 16, 100, 10_000] {
-            let groups = person_groups(&refs, target);
+            let groups = person_groups(&persons, target);
             assert_eq!(groups.first().unwrap().start, 0);
-            assert_eq!(groups.last().unwrap().end, refs.len());
+            assert_eq!(groups.last().unwrap().end, persons.len());
             for w in groups.windows(2) {
                 assert_eq!(w[0].end, w[1].start);
-                assert_ne!(refs[w[0].end - 1].person_id, refs[w[1].start].person_id);
+                assert_ne!(persons.value(w[0].end - 1), persons.value(w[1].start));
             }
             // Never more than a person (7 events) past the equalised target.
             assert!(groups.iter().all(|g| g.len() < target.max(1) + 7));
         }
-        assert!(person_groups(&[], 10).is_empty());
+        assert!(person_groups(&StringArray::from(Vec::<String>::new()), 10).is_empty());
 
         // A bucket file of more than ROW_GROUP_ROWS rows: its row groups end at person changes.
-        let mut big = Vec::new();
-        for i in 0..(ROW_GROUP_ROWS as u64 + 5_000) {
-            let mut e = ev(i);
-            e.person_id = format!("p{:06}", i / 3);
-            big.push(e);
-        }
+        let n = ROW_GROUP_ROWS + 5_000;
+        let big = batch_of(&(0..n as u64).map(event).collect::<Vec<_>>());
+        let persons = StringArray::from_iter_values((0..n).map(|i| format!("p{:06}", i / 3)));
+        let big = crate::batch::with_persons(&big, persons);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("big.parquet");
-        write_events(&path, &[], &big.iter().collect::<Vec<_>>(), ROW_GROUP_ROWS).unwrap();
+        let props: Vec<String> = ["campaign", "item_id", "zz"].map(String::from).into();
+        write_events(&path, &props, &big, ROW_GROUP_ROWS).unwrap();
         let meta = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap())
             .unwrap()
             .metadata()
             .clone();
         let sizes: Vec<i64> = meta.row_groups().iter().map(|g| g.num_rows()).collect();
         assert_eq!(sizes.len(), 2, "{sizes:?}");
-        assert_eq!(sizes.iter().sum::<i64>(), big.len() as i64);
+        assert_eq!(sizes.iter().sum::<i64>(), n as i64);
         assert_eq!(
             sizes[0] % 3,
             0,
