@@ -116,12 +116,16 @@ impl Identity {
         self.union(a, b);
     }
 
-    /// The person of an id (the id itself when it was never linked).
-    pub fn person_of<'a>(&'a mut self, id: &'a str) -> &'a str {
+    /// The person of an id (the id itself when it was never linked). Read-only, so routing can
+    /// ask from several threads; one step per id once [`Identity::merges`] has pointed every id
+    /// at its root.
+    pub fn person_of<'a>(&'a self, id: &'a str) -> &'a str {
         match self.lookup(id) {
-            Some(i) => {
-                let r = self.find(i);
-                self.name(r)
+            Some(mut i) => {
+                while self.parent[i as usize] != i {
+                    i = self.parent[i as usize];
+                }
+                self.name(i)
             }
             None => id,
         }
@@ -132,6 +136,7 @@ impl Identity {
         let mut out = BTreeMap::new();
         for i in 0..self.ends.len() as u32 {
             let root = self.find(i);
+            self.parent[i as usize] = root;
             let old = match self.old_person[i as usize] {
                 NONE => i,
                 p => p,

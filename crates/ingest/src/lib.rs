@@ -10,6 +10,7 @@
 //! The entry point is [`ingest`]; [`verify`] checks a store's files against its manifest.
 
 mod batch;
+mod dedup;
 mod error;
 mod event;
 mod footer;
@@ -17,10 +18,13 @@ mod identity;
 mod integrity;
 mod limits;
 mod normalize;
+mod parallel;
 mod read;
+mod route;
 mod run;
 mod spill;
 mod store;
+mod write;
 
 pub use error::IngestError;
 pub use integrity::{Problem, VerifyReport, verify};

@@ -8,30 +8,28 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use funnel_core::{
-    Counts, EventFile, IdFile, InputFile, MANIFEST_FILE, Manifest, RejectReason, RunRecord,
-    StoreLayout, TOOL_VERSION, bucket_of,
+    Counts, EventFile, IdFile, InputFile, MANIFEST_FILE, Manifest, RunRecord, StoreLayout,
+    TOOL_VERSION, bucket_of,
 };
 use sha2::{Digest, Sha256};
 
-use arrow::array::{
-    Array, AsArray, BooleanArray, BooleanBufferBuilder, RecordBatch, StringBuilder, UInt32Array,
-};
-use arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
-use arrow::datatypes::UInt64Type;
-use hashbrown::HashMap;
+use arrow::array::RecordBatch;
 
 use crate::IngestError;
-use crate::batch::{Builder, Cols, event_at, property_keys, with_persons, work_schema};
+use crate::batch::Builder;
+use crate::dedup::{Dedup, Deduplicated, Outcomes, deduplicate};
 use crate::identity::Identity;
 use crate::integrity::Inventory;
 use crate::normalize::{Lineage, Rejection, normalize};
+use crate::parallel::threads;
 use crate::parse_timezone;
 use crate::read::{Discovered, Format, InputSpec, Item, Skipped, discover, read_file};
-use crate::spill::{Spill, read_spill, read_spill_all};
+use crate::route::route;
+use crate::spill::Spill;
 use crate::store::{
-    IdentityWriter, QuarantineRow, QuarantineWriter, ROW_GROUP_ROWS, read_events, read_identity,
-    read_ids, write_events, write_ids,
+    IdentityWriter, QuarantineRow, QuarantineWriter, ROW_GROUP_ROWS, read_identity,
 };
+use crate::write::{Buckets, Written, write_buckets};
 use funnel_core::time::format_ms;
 
 /// Options of `funnel ingest`.
@@ -206,10 +204,7 @@ pub fn ingest(
     let mut by_id = Spill::new(&scratch, "by-id", buckets as usize)?;
     let mut input_records = Vec::with_capacity(files.len());
     let mut rows_total = 0u64;
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 4)
-        .min(files.len().max(1));
+    let workers = threads().clamp(1, 4).min(files.len().max(1));
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..files.len())
         .map(|_| std::sync::mpsc::sync_channel::<Parsed>(PIPELINE_DEPTH))
         .unzip();
@@ -307,107 +302,28 @@ pub fn ingest(
             identity.load(id, person)
         })?;
     }
-    let mut id_files = Vec::new();
-    let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
-    for (p, spilled) in by_id.iter().enumerate() {
-        let p = p as u32;
-        let Some(spilled) = spilled else {
-            if let Some(f) = old_ids.get(&p) {
-                inventory.carry(&f.path, Some(f.rows))?;
-                id_files.push(f.clone());
-            }
-            continue;
-        };
-        let stored_ids = match old_ids.get(&p) {
-            Some(f) => read_ids(&inventory.reread(&f.path, Some(f.rows))?)?,
-            None => Vec::new(),
-        };
-        let batches = read_spill_all(spilled)?;
-        let mut seen: HashMap<&str, u64> = HashMap::with_capacity_and_hasher(
-            stored_ids
-                .iter()
-                .chain(&batches)
-                .map(RecordBatch::num_rows)
-                .sum(),
-            Default::default(),
-        );
-        for b in &stored_ids {
-            let (ids, hashes) = (
-                b.column(0).as_string::<i32>(),
-                b.column(1).as_primitive::<UInt64Type>(),
-            );
-            for i in 0..b.num_rows() {
-                seen.insert(ids.value(i), hashes.value(i));
-            }
-        }
-        let mut added = false;
-        for b in &batches {
-            let c = Cols::of(b);
-            let mut keep = BooleanBufferBuilder::new(b.num_rows());
-            for i in 0..b.num_rows() {
-                let file = c.file.value(i) as usize;
-                let counts = &mut input_records[file].counts;
-                let (id, hash) = (c.event_id.value(i), c.content_hash.value(i));
-                match seen.get(id) {
-                    Some(&h) if h == hash => {
-                        counts.rows_duplicate += 1;
-                        keep.append(false);
-                    }
-                    Some(_) => {
-                        counts.reject(RejectReason::DuplicateConflict.as_str());
-                        keep.append(false);
-                        quarantine.push(QuarantineRow {
-                            run: run_no,
-                            source_file: Arc::from(c.source_file.value(i)),
-                            line: (files[file].format != Format::Parquet)
-                                .then_some(c.source_line.value(i)),
-                            row: c.row.value(i),
-                            reason: RejectReason::DuplicateConflict.as_str(),
-                            field: Some(funnel_core::schema::EVENT_ID.to_string()),
-                            value: Some(id.to_string()),
-                            message: "event_id was already accepted with different content".into(),
-                            raw: event_at(b, i).to_json(),
-                        })?;
-                    }
-                    None => {
-                        counts.rows_stored += 1;
-                        keep.append(true);
-                        seen.insert(id, hash);
-                        added = true;
-                        let ts = c.ts.value(i);
-                        min_ts = min_ts.min(ts);
-                        max_ts = max_ts.max(ts);
-                        if c.event_type.value(i) == "login" && c.account_id.is_valid(i) {
-                            identity.link(c.user_id.value(i), c.account_id.value(i));
-                        }
-                    }
-                }
-            }
-            let keep = BooleanArray::new(keep.finish(), None);
-            let kept = filter_record_batch(b, &keep)
-                .map_err(|e| IngestError::store(&scratch, format!("spill: {e}")))?;
-            accepted.push(0, kept)?;
-        }
-        match (added, old_ids.get(&p)) {
-            (false, Some(f)) => {
-                inventory.carry(&f.path, Some(f.rows))?;
-                id_files.push(f.clone());
-            }
-            (false, None) => {}
-            (true, _) => {
-                let mut ids: Vec<(&str, u64)> = seen.into_iter().collect();
-                ids.sort_unstable();
-                let rel = StoreLayout::id_file(p, generation);
-                let sum = write_ids(&gen_dir.join(&rel), &ids)?;
-                inventory.wrote(&rel, sum);
-                id_files.push(IdFile {
-                    partition: p,
-                    path: rel,
-                    rows: ids.len() as u64,
-                });
-            }
-        }
-    }
+    let Deduplicated {
+        id_files,
+        min_ts,
+        max_ts,
+    } = deduplicate(
+        &Dedup {
+            run: run_no,
+            generation,
+            gen_dir: &gen_dir,
+            old_ids: &old_ids,
+            spilled: &by_id,
+            files: &files,
+        },
+        Outcomes {
+            inventory: &mut inventory,
+            identity: &mut identity,
+            quarantine: &mut quarantine,
+            inputs: &mut input_records,
+            accepted: &mut accepted,
+        },
+        threads(),
+    )?;
     let accepted = accepted.finish()?.pop().flatten();
     tr("phase 2 dedup");
 
@@ -478,27 +394,14 @@ pub fn ingest(
 
     // Phase 4: new rows to their person's bucket.
     let mut properties: BTreeSet<String> = manifest.properties.iter().cloned().collect();
-    let mut by_bucket = Spill::new(&scratch, "by-bucket", buckets as usize)?;
-    if let Some(path) = &accepted {
-        read_spill(path, |batch| {
-            let users = Cols::of(&batch).user_id;
-            let mut persons =
-                StringBuilder::with_capacity(batch.num_rows(), users.value_data().len());
-            let mut parts = Vec::with_capacity(batch.num_rows());
-            for u in users.iter() {
-                let person = identity.person_of(u.expect("user_id is never null"));
-                parts.push(bucket_of(person, buckets));
-                persons.append_value(person);
-            }
-            property_keys(&batch, |k| {
-                if !properties.contains(k) {
-                    properties.insert(k.to_string());
-                }
-            });
-            by_bucket.push_rows(&with_persons(&batch, persons.finish()), &parts)
-        })?;
-    }
-    let by_bucket = by_bucket.finish()?;
+    let by_bucket = route(
+        accepted.as_deref(),
+        &scratch,
+        buckets,
+        &identity,
+        &mut properties,
+        threads(),
+    )?;
     tr("phase 4 route");
     let properties: Vec<String> = properties.into_iter().collect();
 
@@ -508,118 +411,23 @@ pub fn ingest(
         .iter()
         .map(|f| (f.bucket, f.clone()))
         .collect();
-    let source_buckets: BTreeSet<u32> = merges
-        .keys()
-        .map(|p| bucket_of(p, buckets))
-        .filter(|b| old_files.contains_key(b))
-        .collect();
-    let mut touched: BTreeSet<u32> = (0..buckets)
-        .filter(|b| by_bucket[*b as usize].is_some())
-        .collect();
-    touched.extend(source_buckets.iter().copied());
-    touched.extend(merges.values().map(|p| bucket_of(p, buckets)));
-
-    // Stored events re-keyed to their merged person, split into those staying in bucket `b`
-    // and those moving to another (with their new bucket).
-    let rekey = |batch: &RecordBatch,
-                 b: u32|
-     -> Result<(RecordBatch, Vec<(u32, RecordBatch)>), IngestError> {
-        let persons = Cols::of(batch).person_id;
-        if merges.is_empty() || !persons.iter().flatten().any(|p| merges.contains_key(p)) {
-            return Ok((batch.clone(), Vec::new()));
-        }
-        let mut new_persons = StringBuilder::new();
-        let mut dest = Vec::with_capacity(batch.num_rows());
-        for p in persons.iter().flatten() {
-            let np = merges.get(p).map_or(p, String::as_str);
-            new_persons.append_value(np);
-            dest.push(if np == p { b } else { bucket_of(np, buckets) });
-        }
-        let rekeyed = with_persons(batch, new_persons.finish());
-        let err = |e: arrow::error::ArrowError| IngestError::store(&scratch, e.to_string());
-        let mut moved = Vec::new();
-        let others: BTreeSet<u32> = dest.iter().copied().filter(|d| *d != b).collect();
-        for other in others {
-            let mask: BooleanArray = dest.iter().map(|d| Some(*d == other)).collect();
-            moved.push((other, filter_record_batch(&rekeyed, &mask).map_err(err)?));
-        }
-        let mask: BooleanArray = dest.iter().map(|d| Some(*d == b)).collect();
-        Ok((filter_record_batch(&rekeyed, &mask).map_err(err)?, moved))
-    };
-    // Events of merged persons that move to another bucket.
-    let mut moved_in: BTreeMap<u32, Vec<RecordBatch>> = BTreeMap::new();
-    for b in &source_buckets {
-        let f = &old_files[b];
-        for batch in read_events(&inventory.reread(&f.path, Some(f.rows))?)? {
-            for (nb, moved) in rekey(&batch, *b)?.1 {
-                moved_in.entry(nb).or_default().push(moved);
-            }
-        }
-    }
-    let mut merged_persons: BTreeSet<String> = BTreeSet::new();
-    let mut event_files = Vec::new();
-    let schema = work_schema();
-    for b in 0..buckets {
-        if !touched.contains(&b) {
-            if let Some(f) = old_files.get(&b) {
-                inventory.carry(&f.path, Some(f.rows))?;
-                event_files.push(f.clone());
-            }
-            continue;
-        }
-        let mut parts = Vec::new();
-        if let Some(f) = old_files.get(&b) {
-            for batch in read_events(&inventory.reread(&f.path, Some(f.rows))?)? {
-                for p in Cols::of(&batch).person_id.iter().flatten() {
-                    if merges.contains_key(p) && !merged_persons.contains(p) {
-                        merged_persons.insert(p.to_string());
-                    }
-                }
-                parts.push(rekey(&batch, b)?.0);
-            }
-        }
-        parts.extend(moved_in.remove(&b).unwrap_or_default());
-        if let Some(path) = &by_bucket[b as usize] {
-            parts.extend(read_spill_all(path)?);
-        }
-        let rel = StoreLayout::bucket_file(b, generation);
-        let path = gen_dir.join(&rel);
-        let all = concat_batches(&schema, &parts).map_err(|e| IngestError::store(&path, e))?;
-        drop(parts);
-        if all.num_rows() == 0 {
-            continue;
-        }
-        // Sorted by index, then gathered once: (person_id, ts, event_id) is unique.
-        let c = Cols::of(&all);
-        let mut order: Vec<u32> = (0..all.num_rows() as u32).collect();
-        order.sort_unstable_by(|&x, &y| {
-            let (x, y) = (x as usize, y as usize);
-            (c.person_id.value(x), c.ts.value(x), c.event_id.value(x)).cmp(&(
-                c.person_id.value(y),
-                c.ts.value(y),
-                c.event_id.value(y),
-            ))
-        });
-        let sorted = take_record_batch(&all, &UInt32Array::from(order))
-            .map_err(|e| IngestError::store(&path, e))?;
-        drop(all);
-        let sum = write_events(&path, &properties, &sorted, opts.row_group_rows)?;
-        inventory.wrote(&rel, sum);
-        let c = Cols::of(&sorted);
-        let n = sorted.num_rows();
-        let persons = 1
-            + (1..n)
-                .filter(|&i| c.person_id.value(i) != c.person_id.value(i - 1))
-                .count() as u64;
-        event_files.push(EventFile {
-            bucket: b,
-            path: rel,
-            rows: n as u64,
-            persons,
-            min_ts_ms: arrow::compute::min(c.ts).unwrap_or_default(),
-            max_ts_ms: arrow::compute::max(c.ts).unwrap_or_default(),
-        });
-    }
+    let Written {
+        event_files,
+        merged_persons,
+    } = write_buckets(
+        &Buckets {
+            buckets,
+            generation,
+            gen_dir: &gen_dir,
+            merges: &merges,
+            old_files: &old_files,
+            spilled: &by_bucket,
+            properties: &properties,
+            row_group_rows: opts.row_group_rows,
+            threads: threads(),
+        },
+        &mut inventory,
+    )?;
     run.persons_merged = merged_persons.len() as u64;
     tr("phase 5 write");
 
