@@ -1,6 +1,9 @@
 """Benchmark: `funnel` against ClickHouse's windowFunnel (chDB, over Parquet and over a MergeTree
 table ordered by (person_id, ts)) and a bare DuckDB scan of the columns the funnel needs, on the
-same generated data, in one run. Prints a table and writes bench/results.json.
+same generated data, in one run; and the ingest against DuckDB's plain CSV and JSON -> Parquet
+conversions (as they come, and sorted by user), the re-ingest of the same export, and, end to
+end from a fresh CSV export to the per-step counts, `funnel ingest` + `funnel analyze` against
+chDB's windowFunnel run straight over the CSV. Prints a table and writes bench/results.json.
 
 Usage: python3 bench/bench.py [--events 10000000] [--runs 3]
 Creates bench/.venv (chdb, duckdb, polars, pyarrow pinned from PyPI) on first use and re-runs
@@ -97,6 +100,37 @@ def funnel_sql(source):
       WHERE level > 0 GROUP BY g, level ORDER BY g, level"""
 
 
+CSV_COLUMNS = ("event_id String, user_id String, event_type String, ts String, platform Nullable(String), "
+               "journey Nullable(String), chat_type Nullable(String), warning_action Nullable(String), "
+               "account_id Nullable(String), order_id Nullable(String), amount Nullable(String), "
+               "currency Nullable(String), campaign Nullable(String), item_id Nullable(String)")
+
+
+def chdb_over_csv(data):
+    """chDB straight from the CSV export to the funnel's counts, as an analyst would write it
+    without our ingest: events read once into a Memory table, timestamps parsed in the export's
+    zone, each user_id mapped one hop to the account it logged in with, then windowFunnel."""
+    load = f"""
+      CREATE TABLE ev_csv ENGINE = Memory AS
+      WITH raw AS (SELECT user_id, event_type, nullIf(ifNull(journey, ''), '') AS journey,
+                          nullIf(ifNull(account_id, ''), '') AS account_id,
+                          parseDateTime64BestEffort(ts, 3, 'Asia/Shanghai') AS ts
+                   FROM file('{data}/*/*.csv', CSVWithNames, '{CSV_COLUMNS}')),
+           link AS (SELECT user_id, min(account_id) AS account FROM raw
+                    WHERE event_type = 'login' AND account_id IS NOT NULL GROUP BY user_id)
+      SELECT coalesce(nullIf(link.account, ''), raw.user_id) AS person_id, raw.ts AS ts,
+             raw.event_type AS event_type, raw.journey AS journey
+      FROM raw LEFT JOIN link ON raw.user_id = link.user_id
+      SETTINGS join_use_nulls = 0"""
+    return python(
+        "import chdb\n"
+        "from chdb import session\n"
+        "s = session.Session()\n"
+        f"s.query({load!r})\n"
+        f"print(s.query({funnel_sql('ev_csv')!r}, 'JSONEachRow').data())"
+    )
+
+
 def counts_from_levels(jsonl):
     by = {}
     for line in jsonl.splitlines():
@@ -172,20 +206,49 @@ def main():
     events = truth["expected"]["rows_stored"]
     rows = []
 
+    # Ingest: whole processes, one run each (a second run into the same store is all duplicates).
     ingest_s, ingest_rss, _ = timed([funnel, "ingest", "--store", store, "--format", "json", data])
     rows.append(("ingest CSV -> store (funnel)", ingest_s, ingest_rss, events))
+    s, rss, _ = timed([funnel, "ingest", "--store", store, "--format", "json", data])
+    rows.append(("re-ingest the same CSV, all duplicates (funnel)", s, rss, events))
+    one = os.path.join(WORK, "store-1-thread")
+    s, rss, _ = timed([funnel, "ingest", "--store", one, "--format", "json", data],
+                      env={**os.environ, "FUNNEL_THREADS": "1"})
+    rows.append(("ingest CSV -> store (funnel, 1 thread)", s, rss, events))
+    shutil.rmtree(one)
     duck_out = os.path.join(WORK, "duck.parquet")
-    copy = f"COPY (SELECT * FROM read_csv('{data}/*/*.csv', union_by_name=true)) TO '{duck_out}' (FORMAT parquet)"
+    src = f"read_csv('{data}/*/*.csv', union_by_name=true)"
+    copy = f"COPY (SELECT * FROM {src}) TO '{duck_out}' (FORMAT parquet)"
     s, rss, _ = timed(python(f"import duckdb; duckdb.sql({copy!r})"))
     rows.append(("ingest CSV -> Parquet (DuckDB COPY)", s, rss, events))
+    copy = f"COPY (SELECT * FROM {src} ORDER BY user_id, ts) TO '{duck_out}' (FORMAT parquet)"
+    s, rss, _ = timed(python(f"import duckdb; duckdb.sql({copy!r})"))
+    rows.append(("ingest CSV -> Parquet ORDER BY user_id, ts (DuckDB)", s, rss, events))
     s, rss, _ = timed([funnel, "ingest", "--store", os.path.join(WORK, "store-jsonl"), "--format", "json", jdata])
     rows.append(("ingest JSON lines -> store (funnel)", s, rss, events))
-    copy = f"COPY (SELECT * FROM read_json('{jdata}/*/*.jsonl', union_by_name=true)) TO '{duck_out}' (FORMAT parquet)"
+    src = f"read_json('{jdata}/*/*.jsonl', union_by_name=true)"
+    copy = f"COPY (SELECT * FROM {src}) TO '{duck_out}' (FORMAT parquet)"
     s, rss, _ = timed(python(f"import duckdb; duckdb.sql({copy!r})"))
     rows.append(("ingest JSON lines -> Parquet (DuckDB COPY)", s, rss, events))
+    copy = f"COPY (SELECT * FROM {src} ORDER BY user_id, ts) TO '{duck_out}' (FORMAT parquet)"
+    s, rss, _ = timed(python(f"import duckdb; duckdb.sql({copy!r})"))
+    rows.append(("ingest JSON lines -> Parquet ORDER BY user_id, ts (DuckDB)", s, rss, events))
+    os.remove(duck_out)
+
+    # End to end: a fresh CSV export to the per-step counts.
+    results = {}
+    e2e = os.path.join(WORK, "store-e2e")
+    s, rss, out = timed(["sh", "-c", f'"$0" ingest --store "$1" "$2" >/dev/null && '
+                         f'"$0" analyze --store "$1" --funnel "$3" --format json',
+                         funnel, e2e, data, FUNNEL_FILE])
+    results["funnel ingest + analyze, fresh CSV"] = counts_from_report(out)
+    rows.append(("CSV -> counts: funnel ingest + analyze", s, rss, events))
+    shutil.rmtree(e2e)
+    s, rss, out = median_of(args.runs, chdb_over_csv(data))
+    results["chDB windowFunnel over the CSV"] = counts_from_levels(out)
+    rows.append(("CSV -> counts: chDB windowFunnel over the CSV", s, rss, events))
 
     parquet = f"file('{store}/current/events/*/*.parquet', Parquet)"
-    results = {}
     s, rss, out = median_of(args.runs, [funnel, "analyze", "--store", store, "--funnel", FUNNEL_FILE, "--format", "json"])
     results["funnel analyze"] = counts_from_report(out)
     rows.append(("funnel analyze (embedded)", s, rss, events))

@@ -11,6 +11,7 @@
 //! A new contract column is a change here (and in `Event`, the row a validated export row
 //! becomes), nowhere else.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 
@@ -254,7 +255,7 @@ impl Builder {
         } else {
             self.packed.clear();
             pack_properties(
-                e.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                e.properties.iter().map(|(k, v)| (k.as_ref(), v.as_ref())),
                 &mut self.packed,
             );
             self.properties.append_value(&self.packed);
@@ -314,18 +315,19 @@ pub(crate) fn with_persons(batch: &RecordBatch, persons: StringArray) -> RecordB
     RecordBatch::try_new(batch.schema(), cols).expect("same schema")
 }
 
-/// Row `i` of a work batch as an event (for the quarantine of a conflict, and for tests).
-pub(crate) fn event_at(batch: &RecordBatch, i: usize) -> Event {
+/// Row `i` of a work batch as an event, borrowing the batch (for the quarantine of a conflict,
+/// and for tests).
+pub(crate) fn event_at(batch: &RecordBatch, i: usize) -> Event<'_> {
     let c = Cols::of(batch);
     let opt = |k: usize| {
         let a = batch.column(k).as_string::<i32>();
-        a.is_valid(i).then(|| a.value(i).to_string())
+        a.is_valid(i).then(|| Cow::Borrowed(a.value(i)))
     };
     let amount = batch.column(col::AMOUNT).as_primitive::<Decimal128Type>();
     Event {
-        event_id: c.event_id.value(i).to_string(),
-        user_id: c.user_id.value(i).to_string(),
-        event_type: c.event_type.value(i).to_string(),
+        event_id: c.event_id.value(i).into(),
+        user_id: c.user_id.value(i).into(),
+        event_type: c.event_type.value(i).into(),
         ts_ms: c.ts.value(i),
         platform: opt(col::PLATFORM),
         journey: opt(col::JOURNEY),
@@ -337,12 +339,12 @@ pub(crate) fn event_at(batch: &RecordBatch, i: usize) -> Event {
         currency: opt(col::CURRENCY),
         properties: if c.properties.is_valid(i) {
             unpack_properties(c.properties.value(i))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .map(|(k, v)| (k.into(), v.into()))
                 .collect()
         } else {
             BTreeMap::new()
         },
-        person_id: c.person_id.value(i).to_string(),
+        person_id: c.person_id.value(i).into(),
         content_hash: c.content_hash.value(i),
         source_file: Arc::from(c.source_file.value(i)),
         source_line: c.source_line.value(i),
@@ -471,10 +473,10 @@ pub(crate) fn property_keys<'a>(batch: &'a RecordBatch, mut each: impl FnMut(&'a
 pub(crate) mod tests {
     use super::*;
 
-    pub(crate) fn event(i: u64) -> Event {
+    pub(crate) fn event(i: u64) -> Event<'static> {
         let mut e = Event {
-            event_id: format!("e{i}"),
-            user_id: format!("u{}", i % 3),
+            event_id: format!("e{i}").into(),
+            user_id: format!("u{}", i % 3).into(),
             event_type: if i.is_multiple_of(2) {
                 "purchase"
             } else {
@@ -486,12 +488,12 @@ pub(crate) mod tests {
             journey: i.is_multiple_of(3).then(|| "external_link".into()),
             chat_type: None,
             warning_action: None,
-            account_id: i.is_multiple_of(5).then(|| format!("a{i}")),
-            order_id: Some(format!("o{i}")),
+            account_id: i.is_multiple_of(5).then(|| format!("a{i}").into()),
+            order_id: Some(format!("o{i}").into()),
             amount: i.is_multiple_of(2).then_some(-(i as i64) * 10_000),
             currency: Some("CNY".into()),
             properties: BTreeMap::new(),
-            person_id: String::new(),
+            person_id: "".into(),
             content_hash: 0,
             source_file: Arc::from("x.csv"),
             source_line: i + 2,
@@ -500,10 +502,11 @@ pub(crate) mod tests {
             row: i + 1,
         };
         if i.is_multiple_of(2) {
-            e.properties.insert("campaign".into(), format!("c{i}"));
+            e.properties
+                .insert("campaign".into(), format!("c{i}").into());
         }
         if i.is_multiple_of(3) {
-            e.properties.insert("item_id".into(), String::new());
+            e.properties.insert("item_id".into(), "".into());
             e.properties.insert("zz".into(), "ü,\"\n".into());
         }
         e.content_hash = e.compute_content_hash();

@@ -1,32 +1,34 @@
 //! The normalised event: what a valid export row becomes before it is stored.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use funnel_core::schema::AMOUNT_SCALE;
 use xxhash_rust::xxh3::Xxh3;
 
-/// A valid, normalised event.
+/// A valid, normalised event. Its text borrows from the row it was read from where it can
+/// (`Event<'static>` owns it), so validating a row copies no text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Event {
-    pub event_id: String,
-    pub user_id: String,
-    pub event_type: String,
+pub(crate) struct Event<'a> {
+    pub event_id: Cow<'a, str>,
+    pub user_id: Cow<'a, str>,
+    pub event_type: Cow<'a, str>,
     /// Epoch milliseconds, UTC.
     pub ts_ms: i64,
-    pub platform: Option<String>,
-    pub journey: Option<String>,
-    pub chat_type: Option<String>,
-    pub warning_action: Option<String>,
-    pub account_id: Option<String>,
-    pub order_id: Option<String>,
+    pub platform: Option<Cow<'a, str>>,
+    pub journey: Option<Cow<'a, str>>,
+    pub chat_type: Option<Cow<'a, str>>,
+    pub warning_action: Option<Cow<'a, str>>,
+    pub account_id: Option<Cow<'a, str>>,
+    pub order_id: Option<Cow<'a, str>>,
     /// Scaled by 10^[`AMOUNT_SCALE`].
     pub amount: Option<i64>,
-    pub currency: Option<String>,
+    pub currency: Option<Cow<'a, str>>,
     /// Store column name -> value; empty values are never stored.
-    pub properties: BTreeMap<String, String>,
+    pub properties: BTreeMap<Cow<'a, str>, Cow<'a, str>>,
     /// Assigned at commit time by identity stitching.
-    pub person_id: String,
+    pub person_id: Cow<'a, str>,
     pub content_hash: u64,
     pub source_file: Arc<str>,
     pub source_line: u64,
@@ -37,7 +39,7 @@ pub(crate) struct Event {
     pub row: u64,
 }
 
-impl Event {
+impl Event<'_> {
     /// Hash of everything the export said about the event (not where it was read from, not the
     /// person it was stitched to). Two rows with one event_id and equal hashes are duplicates.
     pub fn compute_content_hash(&self) -> u64 {
@@ -73,7 +75,39 @@ impl Event {
     }
 }
 
-impl Event {
+impl Event<'_> {
+    /// The event with text of its own.
+    #[cfg(test)]
+    pub fn into_owned(self) -> Event<'static> {
+        let own = |c: Option<Cow<'_, str>>| c.map(|c| Cow::Owned(c.into_owned()));
+        Event {
+            event_id: Cow::Owned(self.event_id.into_owned()),
+            user_id: Cow::Owned(self.user_id.into_owned()),
+            event_type: Cow::Owned(self.event_type.into_owned()),
+            ts_ms: self.ts_ms,
+            platform: own(self.platform),
+            journey: own(self.journey),
+            chat_type: own(self.chat_type),
+            warning_action: own(self.warning_action),
+            account_id: own(self.account_id),
+            order_id: own(self.order_id),
+            amount: self.amount,
+            currency: own(self.currency),
+            properties: self
+                .properties
+                .into_iter()
+                .map(|(k, v)| (Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned())))
+                .collect(),
+            person_id: Cow::Owned(self.person_id.into_owned()),
+            content_hash: self.content_hash,
+            source_file: self.source_file,
+            source_line: self.source_line,
+            run: self.run,
+            file: self.file,
+            row: self.row,
+        }
+    }
+
     /// The normalised event as a JSON object (contract columns, then properties), for the
     /// quarantine of a `duplicate_conflict`.
     pub fn to_json(&self) -> String {
@@ -84,20 +118,21 @@ impl Event {
                 m.insert(k.to_string(), Value::String(v));
             }
         };
-        put("event_id", Some(self.event_id.clone()));
-        put("user_id", Some(self.user_id.clone()));
-        put("event_type", Some(self.event_type.clone()));
+        let own = |v: &Option<Cow<'_, str>>| v.as_deref().map(str::to_string);
+        put("event_id", Some(self.event_id.to_string()));
+        put("user_id", Some(self.user_id.to_string()));
+        put("event_type", Some(self.event_type.to_string()));
         put("ts", Some(funnel_core::time::format_ms(self.ts_ms)));
-        put("platform", self.platform.clone());
-        put("journey", self.journey.clone());
-        put("chat_type", self.chat_type.clone());
-        put("warning_action", self.warning_action.clone());
-        put("account_id", self.account_id.clone());
-        put("order_id", self.order_id.clone());
+        put("platform", own(&self.platform));
+        put("journey", own(&self.journey));
+        put("chat_type", own(&self.chat_type));
+        put("warning_action", own(&self.warning_action));
+        put("account_id", own(&self.account_id));
+        put("order_id", own(&self.order_id));
         put("amount", self.amount.map(format_amount));
-        put("currency", self.currency.clone());
+        put("currency", own(&self.currency));
         for (k, v) in &self.properties {
-            put(k, Some(v.clone()));
+            put(k, Some(v.to_string()));
         }
         Value::Object(m).to_string()
     }
@@ -212,8 +247,8 @@ mod tests {
             order_id: None,
             amount: None,
             currency: None,
-            properties: BTreeMap::from([("campaign".to_string(), "c1".to_string())]),
-            person_id: String::new(),
+            properties: BTreeMap::from([("campaign".into(), "c1".into())]),
+            person_id: "".into(),
             content_hash: 0,
             source_file: Arc::from("a.csv"),
             source_line: 2,

@@ -4,6 +4,7 @@
 //! required columns (event_id, user_id, event_type, ts), event_type pattern, ts parse, then the
 //! per-type rules (warning_action, account_id, order_id, amount).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -45,32 +46,35 @@ pub(crate) struct Lineage {
     pub row: u64,
 }
 
+/// A row's cells by role, borrowed from the row.
 #[derive(Default)]
-struct Fields {
-    event_id: Option<String>,
-    user_id: Option<String>,
-    event_type: Option<String>,
-    ts: Option<Cell>,
-    platform: Option<String>,
-    journey: Option<String>,
-    chat_type: Option<String>,
-    warning_action: Option<String>,
-    account_id: Option<String>,
-    order_id: Option<String>,
-    amount: Option<String>,
-    currency: Option<String>,
-    properties: BTreeMap<String, String>,
+struct Fields<'a> {
+    event_id: Option<Text<'a>>,
+    user_id: Option<Text<'a>>,
+    event_type: Option<Text<'a>>,
+    ts: Option<&'a Cell>,
+    platform: Option<Text<'a>>,
+    journey: Option<Text<'a>>,
+    chat_type: Option<Text<'a>>,
+    warning_action: Option<Text<'a>>,
+    account_id: Option<Text<'a>>,
+    order_id: Option<Text<'a>>,
+    amount: Option<Text<'a>>,
+    currency: Option<Text<'a>>,
+    properties: BTreeMap<Text<'a>, Text<'a>>,
 }
 
-fn text(cell: &Cell) -> Option<String> {
+type Text<'a> = Cow<'a, str>;
+
+fn text(cell: &Cell) -> Option<Text<'_>> {
     let s = match cell {
-        Cell::Str(s) => s.clone(),
-        Cell::TsUtcMs(ms) | Cell::TsLocalMs(ms) => ms.to_string(),
+        Cell::Str(s) => Cow::Borrowed(s.as_str()),
+        Cell::TsUtcMs(ms) | Cell::TsLocalMs(ms) => Cow::Owned(ms.to_string()),
     };
     (!s.is_empty()).then_some(s)
 }
 
-fn split(cells: &[(Arc<str>, Cell)]) -> Fields {
+fn split(cells: &[(Arc<str>, Cell)]) -> Fields<'_> {
     let mut f = Fields::default();
     for (name, cell) in cells {
         if matches!(&cell, Cell::Str(s) if s.is_empty()) {
@@ -81,7 +85,7 @@ fn split(cells: &[(Arc<str>, Cell)]) -> Fields {
             schema::USER_ID => &mut f.user_id,
             schema::EVENT_TYPE => &mut f.event_type,
             schema::TS => {
-                f.ts = Some(cell.clone());
+                f.ts = Some(cell);
                 continue;
             }
             schema::PLATFORM => &mut f.platform,
@@ -94,7 +98,7 @@ fn split(cells: &[(Arc<str>, Cell)]) -> Fields {
             schema::CURRENCY => &mut f.currency,
             other => {
                 if let Some(v) = text(cell) {
-                    f.properties.insert(store_column_name(other), v);
+                    f.properties.insert(Cow::Owned(store_column_name(other)), v);
                 }
                 continue;
             }
@@ -104,12 +108,12 @@ fn split(cells: &[(Arc<str>, Cell)]) -> Fields {
     f
 }
 
-/// Validates and normalises one row.
-pub(crate) fn normalize(
-    cells: &[(Arc<str>, Cell)],
+/// Validates and normalises one row; the event borrows the row's text.
+pub(crate) fn normalize<'a>(
+    cells: &'a [(Arc<str>, Cell)],
     tz: &Tz,
     lineage: &Lineage,
-) -> Result<Event, Rejection> {
+) -> Result<Event<'a>, Rejection> {
     use RejectReason::*;
     let mut f = split(cells);
     let event_id = f
@@ -134,7 +138,7 @@ pub(crate) fn normalize(
             "event_type does not match [a-z][a-z0-9_]*",
         ));
     }
-    let ts_ms = match &ts {
+    let ts_ms = match ts {
         Cell::Str(s) => parse_ts(s, tz).map_err(|m| Rejection::new(BadTimestamp, Some(s), m))?,
         // A Parquet instant: in range like every other (a saturated unit conversion is not).
         Cell::TsUtcMs(ms) => {
@@ -143,7 +147,7 @@ pub(crate) fn normalize(
         Cell::TsLocalMs(ms) => local_ms_to_utc_ms(*ms, tz)
             .map_err(|m| Rejection::new(BadTimestamp, Some(&ms.to_string()), m))?,
     };
-    match event_type.as_str() {
+    match event_type.as_ref() {
         "warning" => match f.warning_action.as_deref() {
             Some(a) if WARNING_ACTIONS.contains(&a) => {}
             Some(a) => {
@@ -199,14 +203,16 @@ pub(crate) fn normalize(
             Err(m) if is_purchase => return Err(Rejection::new(BadAmount, Some(&text), m)),
             // Not a purchase: the contract does not reject the row; keep the text as a property.
             Err(_) => {
-                f.properties
-                    .insert(format!("{}amount", schema::RENAMED_PROPERTY_PREFIX), text);
+                f.properties.insert(
+                    Cow::Owned(format!("{}amount", schema::RENAMED_PROPERTY_PREFIX)),
+                    text,
+                );
                 None
             }
         },
     };
     let currency = match f.currency.take() {
-        None if is_purchase => Some(schema::DEFAULT_CURRENCY.to_string()),
+        None if is_purchase => Some(Cow::Borrowed(schema::DEFAULT_CURRENCY)),
         c => c,
     };
     let mut event = Event {
@@ -223,7 +229,7 @@ pub(crate) fn normalize(
         amount,
         currency,
         properties: f.properties,
-        person_id: String::new(),
+        person_id: Cow::Borrowed(""),
         content_hash: 0,
         source_file: lineage.source_file.clone(),
         source_line: lineage.line,
@@ -247,7 +253,7 @@ mod tests {
             .collect()
     }
 
-    fn run(pairs: &[(&str, &str)]) -> Result<Event, Rejection> {
+    fn run(pairs: &[(&str, &str)]) -> Result<Event<'static>, Rejection> {
         let lineage = Lineage {
             source_file: Arc::from("t.csv"),
             line: 2,
@@ -260,6 +266,7 @@ mod tests {
             &parse_timezone("Asia/Shanghai").unwrap(),
             &lineage,
         )
+        .map(Event::into_owned)
     }
 
     const BASE: [(&str, &str); 4] = [
@@ -305,11 +312,11 @@ mod tests {
         assert_eq!(e.ts_ms, 1_631_844_000_000);
         assert_eq!(e.journey.as_deref(), Some("external_link"));
         assert_eq!(
-            e.properties.get("campaign").map(String::as_str),
+            e.properties.get("campaign").map(AsRef::as_ref),
             Some("autumn")
         );
         assert_eq!(
-            e.properties.get("src_person_id").map(String::as_str),
+            e.properties.get("src_person_id").map(AsRef::as_ref),
             Some("spoof")
         );
         assert!(!e.properties.contains_key("item_id"), "empty means absent");
@@ -439,7 +446,7 @@ mod tests {
         let e = run(&pairs).unwrap();
         assert_eq!(e.amount, None);
         assert_eq!(
-            e.properties.get("src_amount").map(String::as_str),
+            e.properties.get("src_amount").map(AsRef::as_ref),
             Some("n/a")
         );
     }

@@ -219,8 +219,8 @@ mod tests {
         assert!(paths[2].is_none());
         for part in 0..2 {
             let path = paths[part].as_ref().unwrap();
-            let got: Vec<Event> = read_spill_all(path)
-                .unwrap()
+            let batches = read_spill_all(path).unwrap();
+            let got: Vec<Event> = batches
                 .iter()
                 .flat_map(|b| (0..b.num_rows()).map(|i| event_at(b, i)))
                 .collect();

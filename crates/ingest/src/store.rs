@@ -468,8 +468,8 @@ mod tests {
         let props: Vec<String> = ["campaign", "item_id", "zz"].map(String::from).into();
         let sum = write_events(&path, &props, &batch_of(&events), ROW_GROUP_ROWS).unwrap();
         assert_eq!(sum, FileSum::of_file(&path).unwrap());
-        let back: Vec<Event> = read_events(&path)
-            .unwrap()
+        let batches = read_events(&path).unwrap();
+        let back: Vec<Event> = batches
             .iter()
             .flat_map(|b| (0..b.num_rows()).map(|i| event_at(b, i)))
             .collect();
