@@ -3,58 +3,88 @@
 //! Valid rows arrive partitioned by event_id (the partitions of the id index). Partition by
 //! partition, in read order, a row whose event_id is new is accepted; one whose event_id was
 //! accepted before (in the store or earlier in this run) with the same content hash is a
-//! duplicate, counted and dropped; one with another content hash is a `duplicate_conflict`,
-//! quarantined with the event as normalised. The first accepted row of an event_id always wins,
-//! so re-ingesting an export adds nothing.
+//! duplicate, counted and dropped; one with another content hash is a `duplicate_conflict`
+//! (quarantined with the event as normalised when the rows are routed, phase 4). The first
+//! accepted row of an event_id always wins, so re-ingesting an export adds nothing.
 //!
-//! Ids are compared as text: a partition's stored ids and the run's rows are borrowed from
-//! their Arrow batches into one hash table, so there is no hash collision to resolve (two ids
-//! are one only when their bytes are equal). The partition's new index is the sorted union.
+//! Only the key columns of the spilled rows are decoded here (ids, type, time, file): the
+//! phase yields a verdict per row, and the rows stay spilled for routing, which reads them
+//! once, whole. Ids are compared as text: a partition's stored ids and the run's rows are
+//! borrowed from their Arrow batches into one hash table, so there is no hash collision to
+//! resolve (two ids are one only when their bytes are equal). The partition's new index is the
+//! sorted union.
 //!
-//! Each accepted login links its user_id and account_id in the identity as it is accepted.
+//! Each accepted login links its user_id and account_id in the identity, in partition then
+//! read order.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, BooleanArray, BooleanBufferBuilder, RecordBatch};
-use arrow::compute::filter_record_batch;
-use arrow::datatypes::UInt64Type;
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{TimestampMillisecondType, UInt32Type, UInt64Type};
 use funnel_core::{FileSum, IdFile, InputFile, RejectReason, StoreLayout};
 use hashbrown::HashMap;
 
 use crate::IngestError;
-use crate::batch::{Cols, event_at};
+use crate::batch::{Cols, col, event_at};
 use crate::identity::Identity;
 use crate::integrity::Inventory;
 use crate::parallel::map_ordered;
 use crate::read::{Format, InputSpec};
-use crate::spill::{Spill, read_spill_all};
-use crate::store::{QuarantineRow, QuarantineWriter, read_ids, write_ids};
+use crate::spill::scan_spill;
+use crate::store::{QuarantineRow, read_ids, write_ids};
+
+/// The columns phase 2 decodes, by work-schema position; `key::*` are their positions in the
+/// projected batches.
+const KEY_COLUMNS: [usize; 7] = [
+    col::EVENT_ID,
+    col::USER_ID,
+    col::EVENT_TYPE,
+    col::TS,
+    col::ACCOUNT_ID,
+    col::CONTENT_HASH,
+    col::FILE,
+];
+
+mod key {
+    pub const EVENT_ID: usize = 0;
+    pub const USER_ID: usize = 1;
+    pub const EVENT_TYPE: usize = 2;
+    pub const TS: usize = 3;
+    pub const ACCOUNT_ID: usize = 4;
+    pub const CONTENT_HASH: usize = 5;
+    pub const FILE: usize = 6;
+}
 
 /// What phase 2 reads.
 pub(crate) struct Dedup<'a> {
-    pub run: u64,
     pub generation: u64,
     pub gen_dir: &'a Path,
     /// The committed generation's id index, by partition.
     pub old_ids: &'a BTreeMap<u32, IdFile>,
     /// This run's valid rows, by partition (phase 1).
     pub spilled: &'a [Option<PathBuf>],
-    /// This run's input files, by index.
-    pub files: &'a [InputSpec],
 }
 
 /// Where phase 2's outcomes go.
 pub(crate) struct Outcomes<'a, 'b> {
     pub inventory: &'a mut Inventory<'b>,
     pub identity: &'a mut Identity,
-    pub quarantine: &'a mut QuarantineWriter,
     /// Per input file: its counts of stored, duplicate and conflicting rows grow.
     pub inputs: &'a mut [InputFile],
-    /// The accepted rows, in partition then read order.
-    pub accepted: &'a mut Spill,
 }
+
+/// A row's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    New,
+    Duplicate,
+    Conflict,
+}
+
+/// The verdicts of a spilled partition's rows: one list per spilled batch, in order.
+pub(crate) type Verdicts = Vec<Vec<Verdict>>;
 
 /// What phase 2 found.
 pub(crate) struct Deduplicated {
@@ -63,26 +93,21 @@ pub(crate) struct Deduplicated {
     /// Range of the accepted rows' timestamps (`MAX..MIN` when none).
     pub min_ts: i64,
     pub max_ts: i64,
+    /// Per partition of the spill (`None` where nothing was spilled).
+    pub verdicts: Vec<Option<Verdicts>>,
 }
 
-/// A row's outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    New,
-    Duplicate,
-    Conflict,
-}
-
-/// One partition, judged: its batches with each row's verdict, and its new id index (already
-/// written) when any row was new.
+/// One partition, judged: its key batches with each row's verdict, and its new id index
+/// (already written) when any row was new.
 struct Judged {
-    batches: Vec<(RecordBatch, Vec<Verdict>)>,
+    batches: Vec<RecordBatch>,
+    verdicts: Verdicts,
     index: Option<(String, FileSum, u64)>,
 }
 
 /// Deduplicates every partition. Partitions are judged a few at a time on `threads` threads
 /// (reading, the hash table and the new index are the work); their outcomes are then applied in
-/// partition order, so counts, quarantine and identity are as a sequential run makes them.
+/// partition order, so counts and identity are as a sequential run makes them.
 pub(crate) fn deduplicate(
     d: &Dedup<'_>,
     o: Outcomes<'_, '_>,
@@ -90,6 +115,7 @@ pub(crate) fn deduplicate(
 ) -> Result<Deduplicated, IngestError> {
     let mut id_files = Vec::new();
     let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
+    let mut verdicts_of: Vec<Option<Verdicts>> = (0..d.spilled.len()).map(|_| None).collect();
     let mut todo = Vec::new();
     for (p, spilled) in d.spilled.iter().enumerate() {
         let p = p as u32;
@@ -109,48 +135,36 @@ pub(crate) fn deduplicate(
             judge(d, inventory, p, path)
         });
         for (&(p, _), judged) in chunk.iter().zip(judged) {
-            let Judged { batches, index } = judged?;
-            for (b, verdicts) in &batches {
-                let c = Cols::of(b);
-                let mut keep = BooleanBufferBuilder::new(b.num_rows());
+            let Judged {
+                batches,
+                verdicts,
+                index,
+            } = judged?;
+            for (b, verdicts) in batches.iter().zip(&verdicts) {
+                let file = b.column(key::FILE).as_primitive::<UInt32Type>();
+                let ts = b.column(key::TS).as_primitive::<TimestampMillisecondType>();
+                let event_type = b.column(key::EVENT_TYPE).as_string::<i32>();
+                let user = b.column(key::USER_ID).as_string::<i32>();
+                let account = b.column(key::ACCOUNT_ID).as_string::<i32>();
                 for (i, v) in verdicts.iter().enumerate() {
-                    let file = c.file.value(i) as usize;
-                    let counts = &mut o.inputs[file].counts;
-                    keep.append(*v == Verdict::New);
+                    let counts = &mut o.inputs[file.value(i) as usize].counts;
                     match v {
                         Verdict::Duplicate => counts.rows_duplicate += 1,
                         Verdict::Conflict => {
                             counts.reject(RejectReason::DuplicateConflict.as_str());
-                            o.quarantine.push(QuarantineRow {
-                                run: d.run,
-                                source_file: Arc::from(c.source_file.value(i)),
-                                line: (d.files[file].format != Format::Parquet)
-                                    .then_some(c.source_line.value(i)),
-                                row: c.row.value(i),
-                                reason: RejectReason::DuplicateConflict.as_str(),
-                                field: Some(funnel_core::schema::EVENT_ID.to_string()),
-                                value: Some(c.event_id.value(i).to_string()),
-                                message: "event_id was already accepted with different content"
-                                    .into(),
-                                raw: event_at(b, i).to_json(),
-                            })?;
                         }
                         Verdict::New => {
                             counts.rows_stored += 1;
-                            let ts = c.ts.value(i);
-                            min_ts = min_ts.min(ts);
-                            max_ts = max_ts.max(ts);
-                            if c.event_type.value(i) == "login" && c.account_id.is_valid(i) {
-                                o.identity.link(c.user_id.value(i), c.account_id.value(i));
+                            min_ts = min_ts.min(ts.value(i));
+                            max_ts = max_ts.max(ts.value(i));
+                            if event_type.value(i) == "login" && account.is_valid(i) {
+                                o.identity.link(user.value(i), account.value(i));
                             }
                         }
                     }
                 }
-                let keep = BooleanArray::new(keep.finish(), None);
-                let kept = filter_record_batch(b, &keep)
-                    .map_err(|e| IngestError::store(d.gen_dir, format!("spill: {e}")))?;
-                o.accepted.push(0, kept)?;
             }
+            verdicts_of[p as usize] = Some(verdicts);
             match (index, d.old_ids.get(&p)) {
                 (None, Some(f)) => {
                     o.inventory.carry(&f.path, Some(f.rows))?;
@@ -173,6 +187,7 @@ pub(crate) fn deduplicate(
         id_files,
         min_ts,
         max_ts,
+        verdicts: verdicts_of,
     })
 }
 
@@ -188,7 +203,11 @@ fn judge(
         Some(f) => read_ids(&inventory.reread(&f.path, Some(f.rows))?)?,
         None => Vec::new(),
     };
-    let batches = read_spill_all(path)?;
+    let mut batches = Vec::new();
+    scan_spill(path, Some(&KEY_COLUMNS), |b| {
+        batches.push(b);
+        Ok(())
+    })?;
     let mut seen: HashMap<&str, u64> = HashMap::with_capacity_and_hasher(
         stored_ids
             .iter()
@@ -209,10 +228,11 @@ fn judge(
     let mut added = false;
     let mut verdicts = Vec::with_capacity(batches.len());
     for b in &batches {
-        let c = Cols::of(b);
+        let ids = b.column(key::EVENT_ID).as_string::<i32>();
+        let hashes = b.column(key::CONTENT_HASH).as_primitive::<UInt64Type>();
         let v: Vec<Verdict> = (0..b.num_rows())
             .map(|i| {
-                let (id, hash) = (c.event_id.value(i), c.content_hash.value(i));
+                let (id, hash) = (ids.value(i), hashes.value(i));
                 match seen.get(id) {
                     Some(&h) if h == hash => Verdict::Duplicate,
                     Some(_) => Verdict::Conflict,
@@ -237,7 +257,30 @@ fn judge(
         None
     };
     Ok(Judged {
-        batches: batches.into_iter().zip(verdicts).collect(),
+        batches,
+        verdicts,
         index,
     })
+}
+
+/// The quarantine row of a `duplicate_conflict`: row `i` of a whole work batch, as normalised.
+pub(crate) fn conflict_row(
+    run: u64,
+    files: &[InputSpec],
+    batch: &RecordBatch,
+    i: usize,
+) -> QuarantineRow {
+    let c = Cols::of(batch);
+    let file = c.file.value(i) as usize;
+    QuarantineRow {
+        run,
+        source_file: Arc::from(c.source_file.value(i)),
+        line: (files[file].format != Format::Parquet).then_some(c.source_line.value(i)),
+        row: c.row.value(i),
+        reason: RejectReason::DuplicateConflict.as_str(),
+        field: Some(funnel_core::schema::EVENT_ID.to_string()),
+        value: Some(c.event_id.value(i).to_string()),
+        message: "event_id was already accepted with different content".into(),
+        raw: event_at(batch, i).to_json(),
+    }
 }

@@ -1,65 +1,106 @@
 //! Phase 4 of a run: each accepted row to its person's bucket.
 //!
 //! Once every accepted login has been linked (phase 2), the identity gives each row's person:
-//! the smallest id of its group of linked ids, or its user_id when it was never linked. Rows go
-//! to the spill partition of their person's bucket, with person_id filled in; the property
-//! names met join the store's.
+//! the smallest id of its group of linked ids, or its user_id when it was never linked. The
+//! spilled rows are read back whole, partition by partition, with their phase-2 verdicts: new
+//! rows go to the spill partition of their person's bucket, with person_id filled in;
+//! conflicting rows go to the quarantine (in partition then read order); duplicates are gone.
+//! The property names met join the store's.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use arrow::array::{RecordBatch, StringArray, StringBuilder};
+use arrow::array::{BooleanArray, RecordBatch, StringArray, StringBuilder};
+use arrow::compute::filter_record_batch;
 use funnel_core::bucket_of;
 
 use crate::IngestError;
 use crate::batch::{Cols, property_keys, with_persons};
+use crate::dedup::{Verdict, Verdicts, conflict_row};
 use crate::identity::Identity;
 use crate::parallel::map_ordered;
-use crate::spill::{Spill, read_spill};
+use crate::read::InputSpec;
+use crate::spill::{Spill, read_spill_all};
+use crate::store::{QuarantineRow, QuarantineWriter};
 
-/// Batches read from the accepted rows before their persons are looked up together, per
-/// thread.
-const BATCHES_PER_THREAD: usize = 4;
+/// What phase 4 reads.
+pub(crate) struct Route<'a> {
+    pub run: u64,
+    pub files: &'a [InputSpec],
+    pub scratch: &'a Path,
+    pub buckets: u32,
+    /// The run's valid rows by event_id partition (phase 1), and their verdicts (phase 2).
+    pub spilled: &'a [Option<PathBuf>],
+    pub verdicts: Vec<Option<Verdicts>>,
+    pub identity: &'a Identity,
+    pub threads: usize,
+}
 
-/// Routes the accepted rows (a spill partition, if any) into one spill partition per bucket.
-/// The persons of a few batches at a time are looked up on `threads` threads; the batches are
-/// pushed in the order read.
+/// A partition routed: per batch, its conflicts' quarantine rows, then its new rows with their
+/// persons and buckets.
+type Routed = Vec<(Vec<QuarantineRow>, RecordBatch, Vec<u32>)>;
+
+/// Routes the new rows into one spill partition per bucket; returns the partitions' paths.
 pub(crate) fn route(
-    accepted: Option<&Path>,
-    scratch: &Path,
-    buckets: u32,
-    identity: &Identity,
+    mut r: Route<'_>,
+    quarantine: &mut QuarantineWriter,
     properties: &mut BTreeSet<String>,
-    threads: usize,
 ) -> Result<Vec<Option<PathBuf>>, IngestError> {
-    let mut by_bucket = Spill::new(scratch, "by-bucket", buckets as usize)?;
-    let mut chunk = Vec::new();
-    let mut push = |chunk: Vec<RecordBatch>, by_bucket: &mut Spill| {
-        let persons = map_ordered(chunk, threads, |batch| {
-            let (persons, parts) = persons(&batch, identity, buckets);
-            (with_persons(&batch, persons), parts)
+    let mut by_bucket = Spill::new(r.scratch, "by-bucket", r.buckets as usize)?;
+    let todo: Vec<(&Path, Verdicts)> = r
+        .spilled
+        .iter()
+        .zip(std::mem::take(&mut r.verdicts))
+        .filter_map(|(path, v)| Some((path.as_deref()?, v?)))
+        .collect();
+    let threads = r.threads.max(1);
+    let mut todo = todo.into_iter().peekable();
+    while todo.peek().is_some() {
+        let chunk: Vec<_> = todo.by_ref().take(threads).collect();
+        let routed = map_ordered(chunk, threads, |(path, verdicts)| {
+            route_partition(&r, path, &verdicts)
         });
-        for (batch, parts) in persons {
-            property_keys(&batch, |k| {
-                if !properties.contains(k) {
-                    properties.insert(k.to_string());
+        for partition in routed {
+            for (conflicts, batch, parts) in partition? {
+                for q in conflicts {
+                    quarantine.push(q)?;
                 }
-            });
-            by_bucket.push_rows(&batch, &parts)?;
-        }
-        Ok::<(), IngestError>(())
-    };
-    if let Some(path) = accepted {
-        read_spill(path, |batch| {
-            chunk.push(batch);
-            if chunk.len() >= threads * BATCHES_PER_THREAD {
-                push(std::mem::take(&mut chunk), &mut by_bucket)?;
+                property_keys(&batch, |k| {
+                    if !properties.contains(k) {
+                        properties.insert(k.to_string());
+                    }
+                });
+                by_bucket.push_rows(&batch, &parts)?;
             }
-            Ok(())
-        })?;
-        push(chunk, &mut by_bucket)?;
+        }
     }
     by_bucket.finish()
+}
+
+/// Reads one spilled partition (deleting it) and routes its rows by their verdicts.
+fn route_partition(r: &Route<'_>, path: &Path, verdicts: &Verdicts) -> Result<Routed, IngestError> {
+    let batches = read_spill_all(path)?;
+    if batches.len() != verdicts.len() {
+        return Err(IngestError::store(
+            path,
+            "spill: read back other batches than judged",
+        ));
+    }
+    let mut out = Vec::with_capacity(batches.len());
+    for (batch, verdicts) in batches.iter().zip(verdicts) {
+        let conflicts = verdicts
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| **v == Verdict::Conflict)
+            .map(|(i, _)| conflict_row(r.run, r.files, batch, i))
+            .collect();
+        let keep: BooleanArray = verdicts.iter().map(|v| Some(*v == Verdict::New)).collect();
+        let new = filter_record_batch(batch, &keep)
+            .map_err(|e| IngestError::store(path, format!("spill: {e}")))?;
+        let (persons, parts) = persons(&new, r.identity, r.buckets);
+        out.push((conflicts, with_persons(&new, persons), parts));
+    }
+    Ok(out)
 }
 
 /// The person of each row of a batch, and its bucket.

@@ -24,7 +24,7 @@ use crate::normalize::{Lineage, Rejection, normalize};
 use crate::parallel::threads;
 use crate::parse_timezone;
 use crate::read::{Discovered, Format, InputSpec, Item, Skipped, discover, read_file};
-use crate::route::route;
+use crate::route::{Route, route};
 use crate::spill::Spill;
 use crate::store::{
     IdentityWriter, QuarantineRow, QuarantineWriter, ROW_GROUP_ROWS, read_identity,
@@ -294,7 +294,6 @@ pub fn ingest(
         .iter()
         .map(|f| (f.partition, f.clone()))
         .collect();
-    let mut accepted = Spill::new(&scratch, "accepted", 1)?;
     // Identity: the stored links, then each accepted login's link as it is accepted.
     let mut identity = Identity::default();
     if let Some(f) = &manifest.identity_file {
@@ -306,26 +305,44 @@ pub fn ingest(
         id_files,
         min_ts,
         max_ts,
+        verdicts,
     } = deduplicate(
         &Dedup {
-            run: run_no,
             generation,
             gen_dir: &gen_dir,
             old_ids: &old_ids,
             spilled: &by_id,
-            files: &files,
         },
         Outcomes {
             inventory: &mut inventory,
             identity: &mut identity,
-            quarantine: &mut quarantine,
             inputs: &mut input_records,
-            accepted: &mut accepted,
         },
         threads(),
     )?;
-    let accepted = accepted.finish()?.pop().flatten();
     tr("phase 2 dedup");
+
+    // Phase 3: identity (loaded, and linked in phase 2): which persons this run merges.
+    let merges = identity.merges();
+
+    // Phase 4: new rows to their person's bucket, conflicts to the quarantine.
+    let mut properties: BTreeSet<String> = manifest.properties.iter().cloned().collect();
+    let by_bucket = route(
+        Route {
+            run: run_no,
+            files: &files,
+            scratch: &scratch,
+            buckets,
+            spilled: &by_id,
+            verdicts,
+            identity: &identity,
+            threads: threads(),
+        },
+        &mut quarantine,
+        &mut properties,
+    )?;
+    tr("phase 4 route");
+    let properties: Vec<String> = properties.into_iter().collect();
 
     let mut counts = Counts::default();
     for f in &input_records {
@@ -388,22 +405,6 @@ pub fn ingest(
         run.quarantine_file = Some(rel.clone());
         quarantine_files.push(rel);
     }
-
-    // Phase 3: identity (loaded and linked in phase 2): which persons this run merges.
-    let merges = identity.merges();
-
-    // Phase 4: new rows to their person's bucket.
-    let mut properties: BTreeSet<String> = manifest.properties.iter().cloned().collect();
-    let by_bucket = route(
-        accepted.as_deref(),
-        &scratch,
-        buckets,
-        &identity,
-        &mut properties,
-        threads(),
-    )?;
-    tr("phase 4 route");
-    let properties: Vec<String> = properties.into_iter().collect();
 
     // Phase 5: rewrite touched buckets.
     let old_files: BTreeMap<u32, EventFile> = manifest
