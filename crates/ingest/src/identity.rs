@@ -101,6 +101,19 @@ impl Identity {
         self.parent[lose as usize] = keep;
     }
 
+    /// Linked ids held.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Bytes of memory the identity holds (its buffers' capacities).
+    pub fn heap_bytes(&self) -> usize {
+        self.bytes.capacity()
+            + self.ends.capacity() * size_of::<usize>()
+            + self.table.capacity() * (size_of::<u32>() + 1)
+            + (self.parent.capacity() + self.old_person.capacity()) * size_of::<u32>()
+    }
+
     /// Loads a stored `(id, person_id)` pair.
     pub fn load(&mut self, id: &str, person: &str) {
         let i = self.intern(id);

@@ -320,7 +320,11 @@ pub fn ingest(
         },
         threads(),
     )?;
-    tr("phase 2 dedup");
+    tr(&format!(
+        "phase 2 dedup (identity: {} linked ids, {:.1} MiB)",
+        identity.len(),
+        identity.heap_bytes() as f64 / (1 << 20) as f64
+    ));
 
     // Phase 3: identity (loaded, and linked in phase 2): which persons this run merges.
     let merges = identity.merges();
