@@ -219,19 +219,19 @@ def main():
     duck_out = os.path.join(WORK, "duck.parquet")
     src = f"read_csv('{data}/*/*.csv', union_by_name=true)"
     copy = f"COPY (SELECT * FROM {src}) TO '{duck_out}' (FORMAT parquet)"
-    s, rss, _ = timed(python(f"import duckdb; duckdb.sql({copy!r})"))
+    s, rss, _ = timed(python(f"import duckdb; duckdb.sql('SET enable_progress_bar = false'); duckdb.sql({copy!r})"))
     rows.append(("ingest CSV -> Parquet (DuckDB COPY)", s, rss, events))
     copy = f"COPY (SELECT * FROM {src} ORDER BY user_id, ts) TO '{duck_out}' (FORMAT parquet)"
-    s, rss, _ = timed(python(f"import duckdb; duckdb.sql({copy!r})"))
+    s, rss, _ = timed(python(f"import duckdb; duckdb.sql('SET enable_progress_bar = false'); duckdb.sql({copy!r})"))
     rows.append(("ingest CSV -> Parquet ORDER BY user_id, ts (DuckDB)", s, rss, events))
     s, rss, _ = timed([funnel, "ingest", "--store", os.path.join(WORK, "store-jsonl"), "--format", "json", jdata])
     rows.append(("ingest JSON lines -> store (funnel)", s, rss, events))
     src = f"read_json('{jdata}/*/*.jsonl', union_by_name=true)"
     copy = f"COPY (SELECT * FROM {src}) TO '{duck_out}' (FORMAT parquet)"
-    s, rss, _ = timed(python(f"import duckdb; duckdb.sql({copy!r})"))
+    s, rss, _ = timed(python(f"import duckdb; duckdb.sql('SET enable_progress_bar = false'); duckdb.sql({copy!r})"))
     rows.append(("ingest JSON lines -> Parquet (DuckDB COPY)", s, rss, events))
     copy = f"COPY (SELECT * FROM {src} ORDER BY user_id, ts) TO '{duck_out}' (FORMAT parquet)"
-    s, rss, _ = timed(python(f"import duckdb; duckdb.sql({copy!r})"))
+    s, rss, _ = timed(python(f"import duckdb; duckdb.sql('SET enable_progress_bar = false'); duckdb.sql({copy!r})"))
     rows.append(("ingest JSON lines -> Parquet ORDER BY user_id, ts (DuckDB)", s, rss, events))
     os.remove(duck_out)
 
@@ -269,7 +269,7 @@ def main():
     rows.append(("chDB windowFunnel over MergeTree (person_id, ts)", s, rss, events))
     glob = f"{store}/current/events/*/*.parquet"
     sql = DUCK_FUNNEL.format(glob=glob)
-    s, rss, out = median_of(args.runs, python(f"import duckdb; print(duckdb.sql({sql!r}).fetchall())"))
+    s, rss, out = median_of(args.runs, python(f"import duckdb; duckdb.sql('SET enable_progress_bar = false'); print(duckdb.sql({sql!r}).fetchall())"))
     results["DuckDB SQL (ASOF join)"] = counts_from_rows(out)
     rows.append(("DuckDB SQL, same funnel (ASOF join)", s, rss, events))
     s, rss, out = median_of(args.runs, python(POLARS_FUNNEL.format(glob=glob)))
@@ -277,7 +277,7 @@ def main():
     rows.append(("Python polars, same funnel (join_asof)", s, rss, events))
     scan = (f"SELECT count(*), count(DISTINCT person_id), epoch_ms(max(ts)), count(journey) FROM "
             f"read_parquet('{store}/current/events/*/*.parquet', union_by_name=true) WHERE event_type IN ('click', 'purchase')")
-    s, rss, _ = median_of(args.runs, python(f"import duckdb; print(duckdb.sql({scan!r}).fetchall())"))
+    s, rss, _ = median_of(args.runs, python(f"import duckdb; duckdb.sql('SET enable_progress_bar = false'); print(duckdb.sql({scan!r}).fetchall())"))
     rows.append(("bare scan of the needed columns (DuckDB)", s, rss, events))
 
     ours = results["funnel analyze"]

@@ -127,17 +127,19 @@ impl IngestReport {
 
 /// Loads `inputs` into the store. See the crate docs for what happens to each row.
 ///
-/// The run goes in phases, each holding at most one partition in memory (plus the identity map
-/// of linked ids):
-/// 1. read and validate every row, in sorted path then file order; rejected rows stream to the
-///    quarantine, valid ones to spill partitions by event_id;
-/// 2. per event_id partition: deduplicate against the store's id index and the run so far, in
-///    read order; write the partition's new id index; accepted rows go to one spill, and the
-///    links of accepted logins join the stored links in the identity map;
+/// The run goes in phases (rows travel between them as Arrow work batches, `batch.rs`), each
+/// holding at most a few partitions in memory (plus the identity map of linked ids):
+/// 1. read and validate every row, in sorted path then file order (several files at once on
+///    worker threads); rejected rows stream to the quarantine, valid ones to spill partitions
+///    by event_id;
+/// 2. dedup (`dedup.rs`): per event_id partition, a verdict per row against the store's id
+///    index and the run so far, in read order; the partition's new id index; the links of
+///    accepted logins join the stored links in the identity map;
 /// 3. identity: which persons this run merges;
-/// 4. route accepted rows to person buckets (another spill);
-/// 5. per touched bucket: stored events (re-keyed where persons merged) plus new ones, sorted,
-///    written; untouched buckets are hard links; then the manifest, and the switch of `current`.
+/// 4. route (`route.rs`): new rows to their person's bucket spill, conflicts to the quarantine;
+/// 5. write (`write.rs`): per touched bucket, stored events (re-keyed where persons merged) plus
+///    new ones, sorted, written; untouched buckets are hard links; then the manifest, and the
+///    switch of `current`.
 pub fn ingest(
     opts: &IngestOptions,
     inputs: &[PathBuf],
