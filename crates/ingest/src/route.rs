@@ -11,11 +11,11 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use arrow::array::{BooleanArray, RecordBatch, StringArray, StringBuilder};
-use arrow::compute::filter_record_batch;
+use arrow::compute::{concat_batches, filter_record_batch};
 use funnel_core::bucket_of;
 
 use crate::IngestError;
-use crate::batch::{Cols, property_keys, with_persons};
+use crate::batch::{Cols, property_keys, with_persons, work_schema};
 use crate::dedup::{Verdict, Verdicts, conflict_row};
 use crate::identity::Identity;
 use crate::parallel::map_ordered;
@@ -36,9 +36,9 @@ pub(crate) struct Route<'a> {
     pub threads: usize,
 }
 
-/// A partition routed: per batch, its conflicts' quarantine rows, then its new rows with their
-/// persons and buckets.
-type Routed = Vec<(Vec<QuarantineRow>, RecordBatch, Vec<u32>)>;
+/// A partition routed: its conflicts' quarantine rows, then its new rows with their persons,
+/// and their buckets.
+type Routed = (Vec<QuarantineRow>, RecordBatch, Vec<u32>);
 
 /// Routes the new rows into one spill partition per bucket; returns the partitions' paths.
 pub(crate) fn route(
@@ -61,17 +61,16 @@ pub(crate) fn route(
             route_partition(&r, path, &verdicts)
         });
         for partition in routed {
-            for (conflicts, batch, parts) in partition? {
-                for q in conflicts {
-                    quarantine.push(q)?;
-                }
-                property_keys(&batch, |k| {
-                    if !properties.contains(k) {
-                        properties.insert(k.to_string());
-                    }
-                });
-                by_bucket.push_rows(&batch, &parts)?;
+            let (conflicts, batch, parts) = partition?;
+            for q in conflicts {
+                quarantine.push(q)?;
             }
+            property_keys(&batch, |k| {
+                if !properties.contains(k) {
+                    properties.insert(k.to_string());
+                }
+            });
+            by_bucket.push_rows(&batch, &parts)?;
         }
     }
     by_bucket.finish()
@@ -80,27 +79,32 @@ pub(crate) fn route(
 /// Reads one spilled partition (deleting it) and routes its rows by their verdicts.
 fn route_partition(r: &Route<'_>, path: &Path, verdicts: &Verdicts) -> Result<Routed, IngestError> {
     let batches = read_spill_all(path)?;
+    let err = |e: arrow::error::ArrowError| IngestError::store(path, format!("spill: {e}"));
     if batches.len() != verdicts.len() {
         return Err(IngestError::store(
             path,
             "spill: read back other batches than judged",
         ));
     }
-    let mut out = Vec::with_capacity(batches.len());
+    let mut conflicts = Vec::new();
+    let mut new = Vec::with_capacity(batches.len());
     for (batch, verdicts) in batches.iter().zip(verdicts) {
-        let conflicts = verdicts
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| **v == Verdict::Conflict)
-            .map(|(i, _)| conflict_row(r.run, r.files, batch, i))
-            .collect();
+        conflicts.extend(
+            verdicts
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| **v == Verdict::Conflict)
+                .map(|(i, _)| conflict_row(r.run, r.files, batch, i)),
+        );
         let keep: BooleanArray = verdicts.iter().map(|v| Some(*v == Verdict::New)).collect();
-        let new = filter_record_batch(batch, &keep)
-            .map_err(|e| IngestError::store(path, format!("spill: {e}")))?;
-        let (persons, parts) = persons(&new, r.identity, r.buckets);
-        out.push((conflicts, with_persons(&new, persons), parts));
+        new.push(filter_record_batch(batch, &keep).map_err(err)?);
     }
-    Ok(out)
+    drop(batches);
+    // The partition's new rows as one batch: split among the buckets, a spilled batch is cut
+    // into one slice per bucket, so small batches would make slices of a row or two.
+    let new = concat_batches(&work_schema(), &new).map_err(err)?;
+    let (persons, parts) = persons(&new, r.identity, r.buckets);
+    Ok((conflicts, with_persons(&new, persons), parts))
 }
 
 /// The person of each row of a batch, and its bucket.
