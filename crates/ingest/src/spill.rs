@@ -25,6 +25,13 @@ fn chunk_rows(partitions: usize) -> usize {
     (BUFFERED_ROWS / partitions.max(1)).clamp(64, 16 * 1024)
 }
 
+/// Write buffer of each partition's file: 8 MiB shared among the partitions, from 8 KiB to
+/// 1 MiB each (every partition's file stays open, so at 512 partitions 1 MiB each was half a
+/// gigabyte).
+fn write_buffer(partitions: usize) -> usize {
+    ((8 << 20) / partitions.max(1)).clamp(8 << 10, 1 << 20)
+}
+
 #[derive(Default)]
 struct Part {
     pending: Vec<RecordBatch>,
@@ -38,6 +45,8 @@ pub(crate) struct Spill {
     parts: Vec<Part>,
     chunk: usize,
     buffered: usize,
+    /// Bytes of each open partition's write buffer.
+    write_buffer: usize,
 }
 
 impl std::fmt::Debug for Spill {
@@ -55,6 +64,7 @@ impl Spill {
             parts: (0..partitions).map(|_| Part::default()).collect(),
             chunk: chunk_rows(partitions),
             buffered: 0,
+            write_buffer: write_buffer(partitions),
         })
     }
 
@@ -129,7 +139,7 @@ impl Spill {
                 .try_with_compression(Some(arrow::ipc::CompressionType::LZ4_FRAME))
                 .map_err(|e| self.err(part, e))?;
             let w = FileWriter::try_new_with_options(
-                BufWriter::with_capacity(1 << 20, file),
+                BufWriter::with_capacity(self.write_buffer, file),
                 &schema,
                 options,
             )
@@ -217,6 +227,9 @@ mod tests {
         assert_eq!(chunk_rows(64), 4096);
         assert_eq!(chunk_rows(512), 512);
         assert_eq!(chunk_rows(65_536), 64);
+        assert_eq!(write_buffer(1), 1 << 20);
+        assert_eq!(write_buffer(512), 16 << 10);
+        assert_eq!(write_buffer(65_536), 8 << 10);
     }
 
     #[test]
