@@ -145,7 +145,12 @@ impl Identity {
     }
 
     /// Old person_id -> new person_id for every person this run merged into another.
+    /// Also returns the memory the buffers' growth left spare: no id joins after this.
     pub fn merges(&mut self) -> BTreeMap<String, String> {
+        self.bytes.shrink_to_fit();
+        self.ends.shrink_to_fit();
+        self.parent.shrink_to_fit();
+        self.old_person.shrink_to_fit();
         let mut out = BTreeMap::new();
         for i in 0..self.ends.len() as u32 {
             let root = self.find(i);

@@ -88,7 +88,9 @@ fn route_partition(r: &Route<'_>, path: &Path, verdicts: &Verdicts) -> Result<Ro
     }
     let mut conflicts = Vec::new();
     let mut new = Vec::with_capacity(batches.len());
-    for (batch, verdicts) in batches.iter().zip(verdicts) {
+    // Each batch is dropped once filtered: a partition is in memory about twice at most.
+    for (batch, verdicts) in batches.into_iter().zip(verdicts) {
+        let batch = &batch;
         conflicts.extend(
             verdicts
                 .iter()
@@ -99,7 +101,6 @@ fn route_partition(r: &Route<'_>, path: &Path, verdicts: &Verdicts) -> Result<Ro
         let keep: BooleanArray = verdicts.iter().map(|v| Some(*v == Verdict::New)).collect();
         new.push(filter_record_batch(batch, &keep).map_err(err)?);
     }
-    drop(batches);
     // The partition's new rows as one batch: split among the buckets, a spilled batch is cut
     // into one slice per bucket, so small batches would make slices of a row or two.
     let new = concat_batches(&work_schema(), &new).map_err(err)?;
