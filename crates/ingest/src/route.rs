@@ -36,9 +36,16 @@ pub(crate) struct Route<'a> {
     pub threads: usize,
 }
 
-/// A partition routed: its conflicts' quarantine rows, then its new rows with their persons,
-/// and their buckets.
-type Routed = (Vec<QuarantineRow>, RecordBatch, Vec<u32>);
+/// A partition routed.
+struct Routed {
+    /// Its conflicts' quarantine rows, in read order.
+    conflicts: Vec<QuarantineRow>,
+    /// Its new rows, person_id filled in, and the bucket of each.
+    batch: RecordBatch,
+    parts: Vec<u32>,
+    /// The property names of its new rows (found on the routing thread, not the consumer's).
+    keys: BTreeSet<String>,
+}
 
 /// Routes the new rows into one spill partition per bucket; returns the partitions' paths.
 pub(crate) fn route(
@@ -61,15 +68,16 @@ pub(crate) fn route(
             route_partition(&r, path, &verdicts)
         });
         for partition in routed {
-            let (conflicts, batch, parts) = partition?;
+            let Routed {
+                conflicts,
+                batch,
+                parts,
+                keys,
+            } = partition?;
             for q in conflicts {
                 quarantine.push(q)?;
             }
-            property_keys(&batch, |k| {
-                if !properties.contains(k) {
-                    properties.insert(k.to_string());
-                }
-            });
+            properties.extend(keys);
             by_bucket.push_rows(&batch, &parts)?;
         }
     }
@@ -105,7 +113,17 @@ fn route_partition(r: &Route<'_>, path: &Path, verdicts: &Verdicts) -> Result<Ro
     // into one slice per bucket, so small batches would make slices of a row or two.
     let new = concat_batches(&work_schema(), &new).map_err(err)?;
     let (persons, parts) = persons(&new, r.identity, r.buckets);
-    Ok((conflicts, with_persons(&new, persons), parts))
+    let mut keys: BTreeSet<&str> = BTreeSet::new();
+    property_keys(&new, |k| {
+        keys.insert(k);
+    });
+    let keys = keys.into_iter().map(str::to_string).collect();
+    Ok(Routed {
+        conflicts,
+        batch: with_persons(&new, persons),
+        parts,
+        keys,
+    })
 }
 
 /// The person of each row of a batch, and its bucket.

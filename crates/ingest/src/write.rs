@@ -27,7 +27,7 @@ use crate::store::{read_events, write_events};
 
 /// Most buckets sorted and written at once: each holds about two copies of a bucket in memory
 /// (its rows, then sorted), so this, not the core count, bounds the phase's memory.
-pub(crate) const MAX_WRITERS: usize = 8;
+const MAX_WRITERS: usize = 8;
 
 /// What phase 5 needs from the run.
 pub(crate) struct Buckets<'a> {
@@ -86,13 +86,17 @@ pub(crate) fn write_buckets(
 
     // Events of merged persons that move to another bucket.
     let mut moved_in: BTreeMap<u32, Vec<RecordBatch>> = BTreeMap::new();
+    // A stored file is checked whole once, however often it is read.
+    let mut checked: BTreeMap<u32, PathBuf> = BTreeMap::new();
     for k in &source_buckets {
         let f = &b.old_files[k];
-        for batch in read_events(&inventory.reread(&f.path, Some(f.rows))?)? {
+        let path = inventory.reread(&f.path, Some(f.rows))?;
+        for batch in read_events(&path)? {
             for (to, moved) in rekey(b, &batch, *k)?.1 {
                 moved_in.entry(to).or_default().push(moved);
             }
         }
+        checked.insert(*k, path);
     }
     let mut jobs = Vec::new();
     let mut event_files = Vec::new();
@@ -107,9 +111,11 @@ pub(crate) fn write_buckets(
         }
         jobs.push(Job {
             bucket: k,
-            stored: old
-                .map(|f| inventory.reread(&f.path, Some(f.rows)))
-                .transpose()?,
+            stored: match (checked.remove(&k), old) {
+                (Some(path), _) => Some(path),
+                (None, Some(f)) => Some(inventory.reread(&f.path, Some(f.rows))?),
+                (None, None) => None,
+            },
             moved_in: moved_in.remove(&k).unwrap_or_default(),
             spilled: b.spilled[k as usize].clone(),
         });
