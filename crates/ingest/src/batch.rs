@@ -17,12 +17,13 @@ use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
     Array, ArrayBuilder, ArrayRef, AsArray, BinaryArray, BinaryBuilder, Decimal128Builder,
-    RecordBatch, StringArray, StringBuilder, TimestampMillisecondArray,
-    TimestampMillisecondBuilder, UInt32Array, UInt32Builder, UInt64Array, UInt64Builder,
+    GenericByteArray, GenericByteBuilder, PrimitiveArray, PrimitiveBuilder, RecordBatch,
+    StringArray, StringBuilder, TimestampMillisecondArray, TimestampMillisecondBuilder,
+    UInt32Array, UInt32Builder, UInt64Array, UInt64Builder,
 };
 use arrow::datatypes::{
-    DataType, Decimal128Type, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
-    UInt32Type, UInt64Type,
+    ArrowPrimitiveType, ByteArrayType, DataType, Decimal128Type, Field, Schema, SchemaRef,
+    TimeUnit, TimestampMillisecondType, UInt32Type, UInt64Type,
 };
 use arrow::error::ArrowError;
 use funnel_core::schema::{self, AMOUNT_PRECISION, AMOUNT_SCALE};
@@ -275,35 +276,50 @@ impl Builder {
             order_id,
             currency,
         ] = &mut self.text;
-        let amount = self
-            .amount
-            .finish()
+        let amount = again(&mut self.amount)
             .with_precision_and_scale(AMOUNT_PRECISION, AMOUNT_SCALE as i8)
             .expect("the store's decimal type");
         let cols: Vec<ArrayRef> = vec![
-            Arc::new(self.event_id.finish()),
-            Arc::new(self.user_id.finish()),
-            Arc::new(self.event_type.finish()),
-            Arc::new(self.ts.finish().with_timezone("UTC")),
-            Arc::new(platform.finish()),
-            Arc::new(journey.finish()),
-            Arc::new(chat_type.finish()),
-            Arc::new(warning_action.finish()),
-            Arc::new(account_id.finish()),
-            Arc::new(order_id.finish()),
+            Arc::new(again_bytes(&mut self.event_id)),
+            Arc::new(again_bytes(&mut self.user_id)),
+            Arc::new(again_bytes(&mut self.event_type)),
+            Arc::new(again(&mut self.ts).with_timezone("UTC")),
+            Arc::new(again_bytes(platform)),
+            Arc::new(again_bytes(journey)),
+            Arc::new(again_bytes(chat_type)),
+            Arc::new(again_bytes(warning_action)),
+            Arc::new(again_bytes(account_id)),
+            Arc::new(again_bytes(order_id)),
             Arc::new(amount),
-            Arc::new(currency.finish()),
+            Arc::new(again_bytes(currency)),
             Arc::new(StringArray::from_iter_values(std::iter::repeat_n("", n))),
-            Arc::new(self.content_hash.finish()),
-            Arc::new(self.source_file.finish()),
-            Arc::new(self.source_line.finish()),
-            Arc::new(self.run.finish()),
-            Arc::new(self.properties.finish()),
-            Arc::new(self.file.finish()),
-            Arc::new(self.row.finish()),
+            Arc::new(again(&mut self.content_hash)),
+            Arc::new(again_bytes(&mut self.source_file)),
+            Arc::new(again(&mut self.source_line)),
+            Arc::new(again(&mut self.run)),
+            Arc::new(again_bytes(&mut self.properties)),
+            Arc::new(again(&mut self.file)),
+            Arc::new(again(&mut self.row)),
         ];
         RecordBatch::try_new(work_schema(), cols).expect("columns match the work schema")
     }
+}
+
+/// Finishes a column builder and leaves it with room for as many rows again: a file's batches
+/// are alike, so the next one is built without growing (and copying) its buffers.
+fn again<T: ArrowPrimitiveType>(b: &mut PrimitiveBuilder<T>) -> PrimitiveArray<T> {
+    let rows = b.len();
+    let out = b.finish();
+    *b = PrimitiveBuilder::with_capacity(rows).with_data_type(out.data_type().clone());
+    out
+}
+
+/// [`again`] for a text or binary column: room for as many rows and value bytes.
+fn again_bytes<T: ByteArrayType>(b: &mut GenericByteBuilder<T>) -> GenericByteArray<T> {
+    let (rows, bytes) = (b.len(), b.values_slice().len());
+    let out = b.finish();
+    *b = GenericByteBuilder::with_capacity(rows, bytes);
+    out
 }
 
 /// The batch with its person_id column replaced.

@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use chrono_tz::Tz;
 use funnel_core::RejectReason;
-use funnel_core::schema::{self, WARNING_ACTIONS, is_valid_event_type, store_column_name};
+use funnel_core::schema::{self, WARNING_ACTIONS, is_valid_event_type};
 
 use crate::event::{Event, parse_amount};
-use crate::read::Cell;
+use crate::read::{Cell, Column, Role};
 use funnel_core::time::{check_range, local_ms_to_utc_ms, parse_ts};
 
 /// Why a row is rejected, with the offending field and value.
@@ -52,7 +52,7 @@ struct Fields<'a> {
     event_id: Option<Text<'a>>,
     user_id: Option<Text<'a>>,
     event_type: Option<Text<'a>>,
-    ts: Option<&'a Cell>,
+    ts: Option<&'a Cell<'a>>,
     platform: Option<Text<'a>>,
     journey: Option<Text<'a>>,
     chat_type: Option<Text<'a>>,
@@ -66,39 +66,39 @@ struct Fields<'a> {
 
 type Text<'a> = Cow<'a, str>;
 
-fn text(cell: &Cell) -> Option<Text<'_>> {
+fn text<'a>(cell: &'a Cell<'a>) -> Option<Text<'a>> {
     let s = match cell {
-        Cell::Str(s) => Cow::Borrowed(s.as_str()),
+        Cell::Str(s) => Cow::Borrowed(s.as_ref()),
         Cell::TsUtcMs(ms) | Cell::TsLocalMs(ms) => Cow::Owned(ms.to_string()),
     };
     (!s.is_empty()).then_some(s)
 }
 
-fn split(cells: &[(Arc<str>, Cell)]) -> Fields<'_> {
+fn split<'a>(cells: &'a [(&'a Column, Cell<'a>)]) -> Fields<'a> {
     let mut f = Fields::default();
-    for (name, cell) in cells {
+    for (col, cell) in cells {
         if matches!(&cell, Cell::Str(s) if s.is_empty()) {
             continue; // empty means absent
         }
-        let slot = match name.as_ref() {
-            schema::EVENT_ID => &mut f.event_id,
-            schema::USER_ID => &mut f.user_id,
-            schema::EVENT_TYPE => &mut f.event_type,
-            schema::TS => {
+        let slot = match col.role {
+            Role::EventId => &mut f.event_id,
+            Role::UserId => &mut f.user_id,
+            Role::EventType => &mut f.event_type,
+            Role::Ts => {
                 f.ts = Some(cell);
                 continue;
             }
-            schema::PLATFORM => &mut f.platform,
-            schema::JOURNEY => &mut f.journey,
-            schema::CHAT_TYPE => &mut f.chat_type,
-            schema::WARNING_ACTION => &mut f.warning_action,
-            schema::ACCOUNT_ID => &mut f.account_id,
-            schema::ORDER_ID => &mut f.order_id,
-            schema::AMOUNT => &mut f.amount,
-            schema::CURRENCY => &mut f.currency,
-            other => {
+            Role::Platform => &mut f.platform,
+            Role::Journey => &mut f.journey,
+            Role::ChatType => &mut f.chat_type,
+            Role::WarningAction => &mut f.warning_action,
+            Role::AccountId => &mut f.account_id,
+            Role::OrderId => &mut f.order_id,
+            Role::Amount => &mut f.amount,
+            Role::Currency => &mut f.currency,
+            Role::Property => {
                 if let Some(v) = text(cell) {
-                    f.properties.insert(Cow::Owned(store_column_name(other)), v);
+                    f.properties.insert(Cow::Borrowed(&col.store_name), v);
                 }
                 continue;
             }
@@ -110,7 +110,7 @@ fn split(cells: &[(Arc<str>, Cell)]) -> Fields<'_> {
 
 /// Validates and normalises one row; the event borrows the row's text.
 pub(crate) fn normalize<'a>(
-    cells: &'a [(Arc<str>, Cell)],
+    cells: &'a [(&'a Column, Cell<'a>)],
     tz: &Tz,
     lineage: &Lineage,
 ) -> Result<Event<'a>, Rejection> {
@@ -246,10 +246,15 @@ mod tests {
     use super::*;
     use crate::parse_timezone;
 
-    fn row(pairs: &[(&str, &str)]) -> Vec<(Arc<str>, Cell)> {
+    /// A column that lives as long as the test.
+    fn col(name: &str) -> &'static Column {
+        Box::leak(Box::new(Column::new(name)))
+    }
+
+    fn row(pairs: &[(&str, &str)]) -> Vec<(&'static Column, Cell<'static>)> {
         pairs
             .iter()
-            .map(|(k, v)| (Arc::from(*k), Cell::Str(v.to_string())))
+            .map(|(k, v)| (col(k), Cell::Str(Cow::Owned(v.to_string()))))
             .collect()
     }
 
@@ -462,13 +467,13 @@ mod tests {
         };
         let tz = parse_timezone("Asia/Shanghai").unwrap();
         let mut cells = row(&[("event_id", "e"), ("user_id", "u"), ("event_type", "click")]);
-        cells.push((Arc::from("ts"), Cell::TsLocalMs(1_631_872_800_000))); // 10:00 wall clock
+        cells.push((col("ts"), Cell::TsLocalMs(1_631_872_800_000))); // 10:00 wall clock
         assert_eq!(
             normalize(&cells, &tz, &lineage).unwrap().ts_ms,
             1_631_844_000_000
         );
         cells.pop();
-        cells.push((Arc::from("ts"), Cell::TsUtcMs(1_631_844_000_000)));
+        cells.push((col("ts"), Cell::TsUtcMs(1_631_844_000_000)));
         assert_eq!(
             normalize(&cells, &tz, &lineage).unwrap().ts_ms,
             1_631_844_000_000
@@ -478,13 +483,13 @@ mod tests {
         use funnel_core::time::{MAX_MS, MIN_MS};
         for ms in [MIN_MS - 1, MAX_MS + 1, i64::MIN + 1, i64::MAX] {
             cells.pop();
-            cells.push((Arc::from("ts"), Cell::TsUtcMs(ms)));
+            cells.push((col("ts"), Cell::TsUtcMs(ms)));
             let rej = normalize(&cells, &tz, &lineage).unwrap_err();
             assert_eq!(rej.reason, RejectReason::BadTimestamp, "{ms}");
         }
         for ms in [MIN_MS, MAX_MS] {
             cells.pop();
-            cells.push((Arc::from("ts"), Cell::TsUtcMs(ms)));
+            cells.push((col("ts"), Cell::TsUtcMs(ms)));
             assert_eq!(normalize(&cells, &tz, &lineage).unwrap().ts_ms, ms);
         }
     }

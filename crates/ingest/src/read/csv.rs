@@ -15,13 +15,14 @@
 //! - The header is the first record: a malformed, oversized or not-an-export header, or one that
 //!   names a column twice, makes the file unreadable.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::io::Read;
 use std::sync::Arc;
 
 use funnel_core::{RejectReason, schema};
 
-use super::{Cell, InputSpec, Item, ReadRejection, Record, open_text};
+use super::{Cell, Column, InputSpec, Item, ReadRejection, Record, open_text};
 use crate::IngestError;
 use crate::limits::{MAX_RECORD_BYTES, MESSAGE_VALUE_BYTES, QUARANTINE_TEXT_BYTES, cut, cut_bytes};
 
@@ -237,21 +238,30 @@ impl<R: Read> Tokenizer<R> {
                         }
                         b'"' if state == State::FieldStart => state = State::Quoted,
                         _ => {
-                            self.fields.push(b);
+                            // The run of ordinary bytes up to the next separator or line end,
+                            // kept whole (never past the record limit, checked above).
+                            let n =
+                                self.run_len(i, |rest| memchr::memchr3(b',', b'\n', b'\r', rest));
+                            self.fields.extend_from_slice(&self.buf[i..i + n]);
                             state = State::Unquoted;
+                            i += n;
+                            continue;
                         }
                     },
-                    State::Quoted => {
-                        if b == b'"' {
-                            state = State::QuoteInQuoted;
-                        } else {
-                            if b == b'\n' {
-                                newlines += 1;
-                                first_line_end.get_or_insert(i - self.start);
-                            }
+                    State::Quoted => match b {
+                        b'"' => state = State::QuoteInQuoted,
+                        b'\n' => {
+                            newlines += 1;
+                            first_line_end.get_or_insert(i - self.start);
                             self.fields.push(b);
                         }
-                    }
+                        _ => {
+                            let n = self.run_len(i, |rest| memchr::memchr2(b'"', b'\n', rest));
+                            self.fields.extend_from_slice(&self.buf[i..i + n]);
+                            i += n;
+                            continue;
+                        }
+                    },
                     State::QuoteInQuoted => match b {
                         b'"' => {
                             self.fields.push(b'"');
@@ -270,6 +280,15 @@ impl<R: Read> Tokenizer<R> {
                 i += 1;
             }
         }
+    }
+
+    /// Length of the run of bytes from `i` (at least 1) before the first byte `find` finds, or
+    /// to the end of the buffer, cut so that the record stays within [`MAX_RECORD_BYTES`] + 1
+    /// bytes: stepping over it is the same as reading it byte by byte.
+    fn run_len(&self, i: usize, find: impl Fn(&[u8]) -> Option<usize>) -> usize {
+        let limit = MAX_RECORD_BYTES + 1 - (i - self.start);
+        let rest = &self.buf[i..self.buf.len().min(i + limit)];
+        find(rest).unwrap_or(rest.len()).max(1)
     }
 
     /// A record of the expected field count, or [`Fault::FieldCount`]. The record (`len`
@@ -381,7 +400,7 @@ impl<R: Read> Tokenizer<R> {
 
 pub(super) fn read(
     spec: &InputSpec,
-    sink: &mut dyn FnMut(Item) -> Result<(), IngestError>,
+    sink: &mut dyn FnMut(Item<'_>) -> Result<(), IngestError>,
 ) -> Result<(), IngestError> {
     let path = &spec.path;
     let mut tok = Tokenizer::new(open_text(spec)?);
@@ -400,7 +419,9 @@ pub(super) fn read(
             return Err(IngestError::unreadable(path, Some(line), message));
         }
         Next::Record { .. } => {
-            header_names(&tok).map_err(|m| IngestError::unreadable(path, Some(1), m))?
+            let names =
+                header_names(&tok).map_err(|m| IngestError::unreadable(path, Some(1), m))?;
+            names.iter().map(|n| Column::new(n)).collect::<Vec<_>>()
         }
     };
     tok.expected = Some(header.len());
@@ -458,28 +479,47 @@ fn header_names<R: Read>(tok: &Tokenizer<R>) -> Result<Vec<Arc<str>>, String> {
     Ok(names)
 }
 
-/// The record just read as cells, or its rejection (a field that is not UTF-8 or too large).
-fn record<R: Read>(tok: &Tokenizer<R>, header: &[Arc<str>], line: u64, row: u64) -> Item {
-    let mut cells = Vec::with_capacity(header.len());
-    for (i, name) in header.iter().enumerate() {
-        match std::str::from_utf8(tok.field(i)) {
-            Ok(s) => cells.push((name.clone(), Cell::Str(s.to_string()))),
-            Err(_) => {
-                let fields: Vec<String> = (0..tok.field_count())
-                    .map(|i| String::from_utf8_lossy(tok.field(i)).into_owned())
-                    .collect();
-                return Item::Rejected(ReadRejection {
-                    line: Some(line),
-                    row,
-                    reason: RejectReason::MalformedRecord,
-                    field: Some(name.to_string()),
-                    value: None,
-                    message: format!("field {name} is not valid UTF-8"),
-                    raw: cut(&fields.join(","), QUARANTINE_TEXT_BYTES),
-                });
-            }
-        }
-    }
+/// The record just read as cells borrowing the tokenizer's buffer, or its rejection (a field
+/// that is not UTF-8 or too large).
+fn record<'a, R: Read>(
+    tok: &'a Tokenizer<R>,
+    header: &'a [Column],
+    line: u64,
+    row: u64,
+) -> Item<'a> {
+    // One check of the whole record; then each field's ends are character boundaries of it
+    // exactly when every field is valid on its own.
+    let whole = std::str::from_utf8(&tok.fields)
+        .ok()
+        .filter(|text| tok.ends.iter().all(|&e| text.is_char_boundary(e)));
+    let Some(text) = whole else {
+        let bad = (0..header.len())
+            .find(|&i| std::str::from_utf8(tok.field(i)).is_err())
+            .expect("some field is not UTF-8");
+        let name = &header[bad].name;
+        let fields: Vec<String> = (0..tok.field_count())
+            .map(|i| String::from_utf8_lossy(tok.field(i)).into_owned())
+            .collect();
+        return Item::Rejected(ReadRejection {
+            line: Some(line),
+            row,
+            reason: RejectReason::MalformedRecord,
+            field: Some(name.to_string()),
+            value: None,
+            message: format!("field {name} is not valid UTF-8"),
+            raw: cut(&fields.join(","), QUARANTINE_TEXT_BYTES),
+        });
+    };
+    let mut from = 0;
+    let cells = header
+        .iter()
+        .zip(&tok.ends)
+        .map(|(col, &to)| {
+            let cell = Cell::Str(Cow::Borrowed(&text[from..to]));
+            from = to;
+            (col, cell)
+        })
+        .collect();
     Record {
         line: Some(line),
         row,

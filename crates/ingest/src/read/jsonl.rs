@@ -9,23 +9,25 @@
 //! - A line longer than [`MAX_RECORD_BYTES`] is `record_too_large` (read on without buffering
 //!   it); a value longer than the field limit, `value_too_large`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 
-use funnel_core::{RejectReason, schema};
+use funnel_core::RejectReason;
 
-use super::{Cell, InputSpec, Item, ReadRejection, Record, open_text};
+use super::{Cell, Column, InputSpec, Item, ReadRejection, Record, open_text};
 use crate::IngestError;
 use crate::limits::{MAX_RECORD_BYTES, QUARANTINE_TEXT_BYTES, cut, cut_bytes};
 
 pub(super) fn read(
     spec: &InputSpec,
-    sink: &mut dyn FnMut(Item) -> Result<(), IngestError>,
+    sink: &mut dyn FnMut(Item<'_>) -> Result<(), IngestError>,
 ) -> Result<(), IngestError> {
     let path = &spec.path;
     let mut reader = BufReader::with_capacity(256 * 1024, open_text(spec)?);
-    let mut keys: HashMap<String, Arc<str>> = HashMap::new();
+    let mut keys: HashMap<String, Arc<Column>> = HashMap::new();
+    let mut line_keys: Vec<Arc<Column>> = Vec::new();
     let mut buf = Vec::new();
     let mut line_no = 0u64;
     let mut row = 0u64;
@@ -56,13 +58,20 @@ pub(super) fn read(
             continue;
         }
         row += 1;
-        sink(line_item(bytes, line_no, row, &mut keys))?;
+        sink(line_item(bytes, line_no, row, &mut keys, &mut line_keys))?;
     }
     Ok(())
 }
 
-/// One line that is not blank, as a record or a rejection. `keys` interns the member names.
-fn line_item(bytes: &[u8], line: u64, row: u64, keys: &mut HashMap<String, Arc<str>>) -> Item {
+/// One line that is not blank, as a record or a rejection. `keys` interns the member names;
+/// `line_keys` holds the columns of this line's members, which the record borrows.
+fn line_item<'a>(
+    bytes: &'a [u8],
+    line: u64,
+    row: u64,
+    keys: &mut HashMap<String, Arc<Column>>,
+    line_keys: &'a mut Vec<Arc<Column>>,
+) -> Item<'a> {
     let reject = |reason, field: Option<&str>, value: Option<String>, message| {
         Item::Rejected(ReadRejection {
             line: Some(line),
@@ -92,37 +101,47 @@ fn line_item(bytes: &[u8], line: u64, row: u64, keys: &mut HashMap<String, Arc<s
         // A string the syntax check passes but that does not decode (a lone surrogate).
         Err(e) => return malformed(format!("invalid JSON: {e}")),
     };
-    let mut cells: Vec<(Arc<str>, Cell)> = Vec::with_capacity(members.len());
+    // The members left after repeated keys (the last value counts, null included), each with
+    // its column.
+    line_keys.clear();
+    let mut kept: Vec<Option<Cow<'a, str>>> = Vec::with_capacity(members.len());
+    // The first object or array in a contract column, even under a key repeated later.
     let mut nested = None;
     for (key, value, decoded) in members {
-        let key = match keys.get(&key) {
+        let col = match keys.get(key.as_ref()) {
             Some(a) => a.clone(),
             None => {
-                let a: Arc<str> = Arc::from(key.as_str());
-                keys.insert(key, a.clone());
+                let a = Arc::new(Column::new(&key));
+                keys.insert(key.into_owned(), a.clone());
                 a
             }
         };
-        // A repeated key: the last value counts (null included).
-        cells.retain(|(k, _)| *k != key);
-        let Some(text) = decoded else { continue }; // null
-        if matches!(value.as_bytes()[0], b'{' | b'[')
-            && schema::CONTRACT_COLUMNS.contains(&key.as_ref())
-        {
-            nested.get_or_insert((key.clone(), value));
+        if let Some(at) = line_keys.iter().position(|k| Arc::ptr_eq(k, &col)) {
+            line_keys.remove(at);
+            kept.remove(at);
         }
-        cells.push((key, Cell::Str(text)));
+        if matches!(value.as_bytes()[0], b'{' | b'[') && col.is_contract() {
+            nested.get_or_insert((col.name.clone(), value));
+        }
+        line_keys.push(col);
+        kept.push(decoded);
     }
     if let Some((key, value)) = nested {
         let message = format!("{key} holds a JSON object or array, not a single value");
         let value = Some(cut(value, QUARANTINE_TEXT_BYTES));
         return reject(RejectReason::NestedValue, Some(&key), value, message);
     }
+    let cells = line_keys
+        .iter()
+        .zip(kept)
+        // null: absent
+        .filter_map(|(col, decoded)| Some((col.as_ref(), Cell::Str(decoded?))))
+        .collect();
     Record {
         line: Some(line),
         row,
         cells,
-        line_text: Some(text.to_string()),
+        line_text: Some(text),
         csv: false,
     }
     .check_sizes()
@@ -174,7 +193,18 @@ fn read_line(
 /// string decoded, an object or array as compact JSON, a number or boolean as written, `None`
 /// for null); `Ok(None)` if `text` (valid JSON syntax) is not an object, an error if a string
 /// does not decode (a lone surrogate escape passes the syntax check).
-type Member<'a> = (String, &'a str, Option<String>);
+type Member<'a> = (Cow<'a, str>, &'a str, Option<Cow<'a, str>>);
+
+/// The text of a JSON string literal (valid JSON): its inside when it holds no escape, else
+/// decoded.
+fn string(literal: &str) -> Result<Cow<'_, str>, serde_json::Error> {
+    let inside = &literal[1..literal.len() - 1];
+    if inside.contains('\\') {
+        serde_json::from_str::<String>(literal).map(Cow::Owned)
+    } else {
+        Ok(Cow::Borrowed(inside))
+    }
+}
 
 fn members(text: &str) -> Result<Option<Vec<Member<'_>>>, serde_json::Error> {
     let b = text.as_bytes();
@@ -189,7 +219,7 @@ fn members(text: &str) -> Result<Option<Vec<Member<'_>>>, serde_json::Error> {
     }
     loop {
         let key_end = value_end(b, i);
-        let key: String = serde_json::from_str(&text[i..key_end])?;
+        let key = string(&text[i..key_end])?;
         i = skip_ws(b, key_end);
         debug_assert_eq!(b[i], b':');
         i = skip_ws(b, i + 1);
@@ -197,9 +227,11 @@ fn members(text: &str) -> Result<Option<Vec<Member<'_>>>, serde_json::Error> {
         let value = &text[i..end];
         let decoded = match b[i] {
             b'n' => None,
-            b'"' => Some(serde_json::from_str::<String>(value)?),
-            b'{' | b'[' => Some(serde_json::from_str::<serde_json::Value>(value)?.to_string()),
-            _ => Some(value.to_string()),
+            b'"' => Some(string(value)?),
+            b'{' | b'[' => Some(Cow::Owned(
+                serde_json::from_str::<serde_json::Value>(value)?.to_string(),
+            )),
+            _ => Some(Cow::Borrowed(value)),
         };
         out.push((key, value, decoded));
         i = skip_ws(b, end);
@@ -267,7 +299,12 @@ mod tests {
     #[test]
     fn members_keep_literal_values() {
         let t = r#" { "a" : 123456789012345678901, "b\"c":"x\"y" ,"n":null,"o":{"k":[1,"]"]},"e":1e2,"t":true} "#;
-        let got: Vec<(String, &str, Option<String>)> = members(t).unwrap().unwrap();
+        let got: Vec<(String, &str, Option<String>)> = members(t)
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .map(|(k, v, d)| (k.into_owned(), v, d.map(Cow::into_owned)))
+            .collect();
         let s = |v: &str| Some(v.to_string());
         assert_eq!(
             got,
@@ -284,7 +321,7 @@ mod tests {
                 ("t".to_string(), "true", s("true")),
             ]
         );
-        assert_eq!(members("{}").unwrap().unwrap(), []);
+        assert!(members("{}").unwrap().unwrap().is_empty());
         assert!(members("[1]").unwrap().is_none());
         assert!(members("3").unwrap().is_none());
         // A lone surrogate passes the syntax check but does not decode.

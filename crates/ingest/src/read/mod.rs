@@ -10,12 +10,13 @@ mod discover;
 mod jsonl;
 mod parquet;
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::sync::Arc;
 
-use funnel_core::RejectReason;
 use funnel_core::time::format_ms;
+use funnel_core::{RejectReason, schema};
 
 use crate::IngestError;
 use crate::limits::{MAX_FIELD_BYTES, QUARANTINE_TEXT_BYTES, cut};
@@ -23,44 +24,107 @@ use crate::limits::{MAX_FIELD_BYTES, QUARANTINE_TEXT_BYTES, cut};
 pub use discover::Skipped;
 pub(crate) use discover::{Discovered, Format, InputSpec, discover};
 
-/// One cell of a row, before validation.
+/// What a column of an export is to the ingest: one of the contract columns, or a property.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    EventId,
+    UserId,
+    EventType,
+    Ts,
+    Platform,
+    Journey,
+    ChatType,
+    WarningAction,
+    AccountId,
+    OrderId,
+    Amount,
+    Currency,
+    Property,
+}
+
+/// A named column of an input file, its role resolved once (per CSV header, per JSON key, per
+/// Parquet column) rather than per row.
+#[derive(Debug)]
+pub(crate) struct Column {
+    pub name: Arc<str>,
+    pub role: Role,
+    /// The column's store name when it is a property ([`schema::store_column_name`]).
+    pub store_name: Box<str>,
+}
+
+impl Column {
+    pub fn new(name: &str) -> Column {
+        let role = match name {
+            schema::EVENT_ID => Role::EventId,
+            schema::USER_ID => Role::UserId,
+            schema::EVENT_TYPE => Role::EventType,
+            schema::TS => Role::Ts,
+            schema::PLATFORM => Role::Platform,
+            schema::JOURNEY => Role::Journey,
+            schema::CHAT_TYPE => Role::ChatType,
+            schema::WARNING_ACTION => Role::WarningAction,
+            schema::ACCOUNT_ID => Role::AccountId,
+            schema::ORDER_ID => Role::OrderId,
+            schema::AMOUNT => Role::Amount,
+            schema::CURRENCY => Role::Currency,
+            _ => Role::Property,
+        };
+        let store_name = match role {
+            Role::Property => schema::store_column_name(name).into_boxed_str(),
+            _ => Box::from(""),
+        };
+        Column {
+            name: Arc::from(name),
+            role,
+            store_name,
+        }
+    }
+
+    /// A contract column (a nested value there rejects the row).
+    pub fn is_contract(&self) -> bool {
+        self.role != Role::Property
+    }
+}
+
+/// One cell of a row, before validation; text is borrowed from the reader's buffer where it can
+/// be.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Cell {
-    Str(String),
+pub(crate) enum Cell<'a> {
+    Str(Cow<'a, str>),
     /// A Parquet timestamp column with a time zone: an instant.
     TsUtcMs(i64),
     /// A Parquet timestamp column without a time zone: a wall-clock time.
     TsLocalMs(i64),
 }
 
-impl Cell {
+impl Cell<'_> {
     fn text(&self) -> String {
         match self {
-            Cell::Str(s) => s.clone(),
+            Cell::Str(s) => s.to_string(),
             Cell::TsUtcMs(ms) => format_ms(*ms),
             Cell::TsLocalMs(ms) => format_ms(*ms).trim_end_matches('Z').to_string(),
         }
     }
 }
 
-/// A row split into named cells.
+/// A row split into cells of named columns.
 #[derive(Debug)]
-pub(crate) struct Record {
+pub(crate) struct Record<'a> {
     /// Line in the (decompressed) text file where the row starts; `None` for Parquet.
     pub line: Option<u64>,
     /// 1-based row number within the file (a CSV header is not a row).
     pub row: u64,
-    pub cells: Vec<(Arc<str>, Cell)>,
+    pub cells: Vec<(&'a Column, Cell<'a>)>,
     /// The JSON line as read; CSV and Parquet rows are re-serialised from the cells.
-    line_text: Option<String>,
+    line_text: Option<&'a str>,
     csv: bool,
 }
 
-impl Record {
+impl<'a> Record<'a> {
     /// The record as text, for the quarantine.
     pub fn raw_text(&self) -> String {
-        if let Some(t) = &self.line_text {
-            return t.clone();
+        if let Some(t) = self.line_text {
+            return t.to_string();
         }
         if self.csv {
             let mut w = ::csv::WriterBuilder::new()
@@ -78,15 +142,15 @@ impl Record {
         let obj: serde_json::Map<String, serde_json::Value> = self
             .cells
             .iter()
-            .map(|(k, c)| (k.to_string(), serde_json::Value::String(c.text())))
+            .map(|(k, c)| (k.name.to_string(), serde_json::Value::String(c.text())))
             .collect();
         serde_json::Value::Object(obj).to_string()
     }
 
     /// The record as an item: rejected as `value_too_large` when a cell is longer than
     /// [`MAX_FIELD_BYTES`] (the first such cell is named), as itself otherwise.
-    fn check_sizes(self) -> Item {
-        let Some((name, cell)) = self
+    fn check_sizes(self) -> Item<'a> {
+        let Some((col, cell)) = self
             .cells
             .iter()
             .find(|(_, c)| matches!(c, Cell::Str(s) if s.len() > MAX_FIELD_BYTES))
@@ -96,6 +160,7 @@ impl Record {
         let Cell::Str(value) = cell else {
             unreachable!("matched a string cell")
         };
+        let name = &col.name;
         Item::Rejected(ReadRejection {
             line: self.line,
             row: self.row,
@@ -126,15 +191,15 @@ pub(crate) struct ReadRejection {
 
 /// What a reader yields.
 #[derive(Debug)]
-pub(crate) enum Item {
-    Record(Record),
+pub(crate) enum Item<'a> {
+    Record(Record<'a>),
     Rejected(ReadRejection),
 }
 
 /// Reads every row of a file, in file order, into `sink`.
 pub(crate) fn read_file(
     spec: &InputSpec,
-    sink: &mut dyn FnMut(Item) -> Result<(), IngestError>,
+    sink: &mut dyn FnMut(Item<'_>) -> Result<(), IngestError>,
 ) -> Result<(), IngestError> {
     match spec.format {
         Format::Csv => csv::read(spec, sink),

@@ -8,16 +8,17 @@
 //!   text in a property column.
 //! - A value longer than the field limit rejects its row as `value_too_large`.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Int64Type, TimeUnit};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use funnel_core::{RejectReason, schema};
+use funnel_core::RejectReason;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::{Cell, InputSpec, Item, ReadRejection, Record};
+use super::{Cell, Column, InputSpec, Item, ReadRejection, Record};
 use crate::IngestError;
 use crate::limits::{QUARANTINE_TEXT_BYTES, cut};
 
@@ -37,10 +38,10 @@ enum ColumnCells {
 }
 
 /// One value of a row as the reader sees it.
-enum Value {
-    Cell(Cell),
+enum Value<'a> {
+    Cell(Cell<'a>),
     NotUtf8,
-    Nested(String),
+    Nested(&'a str),
 }
 
 fn display_texts(array: &ArrayRef) -> Result<ArrayRef, String> {
@@ -98,7 +99,7 @@ fn column_cells(array: &ArrayRef) -> Result<ColumnCells, String> {
 }
 
 impl ColumnCells {
-    fn value(&self, i: usize) -> Option<Value> {
+    fn value(&self, i: usize) -> Option<Value<'_>> {
         match self {
             ColumnCells::Ts {
                 values,
@@ -123,24 +124,24 @@ impl ColumnCells {
             ColumnCells::Float(a) => {
                 let a = a.as_primitive::<arrow::datatypes::Float64Type>();
                 a.is_valid(i)
-                    .then(|| Value::Cell(Cell::Str(format!("{}", a.value(i)))))
+                    .then(|| Value::Cell(Cell::Str(Cow::Owned(format!("{}", a.value(i))))))
             }
             ColumnCells::Text(a) => {
                 let a = a.as_string::<i32>();
                 a.is_valid(i)
-                    .then(|| Value::Cell(Cell::Str(a.value(i).to_string())))
+                    .then(|| Value::Cell(Cell::Str(Cow::Borrowed(a.value(i)))))
             }
             ColumnCells::Binary(a) => {
                 let a = a.as_binary::<i64>();
                 a.is_valid(i)
                     .then(|| match std::str::from_utf8(a.value(i)) {
-                        Ok(s) => Value::Cell(Cell::Str(s.to_string())),
+                        Ok(s) => Value::Cell(Cell::Str(Cow::Borrowed(s))),
                         Err(_) => Value::NotUtf8,
                     })
             }
             ColumnCells::Nested(a) => {
                 let a = a.as_string::<i32>();
-                a.is_valid(i).then(|| Value::Nested(a.value(i).to_string()))
+                a.is_valid(i).then(|| Value::Nested(a.value(i)))
             }
         }
     }
@@ -148,7 +149,7 @@ impl ColumnCells {
 
 pub(super) fn read(
     spec: &InputSpec,
-    sink: &mut dyn FnMut(Item) -> Result<(), IngestError>,
+    sink: &mut dyn FnMut(Item<'_>) -> Result<(), IngestError>,
 ) -> Result<(), IngestError> {
     let path = &spec.path;
     let file = File::open(path).map_err(|e| IngestError::unreadable(path, None, e))?;
@@ -177,25 +178,26 @@ pub(super) fn read(
             let cells = column_cells(array).map_err(|e| {
                 IngestError::unreadable(path, None, format!("column {}: {e}", field.name()))
             })?;
-            columns.push((Arc::<str>::from(field.name().as_str()), cells));
+            columns.push((Column::new(field.name()), cells));
         }
         for i in 0..batch.num_rows() {
             row += 1;
             let mut cells = Vec::with_capacity(columns.len());
             let mut fault: Option<(RejectReason, &Arc<str>, Option<String>)> = None;
-            for (name, col) in &columns {
+            for (column, col) in &columns {
+                let name = &column.name;
                 match col.value(i) {
                     None => {}
-                    Some(Value::Cell(c)) => cells.push((name.clone(), c)),
+                    Some(Value::Cell(c)) => cells.push((column, c)),
                     Some(Value::NotUtf8) => {
                         fault.get_or_insert((RejectReason::MalformedRecord, name, None));
                     }
                     Some(Value::Nested(text)) => {
-                        if schema::CONTRACT_COLUMNS.contains(&name.as_ref()) {
-                            let value = Some(cut(&text, QUARANTINE_TEXT_BYTES));
+                        if column.is_contract() {
+                            let value = Some(cut(text, QUARANTINE_TEXT_BYTES));
                             fault.get_or_insert((RejectReason::NestedValue, name, value));
                         }
-                        cells.push((name.clone(), Cell::Str(text)));
+                        cells.push((column, Cell::Str(Cow::Borrowed(text))));
                     }
                 }
             }
