@@ -7,9 +7,10 @@
 //! (quarantined with the event as normalised when the rows are routed, phase 4). The first
 //! accepted row of an event_id always wins, so re-ingesting an export adds nothing.
 //!
-//! Only the key columns of the spilled rows are decoded here (ids, type, time, file): the
-//! phase yields a verdict per row, and the rows stay spilled for routing, which reads them
-//! once, whole. Ids are compared as text: a partition's stored ids and the run's rows are
+//! Phase 1 spills only the key columns of each row here ([`keys`]: ids, type, time, file and
+//! the row's ordinal in the run); the whole rows stay in read order in a sequence spill. The
+//! phase yields a verdict per ordinal ([`Verdicts`]), and routing reads the whole rows once,
+//! in order, with them. Ids are compared as text: a partition's stored ids and the run's rows are
 //! borrowed from their Arrow batches into one hash table, so there is no hash collision to
 //! resolve (two ids are one only when their bytes are equal). The partition's new index is the
 //! sorted union.
@@ -19,24 +20,26 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{TimestampMillisecondType, UInt32Type, UInt64Type};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt64Array};
+use arrow::datatypes::{
+    DataType, Field, Schema, SchemaRef, TimestampMillisecondType, UInt32Type, UInt64Type,
+};
 use funnel_core::{FileSum, IdFile, InputFile, RejectReason, StoreLayout};
 use hashbrown::HashMap;
 
 use crate::IngestError;
-use crate::batch::{Cols, col, event_at};
+use crate::batch::{Cols, col, event_at, work_schema};
 use crate::identity::Identity;
 use crate::integrity::Inventory;
 use crate::parallel::map_ordered;
 use crate::read::{Format, InputSpec};
-use crate::spill::scan_spill;
+use crate::spill::read_spill;
 use crate::store::{QuarantineRow, read_ids, write_ids};
 
-/// The columns phase 2 decodes, by work-schema position; `key::*` are their positions in the
-/// projected batches.
+/// The columns of a row phase 2 reads, by work-schema position, then the row's ordinal;
+/// `key::*` are their positions in a key batch.
 const KEY_COLUMNS: [usize; 7] = [
     col::EVENT_ID,
     col::USER_ID,
@@ -55,6 +58,30 @@ mod key {
     pub const ACCOUNT_ID: usize = 4;
     pub const CONTENT_HASH: usize = 5;
     pub const FILE: usize = 6;
+    pub const ORDINAL: usize = 7;
+}
+
+static KEY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let work = work_schema();
+    let mut fields: Vec<Field> = KEY_COLUMNS.iter().map(|&c| work.field(c).clone()).collect();
+    fields.push(Field::new("_ordinal", DataType::UInt64, false));
+    Arc::new(Schema::new(fields))
+});
+
+/// The schema of the key batches phase 1 spills for this phase.
+pub(crate) fn key_schema() -> SchemaRef {
+    KEY_SCHEMA.clone()
+}
+
+/// The key columns of a work batch whose rows have ordinals `first..`.
+pub(crate) fn keys(batch: &RecordBatch, first: u64) -> RecordBatch {
+    let mut cols: Vec<ArrayRef> = KEY_COLUMNS
+        .iter()
+        .map(|&c| batch.column(c).clone())
+        .collect();
+    let n = batch.num_rows() as u64;
+    cols.push(Arc::new(UInt64Array::from_iter_values(first..first + n)));
+    RecordBatch::try_new(key_schema(), cols).expect("key columns of a work batch")
 }
 
 /// What phase 2 reads.
@@ -63,8 +90,10 @@ pub(crate) struct Dedup<'a> {
     pub gen_dir: &'a Path,
     /// The committed generation's id index, by partition.
     pub old_ids: &'a BTreeMap<u32, IdFile>,
-    /// This run's valid rows, by partition (phase 1).
+    /// The keys of this run's valid rows, by partition (phase 1).
     pub spilled: &'a [Option<PathBuf>],
+    /// Valid rows read (their ordinals are `0..rows`).
+    pub rows: u64,
 }
 
 /// Where phase 2's outcomes go.
@@ -78,13 +107,46 @@ pub(crate) struct Outcomes<'a, 'b> {
 /// A row's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    New,
-    Duplicate,
-    Conflict,
+    New = 0,
+    Duplicate = 1,
+    Conflict = 2,
 }
 
-/// The verdicts of a spilled partition's rows: one list per spilled batch, in order.
-pub(crate) type Verdicts = Vec<Vec<Verdict>>;
+/// Every row's verdict, by ordinal: two bits a row (25 MB for 100M rows).
+#[derive(Debug)]
+pub(crate) struct Verdicts {
+    bits: Vec<u64>,
+}
+
+impl Verdicts {
+    /// `rows` verdicts, all [`Verdict::New`].
+    pub fn new(rows: u64) -> Verdicts {
+        Verdicts {
+            bits: vec![0; rows.div_ceil(32) as usize],
+        }
+    }
+
+    fn set(&mut self, ord: u64, v: Verdict) {
+        let (word, shift) = ((ord / 32) as usize, (ord % 32) * 2);
+        self.bits[word] = self.bits[word] & !(3 << shift) | (v as u64) << shift;
+    }
+
+    pub fn get(&self, ord: u64) -> Verdict {
+        match self.bits[(ord / 32) as usize] >> ((ord % 32) * 2) & 3 {
+            0 => Verdict::New,
+            1 => Verdict::Duplicate,
+            _ => Verdict::Conflict,
+        }
+    }
+
+    /// Whether any row of `first..first + rows` is not a duplicate (routing has work there).
+    pub fn any_kept(&self, first: u64, rows: u64) -> bool {
+        (first..first + rows).any(|ord| self.get(ord) != Verdict::Duplicate)
+    }
+}
+
+/// The verdicts of a spilled partition's rows: one list per key batch, in order.
+type PartVerdicts = Vec<Vec<Verdict>>;
 
 /// What phase 2 found.
 pub(crate) struct Deduplicated {
@@ -93,15 +155,14 @@ pub(crate) struct Deduplicated {
     /// Range of the accepted rows' timestamps (`MAX..MIN` when none).
     pub min_ts: i64,
     pub max_ts: i64,
-    /// Per partition of the spill (`None` where nothing was spilled).
-    pub verdicts: Vec<Option<Verdicts>>,
+    pub verdicts: Verdicts,
 }
 
 /// One partition, judged: its key batches with each row's verdict, and its new id index
 /// (already written) when any row was new.
 struct Judged {
     batches: Vec<RecordBatch>,
-    verdicts: Verdicts,
+    verdicts: PartVerdicts,
     index: Option<(String, FileSum, u64)>,
 }
 
@@ -115,7 +176,7 @@ pub(crate) fn deduplicate(
 ) -> Result<Deduplicated, IngestError> {
     let mut id_files = Vec::new();
     let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
-    let mut verdicts_of: Vec<Option<Verdicts>> = (0..d.spilled.len()).map(|_| None).collect();
+    let mut verdicts_of = Verdicts::new(d.rows);
     let mut todo = Vec::new();
     for (p, spilled) in d.spilled.iter().enumerate() {
         let p = p as u32;
@@ -146,7 +207,9 @@ pub(crate) fn deduplicate(
                 let event_type = b.column(key::EVENT_TYPE).as_string::<i32>();
                 let user = b.column(key::USER_ID).as_string::<i32>();
                 let account = b.column(key::ACCOUNT_ID).as_string::<i32>();
-                for (i, v) in verdicts.iter().enumerate() {
+                let ords = b.column(key::ORDINAL).as_primitive::<UInt64Type>();
+                for (i, &v) in verdicts.iter().enumerate() {
+                    verdicts_of.set(ords.value(i), v);
                     let counts = &mut o.inputs[file.value(i) as usize].counts;
                     match v {
                         Verdict::Duplicate => counts.rows_duplicate += 1,
@@ -164,7 +227,6 @@ pub(crate) fn deduplicate(
                     }
                 }
             }
-            verdicts_of[p as usize] = Some(verdicts);
             match (index, d.old_ids.get(&p)) {
                 (None, Some(f)) => {
                     o.inventory.carry(&f.path, Some(f.rows))?;
@@ -204,7 +266,7 @@ fn judge(
         None => Vec::new(),
     };
     let mut batches = Vec::new();
-    scan_spill(path, Some(&KEY_COLUMNS), |b| {
+    read_spill(path, |b| {
         batches.push(b);
         Ok(())
     })?;
@@ -282,5 +344,34 @@ pub(crate) fn conflict_row(
         value: Some(c.event_id.value(i).to_string()),
         message: "event_id was already accepted with different content".into(),
         raw: event_at(batch, i).to_json(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_keep_two_bits_per_ordinal() {
+        let n = 1_000u64;
+        let mut v = Verdicts::new(n);
+        let of = |o: u64| match o % 7 {
+            0 | 3 => Verdict::Conflict,
+            1 | 4 | 5 => Verdict::Duplicate,
+            _ => Verdict::New,
+        };
+        // Set twice, out of order, so that a later set overwrites both bits.
+        for o in (0..n).rev() {
+            v.set(o, Verdict::Conflict);
+        }
+        for o in 0..n {
+            v.set(o, of(o));
+        }
+        assert!((0..n).all(|o| v.get(o) == of(o)));
+        let mut d = Verdicts::new(100);
+        (0..100).for_each(|o| d.set(o, Verdict::Duplicate));
+        assert!(!d.any_kept(0, 100));
+        d.set(63, Verdict::New);
+        assert!(d.any_kept(32, 32) && !d.any_kept(0, 63) && !d.any_kept(64, 36));
     }
 }

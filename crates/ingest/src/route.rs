@@ -2,10 +2,11 @@
 //!
 //! Once every accepted login has been linked (phase 2), the identity gives each row's person:
 //! the smallest id of its group of linked ids, or its user_id when it was never linked. The
-//! spilled rows are read back whole, partition by partition, with their phase-2 verdicts: new
-//! rows go to the spill partition of their person's bucket, with person_id filled in;
-//! conflicting rows go to the quarantine (in partition then read order); duplicates are gone.
-//! The property names met join the store's.
+//! valid rows are read back whole, once, segment by segment in read order, with their phase-2
+//! verdicts: new rows go to the spill partition of their person's bucket, with person_id filled
+//! in; conflicting rows go to the quarantine (in read order); duplicates are gone, and a
+//! segment of duplicates only (a re-ingest) is not read at all. The property names met join the
+//! store's.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ use crate::dedup::{Verdict, Verdicts, conflict_row};
 use crate::identity::Identity;
 use crate::parallel::map_ordered;
 use crate::read::InputSpec;
-use crate::spill::{Spill, read_spill_all};
+use crate::spill::{Segment, Spill, read_spill};
 use crate::store::{QuarantineRow, QuarantineWriter};
 
 /// What phase 4 reads.
@@ -29,14 +30,14 @@ pub(crate) struct Route<'a> {
     pub files: &'a [InputSpec],
     pub scratch: &'a Path,
     pub buckets: u32,
-    /// The run's valid rows by event_id partition (phase 1), and their verdicts (phase 2).
-    pub spilled: &'a [Option<PathBuf>],
-    pub verdicts: Vec<Option<Verdicts>>,
+    /// The run's valid rows in read order (phase 1), and their verdicts (phase 2).
+    pub spilled: &'a [Segment],
+    pub verdicts: &'a Verdicts,
     pub identity: &'a Identity,
     pub threads: usize,
 }
 
-/// A partition routed.
+/// A segment routed.
 struct Routed {
     /// Its conflicts' quarantine rows, in read order.
     conflicts: Vec<QuarantineRow>,
@@ -49,31 +50,24 @@ struct Routed {
 
 /// Routes the new rows into one spill partition per bucket; returns the partitions' paths.
 pub(crate) fn route(
-    mut r: Route<'_>,
+    r: Route<'_>,
     quarantine: &mut QuarantineWriter,
     properties: &mut BTreeSet<String>,
 ) -> Result<Vec<Option<PathBuf>>, IngestError> {
-    let mut by_bucket = Spill::new(r.scratch, "by-bucket", r.buckets as usize)?;
-    let todo: Vec<(&Path, Verdicts)> = r
-        .spilled
-        .iter()
-        .zip(std::mem::take(&mut r.verdicts))
-        .filter_map(|(path, v)| Some((path.as_deref()?, v?)))
-        .collect();
+    let mut by_bucket = Spill::new(r.scratch, "by-bucket", r.buckets as usize, work_schema())?;
     let threads = r.threads.max(1);
-    let mut todo = todo.into_iter().peekable();
-    while todo.peek().is_some() {
-        let chunk: Vec<_> = todo.by_ref().take(threads).collect();
-        let routed = map_ordered(chunk, threads, |(path, verdicts)| {
-            route_partition(&r, path, &verdicts)
-        });
-        for partition in routed {
-            let Routed {
+    for chunk in r.spilled.chunks(threads) {
+        let routed = map_ordered(chunk.iter().collect(), threads, |s| route_segment(&r, s));
+        for segment in routed {
+            let Some(Routed {
                 conflicts,
                 batch,
                 parts,
                 keys,
-            } = partition?;
+            }) = segment?
+            else {
+                continue;
+            };
             for q in conflicts {
                 quarantine.push(q)?;
             }
@@ -84,32 +78,42 @@ pub(crate) fn route(
     by_bucket.finish()
 }
 
-/// Reads one spilled partition (deleting it) and routes its rows by their verdicts.
-fn route_partition(r: &Route<'_>, path: &Path, verdicts: &Verdicts) -> Result<Routed, IngestError> {
-    let batches = read_spill_all(path)?;
-    let err = |e: arrow::error::ArrowError| IngestError::store(path, format!("spill: {e}"));
-    if batches.len() != verdicts.len() {
-        return Err(IngestError::store(
-            path,
-            "spill: read back other batches than judged",
-        ));
+/// Reads one segment (deleting it) and routes its rows by their verdicts; `None` when it holds
+/// only duplicates.
+fn route_segment(r: &Route<'_>, s: &Segment) -> Result<Option<Routed>, IngestError> {
+    if !r.verdicts.any_kept(s.first, s.rows) {
+        std::fs::remove_file(&s.path)
+            .map_err(|e| IngestError::store(&s.path, format!("spill: {e}")))?;
+        return Ok(None);
     }
+    let err = |e: arrow::error::ArrowError| IngestError::store(&s.path, format!("spill: {e}"));
     let mut conflicts = Vec::new();
-    let mut new = Vec::with_capacity(batches.len());
-    // Each batch is dropped once filtered: a partition is in memory about twice at most.
-    for (batch, verdicts) in batches.into_iter().zip(verdicts) {
-        let batch = &batch;
+    let mut new = Vec::new();
+    let mut ord = s.first;
+    // Each batch is dropped once filtered: a segment is in memory about twice at most.
+    read_spill(&s.path, |batch| {
+        let verdicts: Vec<Verdict> = (ord..ord + batch.num_rows() as u64)
+            .map(|o| r.verdicts.get(o))
+            .collect();
+        ord += batch.num_rows() as u64;
         conflicts.extend(
             verdicts
                 .iter()
                 .enumerate()
                 .filter(|(_, v)| **v == Verdict::Conflict)
-                .map(|(i, _)| conflict_row(r.run, r.files, batch, i)),
+                .map(|(i, _)| conflict_row(r.run, r.files, &batch, i)),
         );
         let keep: BooleanArray = verdicts.iter().map(|v| Some(*v == Verdict::New)).collect();
-        new.push(filter_record_batch(batch, &keep).map_err(err)?);
+        new.push(filter_record_batch(&batch, &keep).map_err(err)?);
+        Ok(())
+    })?;
+    if ord != s.first + s.rows {
+        return Err(IngestError::store(
+            &s.path,
+            "spill: read back other rows than written",
+        ));
     }
-    // The partition's new rows as one batch: split among the buckets, a spilled batch is cut
+    // The segment's new rows as one batch: split among the buckets, a spilled batch is cut
     // into one slice per bucket, so small batches would make slices of a row or two.
     let new = concat_batches(&work_schema(), &new).map_err(err)?;
     let (persons, parts) = persons(&new, r.identity, r.buckets);
@@ -118,12 +122,12 @@ fn route_partition(r: &Route<'_>, path: &Path, verdicts: &Verdicts) -> Result<Ro
         keys.insert(k);
     });
     let keys = keys.into_iter().map(str::to_string).collect();
-    Ok(Routed {
+    Ok(Some(Routed {
         conflicts,
         batch: with_persons(&new, persons),
         parts,
         keys,
-    })
+    }))
 }
 
 /// The person of each row of a batch, and its bucket.

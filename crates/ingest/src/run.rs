@@ -17,7 +17,8 @@ use arrow::array::RecordBatch;
 
 use crate::IngestError;
 use crate::batch::Builder;
-use crate::dedup::{Dedup, Deduplicated, Outcomes, deduplicate};
+use crate::batch::work_schema;
+use crate::dedup::{Dedup, Deduplicated, Outcomes, deduplicate, key_schema, keys};
 use crate::identity::Identity;
 use crate::integrity::Inventory;
 use crate::normalize::{Lineage, Rejection, normalize};
@@ -25,7 +26,7 @@ use crate::parallel::threads;
 use crate::parse_timezone;
 use crate::read::{Discovered, Format, InputSpec, Item, Skipped, discover, read_file};
 use crate::route::{Route, route};
-use crate::spill::Spill;
+use crate::spill::{Sequence, Spill};
 use crate::store::{
     IdentityWriter, QuarantineRow, QuarantineWriter, ROW_GROUP_ROWS, read_identity,
 };
@@ -128,15 +129,18 @@ impl IngestReport {
 /// Loads `inputs` into the store. See the crate docs for what happens to each row.
 ///
 /// The run goes in phases (rows travel between them as Arrow work batches, `batch.rs`), each
-/// holding at most a few partitions in memory (plus the identity map of linked ids):
+/// holding at most a few partitions or segments in memory (plus the identity map of linked ids
+/// and two bits of verdict per row):
 /// 1. read and validate every row, in sorted path then file order (several files at once on
-///    worker threads); rejected rows stream to the quarantine, valid ones to spill partitions
-///    by event_id;
+///    worker threads); rejected rows stream to the quarantine; valid ones are spilled whole in
+///    read order (a sequence, each row known by its ordinal), and their key columns to spill
+///    partitions by event_id;
 /// 2. dedup (`dedup.rs`): per event_id partition, a verdict per row against the store's id
 ///    index and the run so far, in read order; the partition's new id index; the links of
 ///    accepted logins join the stored links in the identity map;
 /// 3. identity: which persons this run merges;
-/// 4. route (`route.rs`): new rows to their person's bucket spill, conflicts to the quarantine;
+/// 4. route (`route.rs`): the whole rows once more, in read order: new rows to their person's
+///    bucket spill, conflicts to the quarantine;
 /// 5. write (`write.rs`): per touched bucket, stored events (re-keyed where persons merged) plus
 ///    new ones, sorted, written; untouched buckets are hard links; then the manifest, and the
 ///    switch of `current`.
@@ -203,7 +207,9 @@ pub fn ingest(
     // Phase 1: read and validate. Files are parsed and validated on worker threads (several
     // files at once), and their rows consumed here strictly in file order, so the outcome is
     // the same as reading one file after another.
-    let mut by_id = Spill::new(&scratch, "by-id", buckets as usize)?;
+    // The valid rows whole, in read order; their keys by event_id partition, for phase 2.
+    let mut rows = Sequence::new(&scratch, "rows", work_schema())?;
+    let mut by_id = Spill::new(&scratch, "keys-by-id", buckets as usize, key_schema())?;
     let mut input_records = Vec::with_capacity(files.len());
     let mut rows_total = 0u64;
     let workers = threads().clamp(1, 4).min(files.len().max(1));
@@ -255,7 +261,8 @@ pub fn ingest(
                             quarantine.push(q)?;
                         }
                         if let Some((batch, parts)) = events {
-                            by_id.push_rows(&batch, &parts)?;
+                            by_id.push_rows(&keys(&batch, rows.rows()), &parts)?;
+                            rows.push(&batch)?;
                         }
                     }
                     Parsed::Failed(e) => return Err(e),
@@ -274,6 +281,8 @@ pub fn ingest(
     })?;
     progress(Progress::Rows(rows_total));
     progress(Progress::Committing);
+    let valid_rows = rows.rows();
+    let rows = rows.finish()?;
     let by_id = by_id.finish()?;
     tr("phase 1 read");
 
@@ -314,6 +323,7 @@ pub fn ingest(
             gen_dir: &gen_dir,
             old_ids: &old_ids,
             spilled: &by_id,
+            rows: valid_rows,
         },
         Outcomes {
             inventory: &mut inventory,
@@ -339,8 +349,8 @@ pub fn ingest(
             files: &files,
             scratch: &scratch,
             buckets,
-            spilled: &by_id,
-            verdicts,
+            spilled: &rows,
+            verdicts: &verdicts,
             identity: &identity,
             threads: threads(),
         },

@@ -1,6 +1,8 @@
-//! Temporary, partitioned spill files (Arrow IPC of whole work batches) that keep ingest memory
-//! bounded: batches are split by partition as they arrive, written out, and read back one
-//! partition at a time, in the order pushed.
+//! Temporary spill files (Arrow IPC, lz4) that keep ingest memory bounded:
+//! - a [`Spill`] is partitioned: rows are split by partition as they arrive, written out, and
+//!   read back one partition at a time, in the order pushed;
+//! - a [`Sequence`] keeps batches whole, in the order pushed, in segments of about
+//!   [`SEGMENT_ROWS`] rows, each row known by its ordinal (its position in the sequence).
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -8,11 +10,11 @@ use std::path::{Path, PathBuf};
 
 use arrow::array::{RecordBatch, UInt32Array};
 use arrow::compute::{concat_batches, take_record_batch};
+use arrow::datatypes::SchemaRef;
 use arrow::ipc::reader::FileReader;
 use arrow::ipc::writer::FileWriter;
 
 use crate::IngestError;
-use crate::batch::work_schema;
 
 /// Rows buffered across all partitions of a spill before everything buffered is written: it
 /// bounds the memory of a spill (a buffered slice keeps its whole parent batch alive, so all
@@ -42,6 +44,7 @@ struct Part {
 /// A set of partitions, each an Arrow IPC file written in the order rows are pushed.
 pub(crate) struct Spill {
     dir: PathBuf,
+    schema: SchemaRef,
     parts: Vec<Part>,
     chunk: usize,
     buffered: usize,
@@ -56,11 +59,17 @@ impl std::fmt::Debug for Spill {
 }
 
 impl Spill {
-    pub fn new(dir: &Path, name: &str, partitions: usize) -> Result<Spill, IngestError> {
+    pub fn new(
+        dir: &Path,
+        name: &str,
+        partitions: usize,
+        schema: SchemaRef,
+    ) -> Result<Spill, IngestError> {
         let dir = dir.join(name);
         std::fs::create_dir_all(&dir).map_err(|e| IngestError::store(&dir, e))?;
         Ok(Spill {
             dir,
+            schema,
             parts: (0..partitions).map(|_| Part::default()).collect(),
             chunk: chunk_rows(partitions),
             buffered: 0,
@@ -128,22 +137,10 @@ impl Spill {
         if self.parts[part].pending.is_empty() {
             return Ok(());
         }
-        let schema = work_schema();
+        let schema = self.schema.clone();
         if self.parts[part].writer.is_none() {
             let path = self.path(part);
-            let file = File::create(&path).map_err(|e| self.err(part, e))?;
-            // lz4: a large run spills each row three times (by event_id, accepted, by bucket),
-            // and spilled columns are mostly repeated text; uncompressed, the writeback of
-            // gigabytes of scratch stalls the run (measured at 10M rows).
-            let options = arrow::ipc::writer::IpcWriteOptions::default()
-                .try_with_compression(Some(arrow::ipc::CompressionType::LZ4_FRAME))
-                .map_err(|e| self.err(part, e))?;
-            let w = FileWriter::try_new_with_options(
-                BufWriter::with_capacity(self.write_buffer, file),
-                &schema,
-                options,
-            )
-            .map_err(|e| self.err(part, e))?;
+            let w = open(&path, &schema, self.write_buffer).map_err(|e| self.err(part, e))?;
             self.parts[part].writer = Some(w);
         }
         let pending = std::mem::take(&mut self.parts[part].pending);
@@ -172,6 +169,108 @@ impl Spill {
             }
         }
         Ok(out)
+    }
+}
+
+/// Opens a spill file for writing. lz4: spilled columns are mostly repeated text, and a large
+/// run spills each row twice; uncompressed, the writeback of gigabytes of scratch stalls the run
+/// (measured at 10M rows).
+fn open(
+    path: &Path,
+    schema: &SchemaRef,
+    buffer: usize,
+) -> Result<FileWriter<BufWriter<File>>, String> {
+    let file = File::create(path).map_err(|e| e.to_string())?;
+    let options = arrow::ipc::writer::IpcWriteOptions::default()
+        .try_with_compression(Some(arrow::ipc::CompressionType::LZ4_FRAME))
+        .map_err(|e| e.to_string())?;
+    FileWriter::try_new_with_options(BufWriter::with_capacity(buffer, file), schema, options)
+        .map_err(|e| e.to_string())
+}
+
+/// Rows of a segment of a [`Sequence`] (it ends after the batch that reaches this many): the
+/// unit of work of the phase that reads it back, a segment or two per thread in memory.
+pub(crate) const SEGMENT_ROWS: u64 = 128 * 1024;
+
+/// A file of a [`Sequence`]: rows `first..first + rows`, in order.
+#[derive(Debug, Clone)]
+pub(crate) struct Segment {
+    pub path: PathBuf,
+    pub first: u64,
+    pub rows: u64,
+}
+
+/// Batches kept whole and in order, in segment files.
+pub(crate) struct Sequence {
+    dir: PathBuf,
+    schema: SchemaRef,
+    writer: Option<FileWriter<BufWriter<File>>>,
+    segments: Vec<Segment>,
+    rows: u64,
+}
+
+impl std::fmt::Debug for Sequence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sequence").field("dir", &self.dir).finish()
+    }
+}
+
+impl Sequence {
+    pub fn new(dir: &Path, name: &str, schema: SchemaRef) -> Result<Sequence, IngestError> {
+        let dir = dir.join(name);
+        std::fs::create_dir_all(&dir).map_err(|e| IngestError::store(&dir, e))?;
+        Ok(Sequence {
+            dir,
+            schema,
+            writer: None,
+            segments: Vec::new(),
+            rows: 0,
+        })
+    }
+
+    /// Rows pushed so far: the ordinal of the next row.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Appends a batch: its rows get the next ordinals.
+    pub fn push(&mut self, batch: &RecordBatch) -> Result<(), IngestError> {
+        let n = batch.num_rows() as u64;
+        if n == 0 {
+            return Ok(());
+        }
+        if self.writer.is_none() {
+            let path = self.dir.join(format!("{:05}.arrow", self.segments.len()));
+            let w = open(&path, &self.schema, 1 << 20)
+                .map_err(|e| IngestError::store(&path, format!("spill: {e}")))?;
+            self.writer = Some(w);
+            self.segments.push(Segment {
+                path,
+                first: self.rows,
+                rows: 0,
+            });
+        }
+        let seg = self.segments.last_mut().expect("opened above");
+        let err =
+            |e: arrow::error::ArrowError| IngestError::store(&seg.path, format!("spill: {e}"));
+        let w = self.writer.as_mut().expect("opened above");
+        w.write(batch).map_err(err)?;
+        seg.rows += n;
+        self.rows += n;
+        if seg.rows >= SEGMENT_ROWS {
+            self.writer.take().expect("open").finish().map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// Closes the last segment; returns them all, in order.
+    pub fn finish(mut self) -> Result<Vec<Segment>, IngestError> {
+        if let Some(mut w) = self.writer.take() {
+            let seg = self.segments.last().expect("a writer has its segment");
+            w.finish()
+                .map_err(|e| IngestError::store(&seg.path, format!("spill: {e}")))?;
+        }
+        Ok(self.segments)
     }
 }
 
@@ -235,7 +334,7 @@ mod tests {
     #[test]
     fn round_trip_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spill = Spill::new(dir.path(), "t", 3).unwrap();
+        let mut spill = Spill::new(dir.path(), "t", 3, crate::batch::work_schema()).unwrap();
         let mut want: Vec<Vec<Event>> = vec![Vec::new(); 3];
         let mut builder = Builder::default();
         let mut parts = Vec::new();
@@ -264,5 +363,46 @@ mod tests {
             assert_eq!(got, want[part]);
             assert!(!path.exists(), "a partition is deleted once read");
         }
+    }
+
+    #[test]
+    fn a_sequence_keeps_batches_in_order_in_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seq = Sequence::new(dir.path(), "s", crate::batch::work_schema()).unwrap();
+        let mut builder = Builder::default();
+        let mut want = Vec::new();
+        let per_batch = 100_000u64;
+        for b in 0..6u64 {
+            for i in 0..per_batch {
+                let e = event(b * per_batch + i);
+                builder.push(&e);
+                if i.is_multiple_of(9_973) {
+                    want.push(e);
+                }
+            }
+            assert_eq!(seq.rows(), b * per_batch);
+            seq.push(&builder.finish()).unwrap();
+        }
+        let segments = seq.finish().unwrap();
+        // A segment ends after the batch that reaches SEGMENT_ROWS: 2 batches, 2, then 2.
+        let ranges: Vec<(u64, u64)> = segments.iter().map(|s| (s.first, s.rows)).collect();
+        assert_eq!(
+            ranges,
+            [(0, 200_000), (200_000, 200_000), (400_000, 200_000)]
+        );
+        let mut got = Vec::new();
+        for s in &segments {
+            let mut ord = s.first;
+            for b in read_spill_all(&s.path).unwrap() {
+                for i in 0..b.num_rows() {
+                    if (ord % per_batch).is_multiple_of(9_973) {
+                        got.push(event_at(&b, i).into_owned());
+                    }
+                    ord += 1;
+                }
+            }
+            assert_eq!(ord, s.first + s.rows);
+        }
+        assert_eq!(got, want);
     }
 }
