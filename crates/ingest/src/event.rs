@@ -47,7 +47,6 @@ impl Event<'_> {
     /// the properties in key order as key (tag 13) and value (tag 14). One xxh3-64 (seed 0) of
     /// the whole, serialised into a reused buffer (the stored `_content_hash` of every event).
     pub fn compute_content_hash(&self) -> u64 {
-        use std::io::Write;
         thread_local! {
             static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
@@ -66,12 +65,6 @@ impl Event<'_> {
             };
             fn text<'b>(v: &'b Option<Cow<'_, str>>) -> Option<&'b [u8]> {
                 v.as_deref().map(str::as_bytes)
-            }
-            fn decimal(n: i64, out: &mut [u8; 24]) -> &[u8] {
-                let mut w = &mut out[..];
-                write!(w, "{n}").expect("an i64 fits 24 bytes");
-                let len = 24 - w.len();
-                &out[..len]
             }
             put(1, Some(self.event_id.as_bytes()));
             put(2, Some(self.user_id.as_bytes()));
@@ -94,6 +87,25 @@ impl Event<'_> {
             xxhash_rust::xxh3::xxh3_64(buf)
         })
     }
+}
+
+/// `n` as decimal text (what `{n}` formats), written at the end of `out`.
+fn decimal(n: i64, out: &mut [u8; 24]) -> &[u8] {
+    let mut i = out.len();
+    let mut u = n.unsigned_abs();
+    loop {
+        i -= 1;
+        out[i] = b'0' + (u % 10) as u8;
+        u /= 10;
+        if u == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        i -= 1;
+        out[i] = b'-';
+    }
+    &out[i..]
 }
 
 impl Event<'_> {
@@ -222,6 +234,34 @@ pub(crate) fn format_amount(units: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimal_is_what_display_writes() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut values = vec![
+            0,
+            1,
+            -1,
+            9,
+            10,
+            -10,
+            99,
+            100,
+            i64::MAX,
+            i64::MIN,
+            i64::MIN + 1,
+        ];
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push(x as i64 >> (x % 60));
+        }
+        let mut out = [0u8; 24];
+        for n in values {
+            assert_eq!(decimal(n, &mut out), n.to_string().as_bytes(), "{n}");
+        }
+    }
 
     #[test]
     fn amounts() {

@@ -2,7 +2,6 @@
 //! one person. The person_id of a group is its smallest id (byte order), so it is deterministic
 //! for the same set of linked ids and readable in every output.
 
-use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 
 use foldhash::fast::FixedState;
@@ -86,6 +85,14 @@ impl Identity {
         x
     }
 
+    /// The root of `x`'s group, without shortening paths.
+    fn root(&self, mut x: u32) -> u32 {
+        while self.parent[x as usize] != x {
+            x = self.parent[x as usize];
+        }
+        x
+    }
+
     /// Joins two groups; the root is the one holding the smaller id, so a root's name is always
     /// the group's person_id.
     fn union(&mut self, a: u32, b: u32) {
@@ -130,49 +137,55 @@ impl Identity {
     }
 
     /// The person of an id (the id itself when it was never linked). Read-only, so routing can
-    /// ask from several threads; one step per id once [`Identity::merges`] has pointed every id
+    /// ask from several threads; one step per id once [`Identity::settle`] has pointed every id
     /// at its root.
     pub fn person_of<'a>(&'a self, id: &'a str) -> &'a str {
         match self.lookup(id) {
-            Some(mut i) => {
-                while self.parent[i as usize] != i {
-                    i = self.parent[i as usize];
-                }
-                self.name(i)
-            }
+            Some(i) => self.name(self.root(i)),
             None => id,
         }
     }
 
-    /// Old person_id -> new person_id for every person this run merged into another.
-    /// Also returns the memory the buffers' growth left spare: no id joins after this.
-    pub fn merges(&mut self) -> BTreeMap<String, String> {
+    /// Points every id at its root (lookups are one step from here on) and returns the memory
+    /// the buffers' growth left spare: no id joins after this.
+    pub fn settle(&mut self) {
         self.bytes.shrink_to_fit();
         self.ends.shrink_to_fit();
         self.parent.shrink_to_fit();
         self.old_person.shrink_to_fit();
-        let mut out = BTreeMap::new();
         for i in 0..self.ends.len() as u32 {
             let root = self.find(i);
             self.parent[i as usize] = root;
-            let old = match self.old_person[i as usize] {
-                NONE => i,
-                p => p,
-            };
-            if self.name(old) != self.name(root) {
-                out.insert(self.name(old).to_string(), self.name(root).to_string());
-            }
         }
-        out
+    }
+
+    /// The persons this run merged into another (after [`Identity::settle`]).
+    pub fn merges(&self) -> Merges<'_> {
+        let mut pairs: Vec<(u32, u32)> = (0..self.ends.len() as u32)
+            .filter_map(|i| {
+                let root = self.parent[i as usize];
+                let old = match self.old_person[i as usize] {
+                    NONE => i,
+                    p => p,
+                };
+                (self.name(old) != self.name(root)).then_some((old, root))
+            })
+            .collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        Merges {
+            identity: self,
+            pairs,
+        }
     }
 
     /// Calls `each(id, person_id)` for every id in a group of two or more ids, in id order.
     pub fn linked_pairs<E>(
-        &mut self,
+        &self,
         mut each: impl FnMut(&str, &str) -> Result<(), E>,
     ) -> Result<(), E> {
         let n = self.ends.len();
-        let roots: Vec<u32> = (0..n as u32).map(|i| self.find(i)).collect();
+        let roots: Vec<u32> = (0..n as u32).map(|i| self.root(i)).collect();
         let mut size = vec![0u32; n];
         for r in &roots {
             size[*r as usize] += 1;
@@ -186,6 +199,55 @@ impl Identity {
             each(self.name(i), self.name(roots[i as usize]))?;
         }
         Ok(())
+    }
+}
+
+/// Old person_id -> new person_id for every person a run merged into another: the person an id
+/// had before the run (itself when it had none) where its group's root is now another id. Kept
+/// as pairs of id indexes (8 bytes each), since a first run over a large export has one for
+/// every linked id that is not its group's root.
+pub(crate) struct Merges<'a> {
+    identity: &'a Identity,
+    /// (old person, new person), sorted, no repeats; the old persons are distinct.
+    pairs: Vec<(u32, u32)>,
+}
+
+impl std::fmt::Debug for Merges<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Merges")
+            .field("persons", &self.len())
+            .finish()
+    }
+}
+
+impl<'a> Merges<'a> {
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// The new person of old person `person`, if it was merged.
+    pub fn get(&self, person: &str) -> Option<&'a str> {
+        let i = self.identity.lookup(person)?;
+        let at = self.pairs.partition_point(|&(old, _)| old < i);
+        match self.pairs.get(at) {
+            Some(&(old, new)) if old == i => Some(self.identity.name(new)),
+            _ => None,
+        }
+    }
+
+    pub fn contains_key(&self, person: &str) -> bool {
+        self.get(person).is_some()
+    }
+
+    /// Every (old person, new person).
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + '_ {
+        self.pairs
+            .iter()
+            .map(|&(old, new)| (self.identity.name(old), self.identity.name(new)))
     }
 }
 
@@ -233,15 +295,21 @@ mod tests {
         ] {
             id.load(i, p);
         }
+        id.settle();
         assert!(id.merges().is_empty());
         // Run 2 links wx_3 with b_1, and a new id dev_0 with a previously unlinked user u_9.
         id.link("wx_3", "b_1");
         id.link("u_9", "dev_0");
+        id.settle();
         let m = id.merges();
         // a_2 sorts before b_1, so the merged person keeps a_2 and b_1's events are re-keyed.
-        assert_eq!(m.get("b_1").map(String::as_str), Some("a_2"));
-        assert_eq!(m.get("u_9").map(String::as_str), Some("dev_0"));
+        assert_eq!(m.get("b_1"), Some("a_2"));
+        assert_eq!(m.get("u_9"), Some("dev_0"));
+        assert_eq!(m.get("a_2"), None);
+        assert_eq!(m.get("never_seen"), None);
         assert_eq!(m.len(), 2);
+        let all: Vec<(&str, &str)> = m.iter().collect();
+        assert!(all.contains(&("b_1", "a_2")) && all.contains(&("u_9", "dev_0")));
         assert_eq!(id.person_of("wx_4"), "a_2");
     }
 

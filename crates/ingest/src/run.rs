@@ -339,6 +339,7 @@ pub fn ingest(
     ));
 
     // Phase 3: identity (loaded, and linked in phase 2): which persons this run merges.
+    identity.settle();
     let merges = identity.merges();
 
     // Phase 4: new rows to their person's bucket, conflicts to the quarantine.

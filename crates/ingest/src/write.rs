@@ -20,6 +20,7 @@ use funnel_core::{EventFile, FileSum, StoreLayout, bucket_of};
 
 use crate::IngestError;
 use crate::batch::{Cols, with_persons, work_schema};
+use crate::identity::Merges;
 use crate::integrity::Inventory;
 use crate::parallel::map_ordered;
 use crate::spill::read_spill_all;
@@ -35,7 +36,7 @@ pub(crate) struct Buckets<'a> {
     pub generation: u64,
     pub gen_dir: &'a Path,
     /// Old person_id -> new person_id, for every person this run merged into another.
-    pub merges: &'a BTreeMap<String, String>,
+    pub merges: &'a Merges<'a>,
     /// The committed generation's bucket files.
     pub old_files: &'a BTreeMap<u32, EventFile>,
     /// Each bucket's spill of this run's new events (routed by person).
@@ -74,15 +75,15 @@ pub(crate) fn write_buckets(
 ) -> Result<Written, IngestError> {
     let source_buckets: BTreeSet<u32> = b
         .merges
-        .keys()
-        .map(|p| bucket_of(p, b.buckets))
+        .iter()
+        .map(|(p, _)| bucket_of(p, b.buckets))
         .filter(|k| b.old_files.contains_key(k))
         .collect();
     let mut touched: BTreeSet<u32> = (0..b.buckets)
         .filter(|k| b.spilled[*k as usize].is_some())
         .collect();
     touched.extend(source_buckets.iter().copied());
-    touched.extend(b.merges.values().map(|p| bucket_of(p, b.buckets)));
+    touched.extend(b.merges.iter().map(|(_, p)| bucket_of(p, b.buckets)));
 
     // Events of merged persons that move to another bucket.
     let mut moved_in: BTreeMap<u32, Vec<RecordBatch>> = BTreeMap::new();
@@ -214,7 +215,7 @@ fn rekey(
     let mut new_persons = StringBuilder::new();
     let mut dest = Vec::with_capacity(batch.num_rows());
     for p in persons.iter().flatten() {
-        let np = b.merges.get(p).map_or(p, String::as_str);
+        let np = b.merges.get(p).unwrap_or(p);
         new_persons.append_value(np);
         dest.push(if np == p {
             bucket
