@@ -21,7 +21,9 @@ pub(crate) struct Identity {
     table: HashTable<u32>,
     hasher: FixedState,
     parent: Vec<u32>,
-    /// For ids loaded from the store: the person they had before this run (else `NONE`).
+    /// For ids loaded from the store: the person they had before this run (else `NONE`). Ids
+    /// are loaded before any is linked, so the ids first met in this run, which come after, need
+    /// no entry: the vector ends with the last loaded id.
     old_person: Vec<u32>,
 }
 
@@ -63,7 +65,6 @@ impl Identity {
         self.bytes.push_str(id);
         self.ends.push(self.bytes.len());
         self.parent.push(i);
-        self.old_person.push(NONE);
         let Identity {
             bytes,
             ends,
@@ -125,6 +126,8 @@ impl Identity {
     pub fn load(&mut self, id: &str, person: &str) {
         let i = self.intern(id);
         let p = self.intern(person);
+        let len = self.ends.len();
+        self.old_person.resize(len, NONE);
         self.old_person[i as usize] = p;
         self.union(i, p);
     }
@@ -164,9 +167,9 @@ impl Identity {
         let mut pairs: Vec<(u32, u32)> = (0..self.ends.len() as u32)
             .filter_map(|i| {
                 let root = self.parent[i as usize];
-                let old = match self.old_person[i as usize] {
-                    NONE => i,
-                    p => p,
+                let old = match self.old_person.get(i as usize) {
+                    None | Some(&NONE) => i,
+                    Some(&p) => p,
                 };
                 (self.name(old) != self.name(root)).then_some((old, root))
             })
