@@ -130,14 +130,25 @@ fn route_segment(r: &Route<'_>, s: &Segment) -> Result<Option<Routed>, IngestErr
     }))
 }
 
-/// The person of each row of a batch, and its bucket.
+/// The person of each row of a batch, and its bucket. Rows of one user often follow each
+/// other, so the last answer is kept.
 fn persons(batch: &RecordBatch, identity: &Identity, buckets: u32) -> (StringArray, Vec<u32>) {
     let users = Cols::of(batch).user_id;
     let mut persons = StringBuilder::with_capacity(batch.num_rows(), users.value_data().len());
     let mut parts = Vec::with_capacity(batch.num_rows());
-    for u in users.iter() {
-        let person = identity.person_of(u.expect("user_id is never null"));
-        parts.push(bucket_of(person, buckets));
+    let mut last: Option<(&str, &str, u32)> = None;
+    for i in 0..batch.num_rows() {
+        let user = users.value(i);
+        let (person, bucket) = match last {
+            Some((u, p, b)) if u == user => (p, b),
+            _ => {
+                let p = identity.person_of(user);
+                let b = bucket_of(p, buckets);
+                last = Some((user, p, b));
+                (p, b)
+            }
+        };
+        parts.push(bucket);
         persons.append_value(person);
     }
     (persons.finish(), parts)
