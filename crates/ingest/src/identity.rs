@@ -3,9 +3,13 @@
 //! for the same set of linked ids and readable in every output.
 
 use std::hash::BuildHasher;
+use std::path::Path;
 
 use foldhash::fast::FixedState;
 use hashbrown::HashTable;
+
+use crate::IngestError;
+use crate::store::{IdentityWriter, read_identity};
 
 /// No stored person (an id first seen in this run).
 const NONE: u32 = u32::MAX;
@@ -187,19 +191,118 @@ impl Identity {
         &self,
         mut each: impl FnMut(&str, &str) -> Result<(), E>,
     ) -> Result<(), E> {
+        for (i, root) in self.linked() {
+            each(self.name(i), self.name(root))?;
+        }
+        Ok(())
+    }
+
+    /// Every id of a group of two or more ids, with its root, in id order.
+    fn linked(&self) -> Vec<(u32, u32)> {
         let n = self.ends.len();
         let roots: Vec<u32> = (0..n as u32).map(|i| self.root(i)).collect();
         let mut size = vec![0u32; n];
         for r in &roots {
             size[*r as usize] += 1;
         }
-        let mut linked: Vec<u32> = (0..n as u32)
+        let mut linked: Vec<(u32, u32)> = (0..n as u32)
             .filter(|&i| size[roots[i as usize] as usize] > 1)
+            .map(|i| (i, roots[i as usize]))
             .collect();
         drop(size);
-        linked.sort_unstable_by(|a, b| self.name(*a).cmp(self.name(*b)));
-        for i in linked {
-            each(self.name(i), self.name(roots[i as usize]))?;
+        linked.sort_unstable_by(|a, b| self.name(a.0).cmp(self.name(b.0)));
+        linked
+    }
+}
+
+/// The hash by which the ids a run meets are recognised in the stored identity ([`RunIds`]).
+pub(crate) fn id_hash(id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), 0x1d)
+}
+
+/// The ids a run meets (every valid row's user_id, every login's account_id), as hashes
+/// ([`id_hash`]): the stored identity is loaded for these only, so its memory follows what the
+/// run touches, not the whole store. A false match (two ids with one hash) loads one stored
+/// link too many, which changes nothing: loading a stored link joins an id to the person it
+/// already had.
+#[derive(Debug, Default)]
+pub(crate) struct RunIds {
+    hashes: Vec<u64>,
+    /// Length after the last sort and dedup.
+    compacted: usize,
+}
+
+impl RunIds {
+    pub fn extend(&mut self, hashes: &[u64]) {
+        self.hashes.extend_from_slice(hashes);
+        if self.hashes.len() >= 2 * self.compacted + (1 << 20) {
+            self.compact();
+        }
+    }
+
+    fn compact(&mut self) {
+        self.hashes.sort_unstable();
+        self.hashes.dedup();
+        self.compacted = self.hashes.len();
+    }
+
+    /// The set of hashes met.
+    pub fn finish(mut self) -> hashbrown::HashSet<u64, FixedState> {
+        self.compact();
+        let mut set =
+            hashbrown::HashSet::with_capacity_and_hasher(self.hashes.len(), FixedState::default());
+        set.extend(self.hashes);
+        set
+    }
+}
+
+impl Identity {
+    /// Writes the new generation's identity into `writer`, in id order: every id of a group of
+    /// two or more ids held here with its group's person, and every other id of the stored
+    /// identity file `stored` (not loaded: the run never met it) with its stored person as this
+    /// run merged it. With every stored link loaded this is exactly [`Identity::linked_pairs`]:
+    /// a stored group's person is its smallest id, and it is loaded whenever any of its ids is,
+    /// so a group's smallest id is the same whether its untouched ids are held or not.
+    pub fn write_with_stored(
+        &self,
+        merges: &Merges<'_>,
+        stored: Option<&Path>,
+        writer: &mut IdentityWriter,
+    ) -> Result<(), IngestError> {
+        let Some(stored) = stored else {
+            return self.linked_pairs(|id, person| writer.push(id, person));
+        };
+        let held = self.linked();
+        let mut next = held
+            .iter()
+            .map(|&(i, root)| (self.name(i), self.name(root)))
+            .peekable();
+        let mut prev: Option<String> = None;
+        read_identity(stored, |id, person| {
+            if prev.as_deref().is_some_and(|p| p >= id) {
+                return Err(IngestError::damaged(
+                    stored,
+                    format!("identity ids are not in order at {id:?}"),
+                ));
+            }
+            while let Some((h, p)) = next.next_if(|(h, _)| *h < id) {
+                writer.push(h, p)?;
+            }
+            match next.next_if(|(h, _)| *h == id) {
+                Some((h, p)) => writer.push(h, p)?,
+                None => writer.push(id, merges.get(person).unwrap_or(person))?,
+            }
+            match &mut prev {
+                Some(p) => {
+                    p.clear();
+                    p.push_str(id);
+                }
+                None => prev = Some(id.to_string()),
+            }
+            Ok(())
+        })?;
+        for (h, p) in next {
+            writer.push(h, p)?;
         }
         Ok(())
     }
@@ -350,5 +453,99 @@ mod tests {
         for (i, l) in label.iter().enumerate() {
             assert_eq!(id.person_of(&name(i)), name(*l));
         }
+    }
+
+    /// The identity of a run that loads only the stored links of the ids it meets (the
+    /// embedded ingest) against one that loads them all (the slow reference), on random
+    /// stores and runs: the same persons for the ids met, the same merges of stored persons,
+    /// and the same identity file.
+    #[test]
+    fn loading_only_the_ids_met_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let (mut held, mut stored) = (0, 0);
+        for case in 0..60 {
+            let ids = 10 + next(80);
+            let name = |i: u64| format!("id{i:03}");
+            // Run 1: the stored identity.
+            let mut first = Identity::default();
+            for _ in 0..next(ids) {
+                first.link(&name(next(ids)), &name(next(ids)));
+            }
+            first.settle();
+            let path = dir.path().join(format!("identity-{case}.parquet"));
+            let mut w = IdentityWriter::new(path.clone());
+            first.linked_pairs(|a, b| w.push(a, b)).unwrap();
+            let Some(_) = w.finish().unwrap() else {
+                continue;
+            };
+            // Run 2: links among old and new ids, and ids met without a link.
+            let links: Vec<(String, String)> = (0..next(ids / 2 + 1))
+                .map(|_| (name(next(ids + 20)), name(next(ids + 20))))
+                .collect();
+            let mut met: Vec<String> = (0..next(ids)).map(|_| name(next(ids + 20))).collect();
+            met.extend(links.iter().flat_map(|(a, b)| [a.clone(), b.clone()]));
+            let wanted: std::collections::HashSet<u64> = met.iter().map(|m| id_hash(m)).collect();
+            let mut full = Identity::default();
+            let mut part = Identity::default();
+            read_identity(&path, |id, person| {
+                full.load(id, person);
+                if wanted.contains(&id_hash(id)) {
+                    part.load(id, person);
+                }
+                Ok(())
+            })
+            .unwrap();
+            for (a, b) in &links {
+                full.link(a, b);
+                part.link(a, b);
+            }
+            full.settle();
+            part.settle();
+            for m in &met {
+                assert_eq!(full.person_of(m), part.person_of(m), "case {case}: {m}");
+            }
+            let (fm, pm) = (full.merges(), part.merges());
+            read_identity(&path, |_, person| {
+                assert_eq!(fm.get(person), pm.get(person), "case {case}: {person}");
+                Ok(())
+            })
+            .unwrap();
+            let written = |identity: &Identity, merges: &Merges<'_>, stored| {
+                let out = dir.path().join("out.parquet");
+                let mut w = IdentityWriter::new(out.clone());
+                identity.write_with_stored(merges, stored, &mut w).unwrap();
+                let mut pairs = Vec::new();
+                if w.finish().unwrap().is_some() {
+                    read_identity(&out, |a, b| {
+                        pairs.push((a.to_string(), b.to_string()));
+                        Ok(())
+                    })
+                    .unwrap();
+                }
+                pairs
+            };
+            let mut reference = Vec::new();
+            full.linked_pairs(|a, b| {
+                reference.push((a.to_string(), b.to_string()));
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+            assert_eq!(written(&full, &fm, None), reference, "case {case}");
+            assert_eq!(written(&part, &pm, Some(&path)), reference, "case {case}");
+            assert!(part.len() <= full.len());
+            held += part.len();
+            stored += full.len();
+        }
+        assert!(
+            held < stored * 9 / 10,
+            "{held} of {stored} ids held: the filter loads too much"
+        );
     }
 }

@@ -19,7 +19,7 @@ use crate::IngestError;
 use crate::batch::Builder;
 use crate::batch::work_schema;
 use crate::dedup::{Dedup, Deduplicated, Outcomes, deduplicate, key_schema, keys};
-use crate::identity::Identity;
+use crate::identity::{Identity, RunIds, id_hash};
 use crate::integrity::Inventory;
 use crate::normalize::{Lineage, Rejection, normalize};
 use crate::parallel::threads;
@@ -212,6 +212,9 @@ pub fn ingest(
     let mut by_id = Spill::new(&scratch, "keys-by-id", buckets as usize, key_schema())?;
     let mut input_records = Vec::with_capacity(files.len());
     let mut rows_total = 0u64;
+    // The ids this run meets, to load only their part of a stored identity.
+    let want_ids = manifest.identity_file.is_some();
+    let mut run_ids = RunIds::default();
     let workers = threads().clamp(1, 4).min(files.len().max(1));
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..files.len())
         .map(|_| std::sync::mpsc::sync_channel::<Parsed>(PIPELINE_DEPTH))
@@ -228,7 +231,7 @@ pub fn ingest(
                 loop {
                     let next = queue.lock().expect("file queue").next();
                     let Some((i, (spec, tx))) = next else { break };
-                    parse_one(spec, i as u32, run_no, tz, buckets, &tx);
+                    parse_one(spec, i as u32, run_no, tz, buckets, want_ids, &tx);
                 }
             });
         }
@@ -250,7 +253,9 @@ pub fn ingest(
                         read,
                         events,
                         rejected,
+                        ids,
                     } => {
+                        run_ids.extend(&ids);
                         if (rows_total + read) / 65_536 != rows_total / 65_536 {
                             progress(Progress::Rows(rows_total + read));
                         }
@@ -305,13 +310,23 @@ pub fn ingest(
         .iter()
         .map(|f| (f.partition, f.clone()))
         .collect();
-    // Identity: the stored links, then each accepted login's link as it is accepted.
+    // Identity: the stored links of the ids this run meets, then each accepted login's link as
+    // it is accepted.
     let mut identity = Identity::default();
-    if let Some(f) = &manifest.identity_file {
-        read_identity(&inventory.reread(f, None)?, |id, person| {
-            identity.load(id, person)
-        })?;
-    }
+    let stored_identity = match &manifest.identity_file {
+        Some(f) => {
+            let path = inventory.reread(f, None)?;
+            let wanted = run_ids.finish();
+            read_identity(&path, |id, person| {
+                if wanted.contains(&id_hash(id)) {
+                    identity.load(id, person);
+                }
+                Ok(())
+            })?;
+            Some(path)
+        }
+        None => None,
+    };
     let Deduplicated {
         id_files,
         min_ts,
@@ -450,7 +465,7 @@ pub fn ingest(
     tr("phase 5 write");
 
     let mut writer = IdentityWriter::new(gen_dir.join(StoreLayout::IDENTITY_FILE));
-    identity.linked_pairs(|id, person| writer.push(id, person))?;
+    identity.write_with_stored(&merges, stored_identity.as_deref(), &mut writer)?;
     let identity_file = writer.finish()?.map(|(_, sum)| {
         inventory.wrote(StoreLayout::IDENTITY_FILE, sum);
         StoreLayout::IDENTITY_FILE.to_string()
@@ -501,6 +516,9 @@ enum Parsed {
         read: u64,
         events: Option<(RecordBatch, Vec<u32>)>,
         rejected: Vec<QuarantineRow>,
+        /// The [`id_hash`] of the valid rows' user ids and logins' account ids (sorted, no
+        /// repeats), when the store has an identity to load them from.
+        ids: Vec<u64>,
     },
     Failed(IngestError),
 }
@@ -512,16 +530,21 @@ struct Pending {
     events: Builder,
     parts: Vec<u32>,
     rejected: Vec<QuarantineRow>,
+    ids: Vec<u64>,
 }
 
 impl Pending {
     fn take(&mut self) -> Parsed {
         let events = (self.events.len() > 0)
             .then(|| (self.events.finish(), std::mem::take(&mut self.parts)));
+        let mut ids = std::mem::take(&mut self.ids);
+        ids.sort_unstable();
+        ids.dedup();
         Parsed::Rows {
             read: std::mem::take(&mut self.read),
             events,
             rejected: std::mem::take(&mut self.rejected),
+            ids,
         }
     }
 
@@ -541,6 +564,7 @@ fn parse_one(
     run: u64,
     tz: &chrono_tz::Tz,
     partitions: u32,
+    want_ids: bool,
     tx: &std::sync::mpsc::SyncSender<Parsed>,
 ) {
     match hash_file(&spec.path) {
@@ -579,6 +603,14 @@ fn parse_one(
                 match normalize(&rec.cells, tz, &lineage) {
                     Ok(ev) => {
                         pending.parts.push(bucket_of(&ev.event_id, partitions));
+                        if want_ids {
+                            pending.ids.push(id_hash(&ev.user_id));
+                            if let (true, Some(account)) =
+                                (ev.event_type == "login", &ev.account_id)
+                            {
+                                pending.ids.push(id_hash(account));
+                            }
+                        }
                         pending.events.push(&ev);
                         return pending.flush(tx);
                     }

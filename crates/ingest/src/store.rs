@@ -324,14 +324,14 @@ impl IdentityWriter {
 /// Calls `each(id, person_id)` for every row of an identity file.
 pub(crate) fn read_identity(
     path: &Path,
-    mut each: impl FnMut(&str, &str),
+    mut each: impl FnMut(&str, &str) -> Result<(), IngestError>,
 ) -> Result<(), IngestError> {
     for batch in open_reader(path, None)? {
         let batch = batch.map_err(|e| IngestError::damaged(path, e))?;
         let ids = column(&batch, "id", path)?.as_string::<i32>();
         let persons = column(&batch, schema::PERSON_ID, path)?.as_string::<i32>();
         for i in 0..batch.num_rows() {
-            each(ids.value(i), persons.value(i));
+            each(ids.value(i), persons.value(i))?;
         }
     }
     Ok(())
@@ -542,7 +542,11 @@ mod tests {
         let (path, sum) = w.finish().unwrap().unwrap();
         assert_eq!((&path, &sum), (&p, &FileSum::of_file(&p).unwrap()));
         let mut back = Vec::new();
-        read_identity(&p, |a, b| back.push((a.to_string(), b.to_string()))).unwrap();
+        read_identity(&p, |a, b| {
+            back.push((a.to_string(), b.to_string()));
+            Ok(())
+        })
+        .unwrap();
         assert_eq!(back, pairs);
         assert_eq!(
             IdentityWriter::new(dir.path().join("none.parquet"))
