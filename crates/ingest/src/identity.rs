@@ -224,35 +224,65 @@ pub(crate) fn id_hash(id: &str) -> u64 {
 /// ([`id_hash`]): the stored identity is loaded for these only, so its memory follows what the
 /// run touches, not the whole store. A false match (two ids with one hash) loads one stored
 /// link too many, which changes nothing: loading a stored link joins an id to the person it
-/// already had.
-#[derive(Debug, Default)]
+/// already had. A run that meets more distinct ids than its limit (a re-ingest, a large export)
+/// gives up and loads every stored link: the filter would save little and cost a lookup per
+/// stored link.
+#[derive(Debug)]
 pub(crate) struct RunIds {
     hashes: Vec<u64>,
     /// Length after the last sort and dedup.
     compacted: usize,
+    limit: usize,
+    /// Whether ids are still gathered (false once given up, or when there is nothing to load).
+    wanted: bool,
 }
 
 impl RunIds {
-    pub fn extend(&mut self, hashes: &[u64]) {
-        self.hashes.extend_from_slice(hashes);
-        if self.hashes.len() >= 2 * self.compacted + (1 << 20) {
-            self.compact();
+    /// Ids to gather, at most `limit` distinct ones; none when `wanted` is false.
+    pub fn new(wanted: bool, limit: usize) -> RunIds {
+        RunIds {
+            hashes: Vec::new(),
+            compacted: 0,
+            limit,
+            wanted,
         }
+    }
+
+    /// Adds hashes; false once the run has given up (readers may stop hashing).
+    pub fn extend(&mut self, hashes: &[u64]) -> bool {
+        if self.wanted {
+            self.hashes.extend_from_slice(hashes);
+            if self.hashes.len() >= 2 * self.compacted + (1 << 20) {
+                self.compact();
+            }
+        }
+        self.wanted
     }
 
     fn compact(&mut self) {
         self.hashes.sort_unstable();
         self.hashes.dedup();
         self.compacted = self.hashes.len();
+        if self.compacted > self.limit {
+            self.wanted = false;
+            self.hashes = Vec::new();
+            self.compacted = 0;
+        }
     }
 
-    /// The set of hashes met.
-    pub fn finish(mut self) -> hashbrown::HashSet<u64, FixedState> {
-        self.compact();
-        let mut set =
-            hashbrown::HashSet::with_capacity_and_hasher(self.hashes.len(), FixedState::default());
-        set.extend(self.hashes);
-        set
+    /// The set of hashes met, or `None` when every stored link is to be loaded.
+    pub fn finish(mut self) -> Option<hashbrown::HashSet<u64, FixedState>> {
+        if self.wanted {
+            self.compact();
+        }
+        self.wanted.then(|| {
+            let mut set = hashbrown::HashSet::with_capacity_and_hasher(
+                self.hashes.len(),
+                FixedState::default(),
+            );
+            set.extend(self.hashes);
+            set
+        })
     }
 }
 
@@ -453,6 +483,21 @@ mod tests {
         for (i, l) in label.iter().enumerate() {
             assert_eq!(id.person_of(&name(i)), name(*l));
         }
+    }
+
+    #[test]
+    fn run_ids_give_up_past_their_limit() {
+        let hashes: Vec<u64> = (0..3_000_000u64).map(|i| i % 700_000).collect();
+        let mut ids = RunIds::new(true, 800_000);
+        assert!(hashes.chunks(8192).all(|c| ids.extend(c)));
+        let set = ids.finish().expect("under the limit");
+        assert_eq!(set.len(), 700_000);
+        assert!(set.contains(&699_999) && !set.contains(&700_000));
+        let mut ids = RunIds::new(true, 500_000);
+        let kept = hashes.chunks(8192).filter(|c| ids.extend(c)).count();
+        assert!(kept < hashes.len() / 8192, "gave up while reading");
+        assert!(ids.finish().is_none());
+        assert!(RunIds::new(false, 10).finish().is_none());
     }
 
     /// The identity of a run that loads only the stored links of the ids it meets (the

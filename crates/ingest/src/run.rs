@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use funnel_core::{
@@ -212,9 +213,13 @@ pub fn ingest(
     let mut by_id = Spill::new(&scratch, "keys-by-id", buckets as usize, key_schema())?;
     let mut input_records = Vec::with_capacity(files.len());
     let mut rows_total = 0u64;
-    // The ids this run meets, to load only their part of a stored identity.
-    let want_ids = manifest.identity_file.is_some();
-    let mut run_ids = RunIds::default();
+    // The ids this run meets, to load only their part of a stored identity; more distinct ids
+    // than a quarter of the stored persons, and every stored link is loaded.
+    let mut run_ids = RunIds::new(
+        manifest.identity_file.is_some(),
+        (manifest.persons / 4) as usize,
+    );
+    let want_ids = AtomicBool::new(manifest.identity_file.is_some());
     let workers = threads().clamp(1, 4).min(files.len().max(1));
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..files.len())
         .map(|_| std::sync::mpsc::sync_channel::<Parsed>(PIPELINE_DEPTH))
@@ -225,7 +230,7 @@ pub fn ingest(
         // The receivers live in this closure: if it returns early, they are dropped before the
         // workers are joined, and a worker blocked on a full channel stops.
         let receivers = receivers;
-        let (queue, tz) = (&queue, &tz);
+        let (queue, tz, want_ids) = (&queue, &tz, &want_ids);
         for _ in 0..workers {
             scope.spawn(move || {
                 loop {
@@ -255,7 +260,9 @@ pub fn ingest(
                         rejected,
                         ids,
                     } => {
-                        run_ids.extend(&ids);
+                        if !run_ids.extend(&ids) {
+                            want_ids.store(false, Ordering::Relaxed);
+                        }
                         if (rows_total + read) / 65_536 != rows_total / 65_536 {
                             progress(Progress::Rows(rows_total + read));
                         }
@@ -318,7 +325,7 @@ pub fn ingest(
             let path = inventory.reread(f, None)?;
             let wanted = run_ids.finish();
             read_identity(&path, |id, person| {
-                if wanted.contains(&id_hash(id)) {
+                if wanted.as_ref().is_none_or(|w| w.contains(&id_hash(id))) {
                     identity.load(id, person);
                 }
                 Ok(())
@@ -564,7 +571,7 @@ fn parse_one(
     run: u64,
     tz: &chrono_tz::Tz,
     partitions: u32,
-    want_ids: bool,
+    want_ids: &AtomicBool,
     tx: &std::sync::mpsc::SyncSender<Parsed>,
 ) {
     match hash_file(&spec.path) {
@@ -603,7 +610,7 @@ fn parse_one(
                 match normalize(&rec.cells, tz, &lineage) {
                     Ok(ev) => {
                         pending.parts.push(bucket_of(&ev.event_id, partitions));
-                        if want_ids {
+                        if want_ids.load(Ordering::Relaxed) {
                             pending.ids.push(id_hash(&ev.user_id));
                             if let (true, Some(account)) =
                                 (ev.event_type == "login", &ev.account_id)
