@@ -1,10 +1,11 @@
 //! `funnel demo`: the whole job on the sample data in data/.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::ingest::{self, SummaryFormat};
+use crate::ingest;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -14,6 +15,18 @@ pub struct Args {
     /// Output directory; its `store` is rebuilt from scratch on every run.
     #[arg(long, default_value = "out/demo")]
     pub out: PathBuf,
+}
+
+/// A command's arguments parsed from `argv` as its command line would be, so the demo takes
+/// every default from the command itself (one home for each).
+fn command_args<A: clap::Args>(argv: impl IntoIterator<Item = OsString>) -> Result<A> {
+    #[derive(clap::Parser)]
+    struct Command<A: clap::Args> {
+        #[command(flatten)]
+        args: A,
+    }
+    let argv = std::iter::once(OsString::from("funnel")).chain(argv);
+    Ok(<Command<A> as clap::Parser>::try_parse_from(argv)?.args)
 }
 
 /// data/sample beside the working directory, else in the source tree this binary was built from.
@@ -38,16 +51,13 @@ pub fn run(args: Args) -> Result<()> {
             .with_context(|| format!("removing the previous demo store {}", store.display()))?;
     }
     outln!("== 1. Ingest the sample exports in {}\n", data.display());
-    let ingest_args = ingest::Args {
-        store: store.clone(),
-        timezone: "Asia/Shanghai".into(),
-        max_reject_rate: 1.0,
-        buckets: Some(16),
-        row_group_rows: 65_536,
-        lock_timeout: std::time::Duration::from_secs(300),
-        format: SummaryFormat::Table,
-        inputs: vec![data.clone()],
-    };
+    let ingest_args: ingest::Args = command_args([
+        "--store".into(),
+        store.clone().into(),
+        "--buckets".into(),
+        "16".into(),
+        data.clone().into(),
+    ])?;
     let report = ingest::run_quiet(&ingest_args)?;
     out!("{}", ingest::report_table(&report));
     outln!("\n== 2. What the store holds\n");
@@ -84,28 +94,21 @@ pub fn run(args: Args) -> Result<()> {
 
     // The comparison is computed once, in the report's pass over the store, and printed here.
     let compare_funnel = funnels_dir.join("journeys_compared.toml");
-    let report_args = crate::report::Args {
-        store: store.clone(),
-        funnels: paths
-            .iter()
-            .filter(|p| **p != compare_funnel)
-            .cloned()
-            .collect(),
-        out: args.out.join("report.html"),
-        markdown: Some(args.out.join("report.md")),
-        compare: Some(compare_funnel),
-        by: "journey".into(),
-        baseline: "wechat_native".into(),
-        interval: crate::analyze::IntervalArg::Week,
-        title: "WeChat external links: from click to purchase (sample data)".into(),
-        scope: crate::analyze::ScopeArgs {
-            from: None,
-            to: None,
-            cutoff: None,
-            closed_windows_only: false,
-            timezone: None,
-        },
-    };
+    let mut argv: Vec<OsString> = vec!["--store".into(), store.clone().into()];
+    for p in paths.iter().filter(|p| **p != compare_funnel) {
+        argv.extend(["--funnel".into(), p.clone().into()]);
+    }
+    argv.extend([
+        "--out".into(),
+        args.out.join("report.html").into(),
+        "--markdown".into(),
+        args.out.join("report.md").into(),
+        "--compare".into(),
+        compare_funnel.into(),
+        "--title".into(),
+        "WeChat external links: from click to purchase (sample data)".into(),
+    ]);
+    let report_args: crate::report::Args = command_args(argv)?;
     let comparison = crate::report::write(&report_args)?.expect("the demo report has a comparison");
     outln!("\n== 4. Journeys compared against WeChat-native pages\n");
     out!("{}", crate::compare::render_text(&comparison, false));

@@ -23,7 +23,7 @@ pub struct Args {
     #[arg(long)]
     pub store: PathBuf,
     /// Time zone for timestamps without an offset (IANA name).
-    #[arg(long, default_value = "Asia/Shanghai")]
+    #[arg(long, default_value = funnel_core::time::DEFAULT_TIMEZONE)]
     pub timezone: String,
     /// Largest share of rejected rows (0..1) for which the run still commits.
     #[arg(long, default_value_t = 1.0)]
@@ -35,7 +35,7 @@ pub struct Args {
     pub buckets: Option<u32>,
     /// Target rows of a row group of the bucket files written (row groups end where the
     /// person changes; the analysis works a few row groups at a time, so they bound its memory).
-    #[arg(long, default_value_t = 65_536)]
+    #[arg(long, default_value_t = funnel_ingest::ROW_GROUP_ROWS)]
     pub row_group_rows: usize,
     /// Seconds to wait for another ingest into the same store to finish (exit code 5 after).
     #[arg(long, value_name = "SECONDS", default_value = "300", value_parser = seconds)]

@@ -5,6 +5,10 @@
 use chrono::{DateTime, LocalResult, NaiveDate, NaiveDateTime, TimeZone};
 pub use chrono_tz::Tz;
 
+/// The zone in which timestamps without an offset are read when none is named (`funnel ingest
+/// --timezone`): where the scenario's exports come from.
+pub const DEFAULT_TIMEZONE: &str = "Asia/Shanghai";
+
 /// Parses an IANA time-zone name such as `Asia/Shanghai` or `UTC`.
 pub fn parse_timezone(name: &str) -> Result<Tz, String> {
     name.parse::<Tz>().map_err(|e| e.to_string())

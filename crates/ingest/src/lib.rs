@@ -31,6 +31,7 @@ pub use integrity::{Problem, VerifyReport, verify};
 pub use limits::{MAX_FIELD_BYTES, MAX_RECORD_BYTES, QUARANTINE_TEXT_BYTES};
 pub use read::Skipped;
 pub use run::{IngestOptions, IngestReport, Progress, ingest};
+pub use store::ROW_GROUP_ROWS;
 
 /// Parses an IANA time-zone name (`--timezone`).
 pub fn parse_timezone(name: &str) -> Result<chrono_tz::Tz, IngestError> {

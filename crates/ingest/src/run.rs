@@ -56,7 +56,7 @@ impl IngestOptions {
     pub fn new(store: impl Into<PathBuf>) -> IngestOptions {
         IngestOptions {
             store: store.into(),
-            timezone: "Asia/Shanghai".into(),
+            timezone: funnel_core::time::DEFAULT_TIMEZONE.into(),
             max_reject_rate: 1.0,
             buckets: None,
             row_group_rows: ROW_GROUP_ROWS,

@@ -28,7 +28,7 @@ fn utf8(name: &str, nullable: bool) -> Field {
 /// Default target rows of a row group of a bucket file. Row groups of bucket files end only
 /// where the person changes, so a reader can process each row group on its own, in bounded
 /// memory.
-pub(crate) const ROW_GROUP_ROWS: usize = 64 * 1024;
+pub const ROW_GROUP_ROWS: usize = 64 * 1024;
 
 fn writer_props(sorting: Option<Vec<SortingColumn>>) -> WriterProperties {
     // Bucket files (sorted) end their row groups themselves, at person boundaries.
