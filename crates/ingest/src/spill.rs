@@ -274,34 +274,20 @@ impl Sequence {
     }
 }
 
-/// Reads a spilled partition back, batch by batch, in the order it was written; with a
-/// projection, only those columns (by work-schema position, in that order) are decoded.
-pub(crate) fn scan_spill(
+/// Reads a spill file back, batch by batch, in the order it was written, then deletes it (each
+/// is read once), so the scratch space of a run stays near one copy of its rows.
+pub(crate) fn read_spill(
     path: &Path,
-    projection: Option<&[usize]>,
     mut each: impl FnMut(RecordBatch) -> Result<(), IngestError>,
 ) -> Result<(), IngestError> {
     let err = |e: &dyn std::fmt::Display| IngestError::store(path, format!("spill: {e}"));
     let file = File::open(path).map_err(|e| err(&e))?;
-    let reader = FileReader::try_new(
-        std::io::BufReader::with_capacity(1 << 20, file),
-        projection.map(<[usize]>::to_vec),
-    )
-    .map_err(|e| err(&e))?;
+    let reader = FileReader::try_new(std::io::BufReader::with_capacity(1 << 20, file), None)
+        .map_err(|e| err(&e))?;
     for batch in reader {
         each(batch.map_err(|e| err(&e))?)?;
     }
-    Ok(())
-}
-
-/// Reads a spilled partition back whole, in the order written, then deletes it (each partition
-/// is read whole once), so the scratch space of a run stays near one copy of it.
-pub(crate) fn read_spill(
-    path: &Path,
-    each: impl FnMut(RecordBatch) -> Result<(), IngestError>,
-) -> Result<(), IngestError> {
-    scan_spill(path, None, each)?;
-    std::fs::remove_file(path).map_err(|e| IngestError::store(path, format!("spill: {e}")))
+    std::fs::remove_file(path).map_err(|e| err(&e))
 }
 
 /// Every batch of a spilled partition (deleted once read).
