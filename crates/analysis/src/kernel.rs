@@ -19,7 +19,7 @@
 
 use std::collections::BTreeSet;
 
-use funnel_core::Mode;
+use funnel_core::{MAX_STEPS, Mode};
 
 /// The modes of one funnel, as flags.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -62,13 +62,20 @@ enum Flow {
 
 /// Number of levels reached, given the bitmask of reached levels (always a prefix).
 fn highest(reached: u64) -> u32 {
-    64 - reached.leading_zeros()
+    u64::BITS - reached.leading_zeros()
 }
 
+// A step is a bit of a `u64` mask: the spec's step limit must fit.
+const _: () = assert!(MAX_STEPS <= u64::BITS as usize);
+
 impl Kernel {
-    /// `steps` in 1..=64; `window` in the timestamps' unit (milliseconds in the engine).
+    /// `steps` in 1..=[`MAX_STEPS`]; `window` in the timestamps' unit (milliseconds in the
+    /// engine).
     pub fn new(steps: usize, window: i64, modes: Modes) -> Kernel {
-        assert!((1..=64).contains(&steps), "1 to 64 steps");
+        assert!(
+            (1..=MAX_STEPS).contains(&steps),
+            "1 to {MAX_STEPS} steps, not {steps}"
+        );
         Kernel {
             steps: steps as u32,
             window,

@@ -12,5 +12,5 @@ mod plan;
 mod query;
 
 pub use error::SqlError;
-pub use plan::{Dialect, MAX_STEPS, Plan, PlanOptions};
+pub use plan::{Dialect, Plan, PlanOptions};
 pub use query::query;

@@ -4,7 +4,7 @@
 //! `--cutoff`). Both dialects render the same plan, and the embedded engine reads the same spec,
 //! so the three cannot drift apart in what they accept.
 
-use funnel_core::{Attribution, FunnelSpec, Mode};
+use funnel_core::{Attribution, FunnelSpec, MAX_STEPS, Mode};
 
 use crate::SqlError;
 
@@ -52,9 +52,6 @@ pub struct Plan<'s> {
     pub(crate) allow_reentry: bool,
 }
 
-/// Most steps a query handles (the embedded kernel's limit).
-pub const MAX_STEPS: usize = 64;
-
 impl<'s> Plan<'s> {
     /// Checks that `spec` can be computed exactly in SQL; the error names the option that cannot.
     pub fn new(spec: &'s FunnelSpec, options: PlanOptions) -> Result<Plan<'s>, SqlError> {
@@ -96,7 +93,7 @@ impl<'s> Plan<'s> {
             ));
         }
         if spec.steps.len() > MAX_STEPS {
-            return Err(unsupported("steps", "at most 64 steps"));
+            return Err(unsupported("steps", &format!("at most {MAX_STEPS} steps")));
         }
         Ok(Plan {
             spec,
