@@ -177,6 +177,8 @@ pub(crate) fn deduplicate(
     let mut id_files = Vec::new();
     let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
     let mut verdicts_of = Verdicts::new(d.rows);
+    // Every ordinal must be judged once: an ordinal left unset would be routed as new.
+    let mut judged_rows = 0u64;
     let mut todo = Vec::new();
     for (p, spilled) in d.spilled.iter().enumerate() {
         let p = p as u32;
@@ -208,6 +210,7 @@ pub(crate) fn deduplicate(
                 let user = b.column(key::USER_ID).as_string::<i32>();
                 let account = b.column(key::ACCOUNT_ID).as_string::<i32>();
                 let ords = b.column(key::ORDINAL).as_primitive::<UInt64Type>();
+                judged_rows += b.num_rows() as u64;
                 for (i, &v) in verdicts.iter().enumerate() {
                     verdicts_of.set(ords.value(i), v);
                     let counts = &mut o.inputs[file.value(i) as usize].counts;
@@ -243,6 +246,18 @@ pub(crate) fn deduplicate(
                 }
             }
         }
+    }
+    if judged_rows != d.rows {
+        let at = d
+            .spilled
+            .iter()
+            .flatten()
+            .next()
+            .map_or(d.gen_dir, |p| p.as_path());
+        return Err(IngestError::store(
+            at,
+            format!("spill: {judged_rows} rows judged of {} read", d.rows),
+        ));
     }
     id_files.sort_by_key(|f| f.partition);
     Ok(Deduplicated {

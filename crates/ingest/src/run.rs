@@ -28,9 +28,7 @@ use crate::parse_timezone;
 use crate::read::{Discovered, Format, InputSpec, Item, Skipped, discover, read_file};
 use crate::route::{Route, route};
 use crate::spill::{Sequence, Spill};
-use crate::store::{
-    IdentityWriter, QuarantineRow, QuarantineWriter, ROW_GROUP_ROWS, read_identity,
-};
+use crate::store::{IdentityWriter, QuarantineRow, QuarantineWriter, ROW_GROUP_ROWS};
 use crate::write::{Buckets, Written, write_buckets};
 use funnel_core::time::format_ms;
 
@@ -273,8 +271,8 @@ pub fn ingest(
                             quarantine.push(q)?;
                         }
                         if let Some((batch, parts)) = events {
-                            by_id.push_rows(&keys(&batch, rows.rows()), &parts)?;
-                            rows.push(&batch)?;
+                            let first = rows.push(&batch)?;
+                            by_id.push_rows(&keys(&batch, first), &parts)?;
                         }
                     }
                     Parsed::Failed(e) => return Err(e),
@@ -320,17 +318,13 @@ pub fn ingest(
     // Identity: the stored links of the ids this run meets, then each accepted login's link as
     // it is accepted.
     let mut identity = Identity::default();
-    let stored_identity = match &manifest.identity_file {
+    // The stored file is merged into the new identity only where the run held part of it.
+    let partly_loaded = match &manifest.identity_file {
         Some(f) => {
             let path = inventory.reread(f, None)?;
             let wanted = run_ids.finish();
-            read_identity(&path, |id, person| {
-                if wanted.as_ref().is_none_or(|w| w.contains(&id_hash(id))) {
-                    identity.load(id, person);
-                }
-                Ok(())
-            })?;
-            Some(path)
+            identity.load_stored(&path, wanted.as_ref())?;
+            wanted.is_some().then_some(path)
         }
         None => None,
     };
@@ -472,7 +466,7 @@ pub fn ingest(
     tr("phase 5 write");
 
     let mut writer = IdentityWriter::new(gen_dir.join(StoreLayout::IDENTITY_FILE));
-    identity.write_with_stored(&merges, stored_identity.as_deref(), &mut writer)?;
+    identity.write_with_stored(&merges, partly_loaded.as_deref(), &mut writer)?;
     let identity_file = writer.finish()?.map(|(_, sum)| {
         inventory.wrote(StoreLayout::IDENTITY_FILE, sum);
         StoreLayout::IDENTITY_FILE.to_string()

@@ -233,11 +233,12 @@ impl Sequence {
         self.rows
     }
 
-    /// Appends a batch: its rows get the next ordinals.
-    pub fn push(&mut self, batch: &RecordBatch) -> Result<(), IngestError> {
+    /// Appends a batch; returns the ordinal of its first row (its rows get the next ones).
+    pub fn push(&mut self, batch: &RecordBatch) -> Result<u64, IngestError> {
+        let first = self.rows;
         let n = batch.num_rows() as u64;
         if n == 0 {
-            return Ok(());
+            return Ok(first);
         }
         if self.writer.is_none() {
             let path = self.dir.join(format!("{:05}.arrow", self.segments.len()));
@@ -260,7 +261,7 @@ impl Sequence {
         if seg.rows >= SEGMENT_ROWS {
             self.writer.take().expect("open").finish().map_err(err)?;
         }
-        Ok(())
+        Ok(first)
     }
 
     /// Closes the last segment; returns them all, in order.
@@ -366,8 +367,7 @@ mod tests {
                     want.push(e);
                 }
             }
-            assert_eq!(seq.rows(), b * per_batch);
-            seq.push(&builder.finish()).unwrap();
+            assert_eq!(seq.push(&builder.finish()).unwrap(), b * per_batch);
         }
         let segments = seq.finish().unwrap();
         // A segment ends after the batch that reaches SEGMENT_ROWS: 2 batches, 2, then 2.
