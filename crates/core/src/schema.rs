@@ -51,6 +51,9 @@ pub const AMOUNT_PRECISION: u8 = 18;
 /// Currency stored on purchase rows that name none.
 pub const DEFAULT_CURRENCY: &str = "CNY";
 
+/// The event type that links a user_id to an account_id (CONTRACT §2).
+pub const LOGIN: &str = "login";
+
 /// Valid values of `warning_action`.
 pub const WARNING_ACTIONS: [&str; 4] = ["shown", "continue", "return", "report"];
 

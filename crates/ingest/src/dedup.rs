@@ -31,7 +31,7 @@ use hashbrown::HashMap;
 
 use crate::IngestError;
 use crate::batch::{Cols, col, event_at, work_schema};
-use crate::identity::Identity;
+use crate::identity::{Identity, linked_account};
 use crate::integrity::Inventory;
 use crate::parallel::map_ordered;
 use crate::read::{Format, InputSpec};
@@ -223,8 +223,9 @@ pub(crate) fn deduplicate(
                             counts.rows_stored += 1;
                             min_ts = min_ts.min(ts.value(i));
                             max_ts = max_ts.max(ts.value(i));
-                            if event_type.value(i) == "login" && account.is_valid(i) {
-                                o.identity.link(user.value(i), account.value(i));
+                            let account = account.is_valid(i).then(|| account.value(i));
+                            if let Some(a) = linked_account(event_type.value(i), account) {
+                                o.identity.link(user.value(i), a);
                             }
                         }
                     }

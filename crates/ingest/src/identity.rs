@@ -6,6 +6,7 @@ use std::hash::BuildHasher;
 use std::path::Path;
 
 use foldhash::fast::FixedState;
+use funnel_core::schema;
 use hashbrown::HashTable;
 
 use crate::IngestError;
@@ -213,6 +214,15 @@ impl Identity {
         linked.sort_unstable_by(|a, b| self.name(a.0).cmp(self.name(b.0)));
         linked
     }
+}
+
+/// The account a row links its user_id to (CONTRACT §2): a login's account_id. The one rule
+/// for which rows link ids, read by dedup (which links them) and by the readers (which gather
+/// the ids a run meets).
+pub(crate) fn linked_account<'a>(event_type: &str, account_id: Option<&'a str>) -> Option<&'a str> {
+    (event_type == schema::LOGIN)
+        .then_some(account_id)
+        .flatten()
 }
 
 /// The hash by which the ids a run meets are recognised in the stored identity ([`RunIds`]).

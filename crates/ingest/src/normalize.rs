@@ -165,7 +165,7 @@ pub(crate) fn normalize<'a>(
                 ));
             }
         },
-        "login" if f.account_id.is_none() => {
+        schema::LOGIN if f.account_id.is_none() => {
             return Err(Rejection::new(
                 MissingAccountId,
                 None,

@@ -20,7 +20,7 @@ use crate::IngestError;
 use crate::batch::Builder;
 use crate::batch::work_schema;
 use crate::dedup::{Dedup, Deduplicated, Outcomes, deduplicate, key_schema, keys};
-use crate::identity::{Identity, RunIds, id_hash};
+use crate::identity::{Identity, RunIds, id_hash, linked_account};
 use crate::integrity::Inventory;
 use crate::normalize::{Lineage, Rejection, normalize};
 use crate::parallel::threads;
@@ -606,10 +606,10 @@ fn parse_one(
                         pending.parts.push(bucket_of(&ev.event_id, partitions));
                         if want_ids.load(Ordering::Relaxed) {
                             pending.ids.push(id_hash(&ev.user_id));
-                            if let (true, Some(account)) =
-                                (ev.event_type == "login", &ev.account_id)
+                            if let Some(a) =
+                                linked_account(&ev.event_type, ev.account_id.as_deref())
                             {
-                                pending.ids.push(id_hash(account));
+                                pending.ids.push(id_hash(a));
                             }
                         }
                         pending.events.push(&ev);
