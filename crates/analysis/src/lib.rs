@@ -3,27 +3,36 @@
 //! The store is read through its manifest (never by globbing, so files of an unfinished ingest
 //! are never seen).
 //!
-//! - [`analyze`]: funnels (ClickHouse `windowFunnel` semantics, [`Kernel`]) with breakdowns.
+//! - [`analyze`] (`engine/`): funnels with breakdowns and trends, one pass over the store for
+//!   all of them: `scan.rs` (the only part that knows Parquet and polars), `walk.rs` (each
+//!   person once, for every funnel), `groups.rs`, `accumulate.rs`, `schedule.rs`.
+//! - `kernel/`: the per-person kernels, ClickHouse `windowFunnel` exactly ([`Kernel`]) and the
+//!   extended kernel, and the one dispatch between them.
+//! - `report/`: the reported numbers ([`FunnelReport`]), assembled from the embedded engine's
+//!   groups or from a cluster engine's level counts ([`report_from_levels`]).
+//! - `audit.rs`: the `--persons-out` table ([`write_audit`]).
+//! - [`compare`]: journeys compared with sound statistics (`stats.rs`).
 //! - [`inspect`]: a summary of what the store holds.
 
+mod audit;
 mod compare;
 mod engine;
 mod error;
-mod extended;
 mod inspect;
 mod kernel;
 mod report;
 mod stats;
 
+pub use audit::{AuditRow, write_audit};
 pub use compare::{
     CompareOptions, Comparison, Difference, Group, MIN_SAMPLE, Rate, StepCost, compare,
     compare_report, comparison_spec,
 };
-pub use engine::{
-    Analysis, AnalyzeOptions, AuditRow, Interval, analyze, report_from_levels, write_audit,
-};
+pub use engine::{Analysis, AnalyzeOptions, Interval, analyze};
 pub use error::AnalysisError;
 pub use inspect::{CountRow, StoreSummary, inspect};
-pub use kernel::{Kernel, Modes, Scratch};
-pub use report::{Durations, FunnelReport, GroupReport, StepReport, TimeToConvert};
+pub use kernel::{Kernel, Scratch};
+pub use report::{
+    Durations, FunnelReport, GroupReport, StepReport, TimeToConvert, report_from_levels,
+};
 pub use stats::{Z95, fisher_exact, holm, newcombe, wilson, z_test};

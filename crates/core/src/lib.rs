@@ -11,7 +11,8 @@
 //! - [`FileSum`]: size and checksum of a store file, as the manifest records them, computed
 //!   while writing ([`SumWriter`]) or by reading.
 //! - [`bucket_of`]: the person-hash that assigns a person to a bucket file.
-//! - [`FunnelSpec`]: a validated funnel definition ([`load_funnel`]), shared by every executor.
+//! - [`FunnelSpec`]: a validated funnel definition ([`load_funnel`]), shared by every executor;
+//!   its [`ModeSet`] and its one "needs the extended kernel" rule ([`FunnelSpec::extension`]).
 //! - [`LevelCount`]: what a cluster engine returns for a funnel.
 
 mod checksum;
@@ -19,6 +20,7 @@ mod error;
 pub mod lease;
 mod levels;
 mod manifest;
+mod mode;
 pub mod schema;
 mod spec;
 pub mod time;
@@ -30,9 +32,10 @@ pub use manifest::{
     Counts, EventFile, Generation, IdFile, InputFile, MANIFEST_FILE, Manifest, RunRecord,
     STORE_FORMAT, STORE_FORMAT_VERSION, StoreLayout, bucket_of,
 };
+pub use mode::{Mode, ModeSet};
 pub use schema::RejectReason;
 pub use spec::{
-    Attribution, CountUnit, Exclusion, Filter, FunnelSpec, MAX_STEPS, MAX_WINDOW_MS, Mode, Order,
+    Attribution, CountUnit, Exclusion, Filter, FunnelSpec, MAX_STEPS, MAX_WINDOW_MS, Order,
     SpecError, Step, load_funnel, parse_funnel, parse_window,
 };
 

@@ -2,56 +2,15 @@
 //! by every executor (the embedded kernel now, generated SQL for cluster engines later).
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::mode::{Mode, ModeSet};
 use crate::schema;
 
 /// Most steps a funnel may have (step masks are 64-bit).
 pub const MAX_STEPS: usize = 64;
-
-/// windowFunnel modes, with ClickHouse's meaning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    StrictOrder,
-    StrictIncrease,
-    StrictDeduplication,
-    StrictOnce,
-    AllowReentry,
-}
-
-impl Mode {
-    pub const ALL: [Mode; 5] = [
-        Mode::StrictOrder,
-        Mode::StrictIncrease,
-        Mode::StrictDeduplication,
-        Mode::StrictOnce,
-        Mode::AllowReentry,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::StrictOrder => "strict_order",
-            Mode::StrictIncrease => "strict_increase",
-            Mode::StrictDeduplication => "strict_deduplication",
-            Mode::StrictOnce => "strict_once",
-            Mode::AllowReentry => "allow_reentry",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Mode> {
-        Mode::ALL.into_iter().find(|m| m.as_str() == s)
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// `column IN (values)`; false on events where the column is absent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -151,17 +110,42 @@ impl FunnelSpec {
         self.modes.contains(&mode)
     }
 
-    /// True when the funnel uses a chain extension beyond windowFunnel (order, exclusions,
-    /// optional steps, within, hold_constant, attempts); such funnels run on the extended kernel.
+    /// The funnel's modes as the kernels and the SQL compiler read them.
+    pub fn mode_set(&self) -> ModeSet {
+        ModeSet::from(&self.modes)
+    }
+
+    /// The first chain extension beyond windowFunnel the funnel uses, named as its option is
+    /// written (`order = "any"`, `count = "attempts"`, `hold_constant`, `exclusions`,
+    /// `optional (step "x")`, `within (step "x")`); `None` for a plain windowFunnel funnel.
+    /// The one rule for "needs the extended kernel" ([`FunnelSpec::is_extended`]), and what a
+    /// cluster engine names when it refuses a funnel.
+    pub fn extension(&self) -> Option<String> {
+        if self.order == Order::Any {
+            return Some("order = \"any\"".to_string());
+        }
+        if self.count == CountUnit::Attempts {
+            return Some("count = \"attempts\"".to_string());
+        }
+        if !self.hold_constant.is_empty() {
+            return Some("hold_constant".to_string());
+        }
+        if !self.exclusions.is_empty() {
+            return Some("exclusions".to_string());
+        }
+        if let Some(s) = self.steps.iter().find(|s| s.optional) {
+            return Some(format!("optional (step {:?})", s.name));
+        }
+        if let Some(s) = self.steps.iter().find(|s| s.within_ms.is_some()) {
+            return Some(format!("within (step {:?})", s.name));
+        }
+        None
+    }
+
+    /// True when the funnel uses a chain extension beyond windowFunnel
+    /// ([`FunnelSpec::extension`]); such funnels run on the extended kernel.
     pub fn is_extended(&self) -> bool {
-        self.order == Order::Any
-            || self.count == CountUnit::Attempts
-            || !self.hold_constant.is_empty()
-            || !self.exclusions.is_empty()
-            || self
-                .steps
-                .iter()
-                .any(|s| s.optional || s.within_ms.is_some())
+        self.extension().is_some()
     }
 
     /// Every column the funnel reads besides `person_id`, `ts` and `event_type`, sorted.

@@ -4,7 +4,7 @@
 //! `--cutoff`). Both dialects render the same plan, and the embedded engine reads the same spec,
 //! so the three cannot drift apart in what they accept.
 
-use funnel_core::{Attribution, FunnelSpec, MAX_STEPS, Mode};
+use funnel_core::{Attribution, FunnelSpec, MAX_STEPS, ModeSet};
 
 use crate::SqlError;
 
@@ -45,11 +45,7 @@ impl Dialect {
 pub struct Plan<'s> {
     pub spec: &'s FunnelSpec,
     pub options: PlanOptions,
-    pub(crate) strict_order: bool,
-    pub(crate) strict_increase: bool,
-    pub(crate) strict_deduplication: bool,
-    pub(crate) strict_once: bool,
-    pub(crate) allow_reentry: bool,
+    pub(crate) modes: ModeSet,
 }
 
 impl<'s> Plan<'s> {
@@ -62,29 +58,8 @@ impl<'s> Plan<'s> {
         };
         let chain_search = "the chain is found by an exhaustive search, which a SQL fold over \
                             the events cannot reproduce exactly; use --engine embedded";
-        if spec.order == funnel_core::Order::Any {
-            return Err(unsupported("order = \"any\"", chain_search));
-        }
-        if spec.count == funnel_core::CountUnit::Attempts {
-            return Err(unsupported("count = \"attempts\"", chain_search));
-        }
-        if !spec.hold_constant.is_empty() {
-            return Err(unsupported("hold_constant", chain_search));
-        }
-        if !spec.exclusions.is_empty() {
-            return Err(unsupported("exclusions", chain_search));
-        }
-        if let Some(s) = spec.steps.iter().find(|s| s.optional) {
-            return Err(unsupported(
-                &format!("optional (step {:?})", s.name),
-                chain_search,
-            ));
-        }
-        if let Some(s) = spec.steps.iter().find(|s| s.within_ms.is_some()) {
-            return Err(unsupported(
-                &format!("within (step {:?})", s.name),
-                chain_search,
-            ));
+        if let Some(option) = spec.extension() {
+            return Err(unsupported(&option, chain_search));
         }
         if spec.attribution != Attribution::Step1 {
             return Err(unsupported(
@@ -98,11 +73,7 @@ impl<'s> Plan<'s> {
         Ok(Plan {
             spec,
             options,
-            strict_order: spec.has(Mode::StrictOrder),
-            strict_increase: spec.has(Mode::StrictIncrease),
-            strict_deduplication: spec.has(Mode::StrictDeduplication),
-            strict_once: spec.has(Mode::StrictOnce),
-            allow_reentry: spec.has(Mode::AllowReentry),
+            modes: spec.mode_set(),
         })
     }
 

@@ -113,7 +113,7 @@ impl Query<'_, '_> {
             d.source(source),
         )];
         let conds: Vec<String> = (0..self.n()).map(|k| format!("c{k}")).collect();
-        let any_step = if self.plan.strict_order {
+        let any_step = if self.plan.modes.strict_order {
             String::new()
         } else {
             format!(" WHERE {}", conds.join(" OR "))
@@ -139,7 +139,7 @@ impl Query<'_, '_> {
                 .map(|i| d.same(&format!("e.b{i}"), &format!("g.k{i}")))
                 .collect();
             let rest: String = (1..self.n()).map(|k| format!(", e.c{k} AS c{k}")).collect();
-            let any_step = if self.plan.strict_order {
+            let any_step = if self.plan.modes.strict_order {
                 String::new()
             } else {
                 let c: Vec<String> = (0..self.n()).map(|k| format!("e.c{k}")).collect();
@@ -197,7 +197,7 @@ impl Query<'_, '_> {
                 })
                 .collect();
             let ks = d.filter(&d.array(&items), "v", "v >= 0");
-            if self.plan.strict_order {
+            if self.plan.modes.strict_order {
                 let other = match d {
                     Dialect::Spark => "array(-1)".to_string(),
                     Dialect::ClickHouse => "[toInt32(-1)]".to_string(),
@@ -209,7 +209,7 @@ impl Query<'_, '_> {
         };
         let entry = d.record(&[("t", "t".into()), ("k", "v".into()), ("r", "r".into())]);
         let entries = d.sorted_flat_list(&d.map(&ks, "v", &entry));
-        let (fold, fold_level, start) = if self.plan.strict_once {
+        let (fold, fold_level, start) = if self.plan.modes.strict_once {
             self.fold_strict_once(&entries)
         } else {
             self.fold_latest(&entries)
@@ -280,7 +280,7 @@ impl Query<'_, '_> {
         };
         let stopped = mk(&lvl, d.bool_lit(true), &s, &l);
         let mut arms: Vec<(String, String)> = vec![(d.is_true(&stop), "acc".into())];
-        if p.strict_order {
+        if p.modes.strict_order {
             arms.push((
                 format!("{k} = -1"),
                 mk(&lvl, &d.boolean(&format!("{lvl} > 0")), &s, &l),
@@ -295,15 +295,15 @@ impl Query<'_, '_> {
                 &set(&l, "0", &t),
             ),
         ));
-        if p.strict_deduplication {
+        if p.modes.strict_deduplication {
             arms.push((format!("{k} < {lvl}"), stopped.clone()));
         }
-        if p.strict_order && !p.allow_reentry {
+        if p.modes.strict_order && !p.modes.allow_reentry {
             arms.push((format!("{lvl} > 0 AND {k} > {lvl}"), stopped.clone()));
         }
         let prev_start = d.get(&s, &format!("{k} - 1"));
         let mut extend = format!("{k} <= {lvl} AND {t} <= {prev_start} + {w}");
-        if p.strict_increase {
+        if p.modes.strict_increase {
             extend.push_str(&format!(" AND {} < {t}", d.get(&l, &format!("{k} - 1"))));
         }
         arms.push((
@@ -365,7 +365,7 @@ impl Query<'_, '_> {
             in_window("c"),
             d.contains(&d.field("c", "u", 3), &r)
         );
-        if p.strict_increase {
+        if p.modes.strict_increase {
             usable.push_str(&format!(" AND {} < {t}", d.field("c", "l", 2)));
         }
         let new_chains = d.map(
@@ -389,7 +389,7 @@ impl Query<'_, '_> {
         );
         let stopped = mk(&lv, d.bool_lit(true));
         let mut arms: Vec<(String, String)> = vec![(d.is_true(&stop), "acc".into())];
-        if p.strict_order {
+        if p.modes.strict_order {
             arms.push((format!("{k} = -1"), mk(&lv, &d.boolean(&nonempty(&first)))));
         }
         let started = chain(&t, &t, &d.array(std::slice::from_ref(&r)));
@@ -400,10 +400,10 @@ impl Query<'_, '_> {
                 d.bool_lit(false),
             ),
         ));
-        if p.strict_deduplication {
+        if p.modes.strict_deduplication {
             arms.push((nonempty(&cur), stopped.clone()));
         }
-        if p.strict_order && !p.allow_reentry {
+        if p.modes.strict_order && !p.modes.allow_reentry {
             arms.push((
                 format!("{} AND NOT ({})", nonempty(&first), nonempty(&prev)),
                 stopped.clone(),

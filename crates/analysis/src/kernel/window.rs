@@ -17,38 +17,14 @@
 //!
 //! The kernel allocates nothing per person outside `strict_once`.
 
-use std::collections::BTreeSet;
-
-use funnel_core::{MAX_STEPS, Mode};
-
-/// The modes of one funnel, as flags.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Modes {
-    pub strict_order: bool,
-    pub strict_increase: bool,
-    pub strict_deduplication: bool,
-    pub strict_once: bool,
-    pub allow_reentry: bool,
-}
-
-impl From<&BTreeSet<Mode>> for Modes {
-    fn from(m: &BTreeSet<Mode>) -> Modes {
-        Modes {
-            strict_order: m.contains(&Mode::StrictOrder),
-            strict_increase: m.contains(&Mode::StrictIncrease),
-            strict_deduplication: m.contains(&Mode::StrictDeduplication),
-            strict_once: m.contains(&Mode::StrictOnce),
-            allow_reentry: m.contains(&Mode::AllowReentry),
-        }
-    }
-}
+use funnel_core::{MAX_STEPS, ModeSet};
 
 /// A funnel's parameters for the kernel.
 #[derive(Debug, Clone)]
 pub struct Kernel {
     steps: u32,
     window: i64,
-    modes: Modes,
+    modes: ModeSet,
 }
 
 /// What one entry does to the computation.
@@ -71,7 +47,7 @@ const _: () = assert!(MAX_STEPS <= u64::BITS as usize);
 impl Kernel {
     /// `steps` in 1..=[`MAX_STEPS`]; `window` in the timestamps' unit (milliseconds in the
     /// engine).
-    pub fn new(steps: usize, window: i64, modes: Modes) -> Kernel {
+    pub fn new(steps: usize, window: i64, modes: ModeSet) -> Kernel {
         assert!(
             (1..=MAX_STEPS).contains(&steps),
             "1 to {MAX_STEPS} steps, not {steps}"
@@ -337,19 +313,16 @@ impl<'k> StrictOnce<'k> {
 }
 
 #[cfg(test)]
-#[path = "kernel_reference.rs"]
-mod reference;
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
+    use funnel_core::Mode;
+
     use super::*;
 
     fn k(steps: usize, window: i64, modes: &[Mode]) -> Kernel {
-        Kernel::new(
-            steps,
-            window,
-            Modes::from(&modes.iter().copied().collect::<BTreeSet<_>>()),
-        )
+        Kernel::new(steps, window, modes.iter().copied().collect::<ModeSet>())
     }
 
     /// Events as (ts, steps satisfied, 1-based).
@@ -398,7 +371,7 @@ mod tests {
     /// ClickHouse's own windowFunnel tests, re-run on ClickHouse 26.9 (testdata/README.md).
     #[test]
     fn clickhouse_test_cases() {
-        let text = include_str!("../testdata/clickhouse_window_funnel_cases.json");
+        let text = include_str!("../../testdata/clickhouse_window_funnel_cases.json");
         let cases: Vec<serde_json::Value> = serde_json::from_str(text).unwrap();
         assert!(cases.len() >= 100);
         for (i, case) in cases.iter().enumerate() {
@@ -426,7 +399,7 @@ mod tests {
             rows.sort_by_key(|r| r.0);
             let ts: Vec<i64> = rows.iter().map(|r| r.0).collect();
             let masks: Vec<u64> = rows.iter().map(|r| r.1).collect();
-            let got = Kernel::new(steps, window, Modes::from(&modes)).level(&ts, &masks);
+            let got = Kernel::new(steps, window, ModeSet::from(&modes)).level(&ts, &masks);
             assert_eq!(
                 u64::from(got),
                 case["expected"].as_u64().unwrap(),
@@ -476,6 +449,7 @@ mod tests {
 #[cfg(test)]
 mod properties {
     use super::*;
+    use crate::kernel::reference;
     use proptest::prelude::*;
 
     /// Small worlds rich in ties, window edges and events matching several steps.
@@ -496,7 +470,7 @@ mod properties {
         )
     }
 
-    fn modes() -> impl Strategy<Value = Modes> {
+    fn modes() -> impl Strategy<Value = ModeSet> {
         (
             any::<bool>(),
             any::<bool>(),
@@ -504,7 +478,7 @@ mod properties {
             any::<bool>(),
             any::<bool>(),
         )
-            .prop_map(|(o, i, d, once, r)| Modes {
+            .prop_map(|(o, i, d, once, r)| ModeSet {
                 strict_order: o,
                 strict_increase: i,
                 strict_deduplication: d,

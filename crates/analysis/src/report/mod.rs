@@ -1,9 +1,17 @@
 //! Funnel results as reported (CONTRACT §6, plus pending persons, time to convert and trends).
 
+mod assemble;
+
 use std::collections::BTreeMap;
 
 use funnel_core::FunnelSpec;
 use serde::Serialize;
+
+pub(crate) use assemble::from_groups;
+pub use assemble::report_from_levels;
+
+/// A group's key: breakdown column (or `period`) -> value, `None` for a missing value.
+pub(crate) type Key = BTreeMap<String, Option<String>>;
 
 /// Distribution of the time between two steps of the reported chains, in seconds.
 #[derive(Debug, Clone, PartialEq, Serialize)]

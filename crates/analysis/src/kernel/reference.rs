@@ -6,7 +6,7 @@
 //! without strict_once, where ClickHouse is greedy); the stop rules of strict_order and
 //! strict_deduplication are checked before each entry against the level of the entries before it.
 
-use super::Modes;
+use funnel_core::ModeSet;
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -114,7 +114,7 @@ fn latest_chain_increasing(list: &[Entry], steps: usize, window: i64) -> usize {
         .unwrap_or(0)
 }
 
-pub fn level(steps: usize, window: i64, modes: Modes, ts: &[i64], masks: &[u64]) -> u32 {
+pub fn level(steps: usize, window: i64, modes: ModeSet, ts: &[i64], masks: &[u64]) -> u32 {
     let list = entries(steps, modes.strict_order, ts, masks);
     if list.is_empty() {
         return 0;

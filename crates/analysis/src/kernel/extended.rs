@@ -270,7 +270,9 @@ impl Search<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::{Kernel, Modes};
+    use funnel_core::ModeSet;
+
+    use crate::kernel::Kernel;
     use proptest::prelude::*;
 
     fn spec(text: &str) -> FunnelSpec {
@@ -566,7 +568,7 @@ mod tests {
             let k = ExtKernel { steps: n, window, optional: vec![false; n], within: vec![None; n], exclusions: vec![], any_order: false };
             let mut path = Vec::new();
             let got = k.best(Rows { ts: &ts, masks: &masks, excluded: &zeros, hold: &hold }, None, &mut path);
-            prop_assert_eq!(got, Kernel::new(n, window, Modes::default()).level(&ts, &masks));
+            prop_assert_eq!(got, Kernel::new(n, window, ModeSet::default()).level(&ts, &masks));
         }
     }
 }

@@ -1,0 +1,127 @@
+//! Runs funnels over the store: one pass over the bucket files, however many funnels.
+//!
+//! Per bucket file (persons are never split across buckets, and each file is sorted by
+//! `(person_id, ts, event_id)`), the units of work are row groups of whole persons (bucket
+//! files end their row groups only where the person changes). Each unit is read once for all
+//! funnels (`scan.rs`: per event and funnel a 64-bit step mask, and the grouping columns as
+//! codes), then each person is walked once, for every funnel (`walk.rs`), into the groups
+//! (`groups.rs`) and their accumulators (`accumulate.rs`). Units run in parallel and their
+//! partial results are merged in unit order (`schedule.rs`), so the output does not depend on
+//! scheduling. Memory is bounded by the units in flight and the merged results, not by the
+//! store or its bucket size.
+
+mod accumulate;
+mod groups;
+mod scan;
+mod schedule;
+mod walk;
+
+use chrono_tz::Tz;
+use funnel_core::{FunnelSpec, Generation};
+
+pub use groups::Interval;
+
+use crate::AnalysisError;
+use crate::audit::AuditRow;
+use crate::kernel::FunnelKernel;
+use crate::report::FunnelReport;
+use accumulate::Partial;
+
+/// Options of one analysis run.
+#[derive(Debug, Clone, Default)]
+pub struct AnalyzeOptions {
+    /// Events after this instant (epoch ms) are not read; default: the latest event in the store.
+    pub cutoff_ms: Option<i64>,
+    /// Leave out persons whose reported chain's window is still open at the cutoff.
+    pub closed_windows_only: bool,
+    /// Trends by the period of the step-1 event.
+    pub interval: Option<Interval>,
+    /// Only step-1 events at or after `from_ms` and before `to_ms` start chains.
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    /// IANA zone for periods; default: the store's.
+    pub timezone: Option<String>,
+    /// Collect one audit row per person and group.
+    pub audit: bool,
+}
+
+/// Reports, and the audit rows when asked for.
+#[derive(Debug)]
+pub struct Analysis {
+    pub reports: Vec<FunnelReport>,
+    pub audit: Vec<AuditRow>,
+}
+
+/// What every unit of one run reads.
+struct Setup<'a> {
+    specs: &'a [FunnelSpec],
+    kernels: Vec<FunnelKernel>,
+    opts: &'a AnalyzeOptions,
+    cutoff: i64,
+    tz: Tz,
+}
+
+/// Computes every funnel over one generation of a store (opened, and so leased, by
+/// [`funnel_core::StoreLayout::open_existing`]).
+pub fn analyze(
+    store: &Generation,
+    specs: &[FunnelSpec],
+    opts: &AnalyzeOptions,
+) -> Result<Analysis, AnalysisError> {
+    let (dir, manifest) = (store.dir(), store.manifest());
+    for spec in specs {
+        spec.check_columns(&manifest.properties)?;
+    }
+    let tz_name = opts
+        .timezone
+        .clone()
+        .unwrap_or_else(|| manifest.timezone.clone());
+    let tz: Tz = tz_name.parse().map_err(|_| AnalysisError::Option {
+        option: "--timezone",
+        value: tz_name.clone(),
+    })?;
+    let cutoff = opts
+        .cutoff_ms
+        .unwrap_or_else(|| manifest.max_ts_ms().unwrap_or(0));
+    let setup = Setup {
+        specs,
+        kernels: specs.iter().map(FunnelKernel::new).collect(),
+        opts,
+        cutoff,
+        tz,
+    };
+    let name = store.root().display().to_string();
+    let mut units = Vec::new();
+    for file in &manifest.event_files {
+        if file.min_ts_ms <= cutoff {
+            units.extend(scan::person_units(
+                &dir.join(&file.path),
+                file.max_ts_ms > cutoff,
+            )?);
+        }
+    }
+    let mut merged: Vec<Partial> = specs.iter().map(|_| Partial::default()).collect();
+    schedule::in_order(
+        &units,
+        |unit| Ok(walk::walk_unit(&scan::read(unit, &setup)?, &setup)),
+        |part| {
+            for (m, p) in merged.iter_mut().zip(part) {
+                m.merge(p);
+            }
+        },
+    )
+    .map_err(|source| AnalysisError::Polars {
+        store: name.clone(),
+        source,
+    })?;
+    let mut audit = Vec::new();
+    let reports = specs
+        .iter()
+        .zip(merged)
+        .map(|(spec, p)| {
+            audit.extend(p.audit);
+            crate::report::from_groups(spec, opts, cutoff, &tz_name, p.total, p.by_key, p.trend)
+        })
+        .collect();
+    Ok(Analysis { reports, audit })
+}

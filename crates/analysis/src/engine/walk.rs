@@ -1,0 +1,314 @@
+//! The per-person walk: each person of a unit, once, evaluated for every funnel of the run, into
+//! the total, breakdown and trend groups (CONTRACT §5).
+
+use funnel_core::{Attribution, CountUnit, FunnelSpec};
+
+use super::Setup;
+use super::accumulate::{AuditCtx, Partial, Recorder};
+use super::groups::{Breakdown, hold_codes};
+use super::scan::Events;
+use crate::kernel::{FunnelKernel, PersonView, Scratch};
+use crate::report::{GroupAcc, Key};
+
+/// One funnel in one unit: what the evaluation of each person reads.
+struct FunnelUnit<'a> {
+    setup: &'a Setup<'a>,
+    spec: &'a FunnelSpec,
+    kernel: &'a FunnelKernel,
+    breakdown: &'a Breakdown,
+}
+
+/// Buffers reused from person to person.
+#[derive(Default)]
+struct Work {
+    scratch: Scratch,
+    /// Step masks with step 1 restricted to one group.
+    restricted: Vec<u64>,
+}
+
+/// Every person of one unit, for every funnel: one partial result per funnel.
+pub(super) fn walk_unit(events: &Events, setup: &Setup<'_>) -> Vec<Partial> {
+    let specs = setup.specs;
+    let len = events.ts.len();
+    let zeros = vec![0u64; len];
+    let holds: Vec<Vec<u32>> = specs.iter().map(|s| hold_codes(s, events)).collect();
+    // Funnels with the same breakdown columns share their codes.
+    let mut breakdowns: Vec<Breakdown> = Vec::new();
+    let mut breakdown_of: Vec<usize> = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
+        match specs[..i]
+            .iter()
+            .position(|s| s.breakdown == spec.breakdown)
+        {
+            Some(j) => breakdown_of.push(breakdown_of[j]),
+            None => {
+                breakdown_of.push(breakdowns.len());
+                breakdowns.push(Breakdown::new(spec, events));
+            }
+        }
+    }
+    let funnels: Vec<FunnelUnit<'_>> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| FunnelUnit {
+            setup,
+            spec,
+            kernel: &setup.kernels[i],
+            breakdown: &breakdowns[breakdown_of[i]],
+        })
+        .collect();
+    let mut out: Vec<Partial> = specs.iter().map(|_| Partial::default()).collect();
+    let mut work = Work::default();
+    for (person, rows) in events.person_starts.windows(2).enumerate() {
+        let (start, end) = (rows[0], rows[1]);
+        for (i, f) in funnels.iter().enumerate() {
+            let view = PersonView {
+                ts: &events.ts[start..end],
+                masks: &events.masks[i][start..end],
+                excluded: &events.excluded[i].as_deref().unwrap_or(&zeros)[start..end],
+                hold: &holds[i][start..end],
+            };
+            let mut audit = setup.opts.audit.then(|| AuditCtx {
+                rows: Vec::new(),
+                funnel: i,
+                person: &events.person_ids[person],
+                event_ids: &events.event_ids[start..end],
+            });
+            person_funnel(f, &view, start, &mut out[i], audit.as_mut(), &mut work);
+            if let Some(a) = audit {
+                out[i].audit.extend(a.rows);
+            }
+        }
+    }
+    for (part, f) in out.iter_mut().zip(&funnels) {
+        part.fold_codes(f.breakdown);
+    }
+    out
+}
+
+/// What one evaluation of a person restricts step 1 to.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum Eval {
+    /// A breakdown value (step-1 attribution), by its rank in key order, then its code.
+    Value(u32, u32),
+    /// A trend period.
+    Period(Key),
+}
+
+/// One person, one funnel: the total, breakdown and trend groups. `offset`: the person's first
+/// row in the unit.
+fn person_funnel(
+    f: &FunnelUnit<'_>,
+    p: &PersonView<'_>,
+    offset: usize,
+    part: &mut Partial,
+    mut audit: Option<&mut AuditCtx<'_>>,
+    work: &mut Work,
+) {
+    let (spec, setup) = (f.spec, f.setup);
+    let n = spec.steps.len();
+    let rec = Recorder {
+        spec,
+        ts: p.ts,
+        cutoff: setup.cutoff,
+        closed_only: setup.opts.closed_windows_only,
+    };
+    let m = p.masks;
+    let attempts = spec.count == CountUnit::Attempts;
+    if !m.iter().any(|mask| mask & 1 != 0) {
+        // No step-1 event: no attempt to count, and the window kernel's level is 0 (most
+        // persons of a narrow funnel end here, without the kernel).
+        if attempts {
+            return;
+        }
+        if f.kernel.zero_without_step1() {
+            let total = part.total.get_or_insert_with(|| GroupAcc::new(n));
+            rec.record(total, audit, &Key::new(), 0, &[]);
+            return;
+        }
+    }
+    let step1: Vec<usize> = (0..m.len()).filter(|r| m[*r] & 1 != 0).collect();
+    let b = f.breakdown;
+    let code = |r: usize| b.codes[offset + r];
+    let period = |r: usize| setup.opts.interval.map(|iv| iv.label(p.ts[r], &setup.tz));
+    let attribution = spec.attribution;
+
+    // The units counted: the person (all chains), or each step-1 event (attempts).
+    let units: Vec<Option<usize>> = if attempts {
+        step1.iter().map(|r| Some(*r)).collect()
+    } else {
+        vec![None]
+    };
+    let scratch = &mut work.scratch;
+    for unit in units {
+        let level = f.kernel.eval(p, m, unit, scratch);
+        let total = part.total.get_or_insert_with(|| GroupAcc::new(n));
+        rec.record(
+            total,
+            audit.as_deref_mut(),
+            &Key::new(),
+            level,
+            &scratch.path,
+        );
+        if level == 0 {
+            continue;
+        }
+        // First- and last-touch attribution: one value per unit, from the unrestricted chain.
+        if !b.none && (attempts || attribution != Attribution::Step1) {
+            let r = match (unit, attribution) {
+                (Some(r), _) => r,
+                (None, Attribution::FirstTouch) => step1[0],
+                (None, _) => scratch.path[0] as usize,
+            };
+            rec.add_code(
+                &mut part.by_code,
+                b,
+                code(r),
+                audit.as_deref_mut(),
+                level,
+                &scratch.path,
+            );
+        }
+        if let (Some(r), Some(label)) = (unit, unit.and_then(period)) {
+            // An attempt falls in the period of its own step-1 event.
+            let mut key = Key::new();
+            key.insert("period".into(), Some(label));
+            let mut keys = vec![key.clone()];
+            if !b.none {
+                key.extend(b.keys[code(r) as usize].clone());
+                keys.push(key);
+            }
+            for key in keys {
+                rec.add(
+                    &mut part.trend,
+                    key,
+                    audit.as_deref_mut(),
+                    level,
+                    &scratch.path,
+                );
+            }
+        }
+    }
+    if attempts || step1.is_empty() {
+        return;
+    }
+    restricted_groups(f, p, offset, &step1, part, audit, work);
+}
+
+/// Per key K of a person's step-1 events, the funnel as if step 1 also required K (CONTRACT
+/// §5): breakdown values (step-1 attribution) and trend periods.
+fn restricted_groups(
+    f: &FunnelUnit<'_>,
+    p: &PersonView<'_>,
+    offset: usize,
+    step1: &[usize],
+    part: &mut Partial,
+    mut audit: Option<&mut AuditCtx<'_>>,
+    work: &mut Work,
+) {
+    let (spec, setup, b, kernel) = (f.spec, f.setup, f.breakdown, f.kernel);
+    let rec = Recorder {
+        spec,
+        ts: p.ts,
+        cutoff: setup.cutoff,
+        closed_only: setup.opts.closed_windows_only,
+    };
+    let m = p.masks;
+    let code = |r: usize| b.codes[offset + r];
+    let period = |r: usize| setup.opts.interval.map(|iv| iv.label(p.ts[r], &setup.tz));
+    let attribution = spec.attribution;
+    let Work {
+        scratch,
+        restricted,
+    } = work;
+    let mut evals: Vec<Eval> = Vec::new();
+    for &r in step1 {
+        if !b.none && attribution == Attribution::Step1 {
+            let c = code(r);
+            evals.push(Eval::Value(b.rank[c as usize], c));
+        }
+        if let Some(label) = period(r) {
+            let mut k = Key::new();
+            k.insert("period".into(), Some(label));
+            evals.push(Eval::Period(k));
+        }
+    }
+    evals.sort();
+    evals.dedup();
+    // `keep(r)`: whether step-1 event r stays a step-1 event under the restriction.
+    let restrict = |restricted: &mut Vec<u64>, from: &[u64], keep: &dyn Fn(usize) -> bool| {
+        restricted.clear();
+        restricted.extend(from.iter().enumerate().map(|(r, &mask)| {
+            if mask & 1 != 0 && !keep(r) {
+                mask & !1
+            } else {
+                mask
+            }
+        }));
+    };
+    for eval in evals {
+        let key = match eval {
+            Eval::Value(_, c) => {
+                restrict(restricted, m, &|r| code(r) == c);
+                let level = kernel.eval(p, restricted, None, scratch);
+                rec.add_code(
+                    &mut part.by_code,
+                    b,
+                    c,
+                    audit.as_deref_mut(),
+                    level,
+                    &scratch.path,
+                );
+                continue;
+            }
+            Eval::Period(key) => key,
+        };
+        let label = key.get("period").cloned().flatten();
+        restrict(restricted, m, &|r| period(r) == label);
+        let level = kernel.eval(p, restricted, None, scratch);
+        rec.add(
+            &mut part.trend,
+            key.clone(),
+            audit.as_deref_mut(),
+            level,
+            &scratch.path,
+        );
+        // Trends by breakdown value: the value of the period's chain (last touch), the
+        // period-restricted earliest step-1 event (first touch), or every value (step1).
+        if b.none || level == 0 {
+            continue;
+        }
+        let values: Vec<u32> = match attribution {
+            Attribution::Step1 => {
+                let mut v: Vec<u32> = (0..m.len())
+                    .filter(|r| restricted[*r] & 1 != 0)
+                    .map(code)
+                    .collect();
+                v.sort_by_key(|c| b.rank[*c as usize]);
+                v.dedup();
+                v
+            }
+            Attribution::FirstTouch => vec![code(
+                (0..m.len())
+                    .find(|r| restricted[*r] & 1 != 0)
+                    .expect("level > 0 has a step-1 event"),
+            )],
+            Attribution::LastTouch => vec![code(scratch.path[0] as usize)],
+        };
+        let by_period = restricted.clone();
+        let period_path = scratch.path.clone();
+        for c in values {
+            let mut k = key.clone();
+            k.extend(b.keys[c as usize].clone());
+            let (level, path) = if attribution == Attribution::Step1 {
+                // Step 1 restricted to both the period and the value.
+                let mut twice = Vec::new();
+                restrict(&mut twice, &by_period, &|r| code(r) == c);
+                (kernel.eval(p, &twice, None, scratch), scratch.path.clone())
+            } else {
+                (level, period_path.clone())
+            };
+            rec.add(&mut part.trend, k, audit.as_deref_mut(), level, &path);
+        }
+    }
+}
