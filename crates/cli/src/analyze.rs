@@ -7,6 +7,7 @@ use funnel_analysis::{AnalyzeOptions, Interval};
 use funnel_core::{Generation, StoreLayout, load_funnel, time};
 
 use crate::UsageError;
+use crate::cluster::{self, Cluster, Source};
 use crate::export::{Format, render};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -154,7 +155,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         analysis.reports
     } else {
-        crate::cluster::analyze(&args, store.as_ref(), &specs, &opts)?
+        on_cluster(&args, store.as_ref(), &specs, &opts)?
     };
     let text = render(&reports, args.format);
     match &args.out {
@@ -164,4 +165,39 @@ pub fn run(args: Args) -> Result<()> {
         None => out!("{text}"),
     }
     Ok(())
+}
+
+/// `--engine spark|clickhouse`: the flags checked and handed to [`cluster::analyze`].
+fn on_cluster(
+    args: &Args,
+    store: Option<&Generation>,
+    specs: &[funnel_core::FunnelSpec],
+    opts: &AnalyzeOptions,
+) -> Result<Vec<funnel_analysis::FunnelReport>> {
+    let usage = |m: String| -> anyhow::Error { UsageError(m).into() };
+    let engine = match args.engine {
+        Engine::Spark => "spark",
+        _ => "clickhouse",
+    };
+    if args.interval.is_some() {
+        return Err(usage(format!(
+            "--interval is computed by the embedded engine only, not by --engine {engine}"
+        )));
+    }
+    if args.persons_out.is_some() {
+        return Err(usage(format!(
+            "--persons-out is written by the embedded engine only, not by --engine {engine}"
+        )));
+    }
+    let source = match (store, &args.path, &args.table) {
+        (_, Some(path), _) => Source::Path(path),
+        (_, _, Some(table)) => Source::Table(table),
+        (Some(store), None, None) => Source::Store(store),
+        (None, None, None) => return Err(usage("--store, --path or --table is required".into())),
+    };
+    let cluster = match args.engine {
+        Engine::Spark => Cluster::Spark(args.spark_remote.as_deref()),
+        _ => Cluster::ClickHouse(args.clickhouse_url.as_deref()),
+    };
+    cluster::analyze(cluster, source, specs, opts)
 }

@@ -4,40 +4,44 @@
 use anyhow::{Context, Result};
 use funnel_analysis::{AnalyzeOptions, FunnelReport};
 use funnel_core::{FunnelSpec, Generation};
-use funnel_sql::{Plan, PlanOptions};
+use funnel_sql::{Dialect, Plan, PlanOptions};
 
 use crate::UsageError;
-use crate::analyze::{Args, Engine};
+
+/// A cluster and its endpoint, if given (checked once the funnels are known to compile).
+#[derive(Debug, Clone, Copy)]
+pub enum Cluster<'a> {
+    /// Spark Connect, `sc://HOST:PORT` (`--spark-remote`).
+    Spark(Option<&'a str>),
+    /// ClickHouse over HTTP, `http://HOST:8123` (`--clickhouse-url`).
+    ClickHouse(Option<&'a str>),
+}
+
+/// What the cluster reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// The store's committed generation (its lease, held by the caller, keeps it on disk).
+    Store(&'a Generation),
+    /// Parquet files (a path or glob the cluster can read) with the store's columns.
+    Path(&'a str),
+    /// A table (`db.table`) with the store's columns.
+    Table(&'a str),
+}
 
 pub fn analyze(
-    args: &Args,
-    store: Option<&Generation>,
+    cluster: Cluster<'_>,
+    source: Source<'_>,
     specs: &[FunnelSpec],
     opts: &AnalyzeOptions,
 ) -> Result<Vec<FunnelReport>> {
     let usage = |m: String| -> anyhow::Error { UsageError(m).into() };
-    let engine = match args.engine {
-        Engine::Spark => "spark",
-        _ => "clickhouse",
-    };
-    if args.interval.is_some() {
-        return Err(usage(format!(
-            "--interval is computed by the embedded engine only, not by --engine {engine}"
-        )));
-    }
-    if args.persons_out.is_some() {
-        return Err(usage(format!(
-            "--persons-out is written by the embedded engine only, not by --engine {engine}"
-        )));
-    }
-    // The store's committed generation (never `current`, which a later ingest may move; the
-    // caller's lease keeps it on disk while the cluster reads it), and its latest event as the
-    // default cutoff, as the embedded engine takes it.
+    // The store's committed generation (never `current`, which a later ingest may move), and
+    // its latest event as the default cutoff, as the embedded engine takes it.
     let mut store_cutoff = None;
-    let source = match (store, &args.path, &args.table) {
-        (_, Some(path), _) => path.clone(),
-        (_, _, Some(table)) => table.clone(),
-        (Some(store), None, None) => {
+    let source = match source {
+        Source::Path(path) => path.to_string(),
+        Source::Table(table) => table.to_string(),
+        Source::Store(store) => {
             let dir = store
                 .dir()
                 .canonicalize()
@@ -45,7 +49,6 @@ pub fn analyze(
             store_cutoff = store.manifest().max_ts_ms();
             format!("{}/events/*/*.parquet", dir.display())
         }
-        (None, None, None) => return Err(usage("--store, --path or --table is required".into())),
     };
     let plan_options = PlanOptions {
         from_ms: opts.from_ms,
@@ -53,26 +56,38 @@ pub fn analyze(
         cutoff_ms: opts.cutoff_ms.or(store_cutoff),
         fold_level: false,
     };
+    // Every funnel is checked before the cluster is asked anything.
+    let plans = specs
+        .iter()
+        .map(|spec| Plan::new(spec, plan_options.clone()).map_err(|e| usage(e.to_string())))
+        .collect::<Result<Vec<_>>>()?;
+    let cluster = match cluster {
+        Cluster::Spark(None) => {
+            return Err(usage(
+                "--engine spark needs --spark-remote sc://HOST:PORT".into(),
+            ));
+        }
+        Cluster::ClickHouse(None) => {
+            return Err(usage(
+                "--engine clickhouse needs --clickhouse-url http://HOST:8123".into(),
+            ));
+        }
+        c => c,
+    };
     let mut reports = Vec::with_capacity(specs.len());
-    for spec in specs {
-        let plan = Plan::new(spec, plan_options.clone()).map_err(|e| usage(e.to_string()))?;
+    for (spec, plan) in specs.iter().zip(&plans) {
         let breakdown = spec.breakdown.len();
-        let answer = match args.engine {
-            Engine::Spark => {
-                let remote = args.spark_remote.as_deref().ok_or_else(|| {
-                    usage("--engine spark needs --spark-remote sc://HOST:PORT".into())
-                })?;
-                let sql = funnel_sql::query(&plan, funnel_sql::Dialect::Spark, &source);
+        let answer = match cluster {
+            Cluster::Spark(Some(remote)) => {
+                let sql = funnel_sql::query(plan, Dialect::Spark, &source);
                 funnel_remote::spark(remote, &sql, breakdown).map_err(|e| match e {
                     funnel_remote::RemoteError::SparkNotBuilt => usage(e.to_string()),
                     e => e.into(),
                 })?
             }
-            _ => {
-                let url = args.clickhouse_url.as_deref().ok_or_else(|| {
-                    usage("--engine clickhouse needs --clickhouse-url http://HOST:8123".into())
-                })?;
-                let sql = funnel_sql::query(&plan, funnel_sql::Dialect::ClickHouse, &source);
+            Cluster::Spark(None) | Cluster::ClickHouse(None) => unreachable!("checked above"),
+            Cluster::ClickHouse(Some(url)) => {
+                let sql = funnel_sql::query(plan, Dialect::ClickHouse, &source);
                 funnel_remote::clickhouse(url, &sql, breakdown)?
             }
         };

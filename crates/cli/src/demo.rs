@@ -111,7 +111,10 @@ pub fn run(args: Args) -> Result<()> {
     let report_args: crate::report::Args = command_args(argv)?;
     let comparison = crate::report::write(&report_args)?.expect("the demo report has a comparison");
     outln!("\n== 4. Journeys compared against WeChat-native pages\n");
-    out!("{}", crate::compare::render_text(&comparison, false));
+    out!(
+        "{}",
+        crate::export::compare::render(&comparison, crate::export::CompareFormat::Table)
+    );
     let html = &report_args.out;
     outln!(
         "\nStore: {} (Parquet; DuckDB: SELECT * FROM read_parquet('{}/current/events/*/*.parquet', union_by_name=true))",

@@ -150,7 +150,10 @@ pub fn write(args: &Args) -> Result<Option<funnel_analysis::Comparison>> {
     if let Some(md) = &args.markdown {
         let mut text = format!("# {}\n\n", args.title);
         if let Some(c) = &comparison {
-            text.push_str(&crate::compare::render_text(c, true));
+            text.push_str(&crate::export::compare::render(
+                c,
+                crate::export::CompareFormat::Markdown,
+            ));
             text.push('\n');
         }
         text.push_str(&crate::export::render(

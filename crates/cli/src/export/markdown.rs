@@ -3,13 +3,9 @@
 use funnel_analysis::FunnelReport;
 
 use super::{
-    key_label, median_from_previous, modes_label, pct, period, trend_tables, window_label,
+    cell, key_label, median_from_previous, modes_label, pct, period, trend_tables, window_label,
 };
 use crate::table::thousands;
-
-fn cell(s: &str) -> String {
-    s.replace('|', "\\|")
-}
 
 pub fn render(reports: &[FunnelReport]) -> String {
     let mut out = String::new();

@@ -1,5 +1,6 @@
 //! Funnel reports in each output format, one file per format.
 
+pub mod compare;
 mod csv;
 pub mod html;
 mod json;
@@ -8,6 +9,8 @@ mod svg;
 mod table;
 
 use funnel_analysis::{FunnelReport, GroupReport};
+
+pub use compare::CompareFormat;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -55,6 +58,11 @@ fn window_label(seconds: i64) -> String {
         }
     }
     format!("{seconds}s")
+}
+
+/// A Markdown table cell: `|` escaped, line breaks as spaces.
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
 }
 
 fn pct(x: f64) -> String {
