@@ -1,14 +1,17 @@
 //! Regression tests for hostile inputs (issue 11): each reproduces a defect found by feeding
 //! the tool malformed files and paths, and checks that nothing is lost or hung.
 
+use arrow::array::{Array, AsArray};
+use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use arrow::array::{Array, AsArray};
 use arrow::datatypes::UInt64Type;
 use serde_json::Value;
 
-use super::{HEADER, counts, funnel, ingest_json, manifest, read_parquet, read_store, run, write};
+use crate::util::{
+    HEADER, counts, funnel, ingest_json, manifest, read_parquet, read_store, run, write,
+};
 
 /// One quarantined row: (line, reason, field, value, raw).
 type QRow = (Option<u64>, String, Option<String>, Option<String>, String);
@@ -379,4 +382,140 @@ fn a_parquet_binary_id_that_is_not_utf8_is_named() {
     assert_eq!(r["rejected_by_reason"]["malformed_record"], 1, "{r}");
     let q = quarantine(&store);
     assert_eq!(q[0].2.as_deref(), Some("user_id"));
+}
+
+#[test]
+fn hostile_inputs_never_panic_and_exit_with_the_documented_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let store = d.join("store");
+    let s = store.to_str().unwrap();
+
+    // Empty file and header only: nothing to read, not an error.
+    write(&d.join("empty.csv"), b"");
+    write(&d.join("header.csv"), HEADER.as_bytes());
+    write(&d.join("empty.jsonl"), b"\n\n");
+    let r = ingest_json(
+        &store,
+        &[
+            &d.join("empty.csv"),
+            &d.join("header.csv"),
+            &d.join("empty.jsonl"),
+        ],
+        &[],
+    );
+    assert_eq!(counts(&r), (0, 0, 0, 0));
+
+    // UTF-8 BOM and CRLF line ends.
+    let bom = format!(
+        "\u{feff}{}e1,u1,click,2021-09-17 10:00:00,external_link,c1\r\ne2,u1,purchase,2021-09-17 10:05:00,,\r\n",
+        HEADER.replace('\n', "\r\n")
+    );
+    write(&d.join("bom.csv"), bom.as_bytes());
+    let r = ingest_json(&store, &[&d.join("bom.csv")], &[]);
+    assert_eq!(counts(&r), (2, 1, 1, 0));
+    assert_eq!(r["rejected_by_reason"]["missing_order_id"], 1);
+    let events = read_store(&store);
+    assert_eq!(events[0].event_id, "e1");
+    assert_eq!(events[0].ts, 1_631_844_000_000);
+
+    // A 10 MB single line: one malformed record, quarantined, nothing lost.
+    let mut long = HEADER.as_bytes().to_vec();
+    long.extend(std::iter::repeat_n(b'x', 10 * 1024 * 1024));
+    long.push(b'\n');
+    write(&d.join("long.csv"), &long);
+    let r = ingest_json(&store, &[&d.join("long.csv")], &[]);
+    assert_eq!(r["rejected_by_reason"]["malformed_record"], 1);
+
+    // Binary garbage as JSON lines: every line is a malformed record.
+    let garbage: Vec<u8> = (0..4000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
+        .collect();
+    write(&d.join("garbage.jsonl"), &garbage);
+    let r = ingest_json(&store, &[&d.join("garbage.jsonl")], &[]);
+    let (read, _, rejected, _) = counts(&r);
+    assert_eq!(read, rejected);
+    assert_eq!(
+        r["rejected_by_reason"]["malformed_record"].as_u64(),
+        Some(rejected)
+    );
+
+    let generation = manifest(&store)["generation"].clone();
+    let fails = |args: &[&str], code: i32, needle: &str| {
+        let (_, err) = run(args, code);
+        assert!(err.contains(needle), "stderr {err:?} lacks {needle:?}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
+        assert!(!err.contains("panicked"));
+    };
+    // Binary garbage as CSV or Parquet: the file cannot be read at all.
+    write(&d.join("garbage.csv"), &garbage);
+    write(&d.join("garbage.parquet"), &garbage);
+    let p = |n: &str| d.join(n).to_str().unwrap().to_string();
+    fails(
+        &["ingest", "--store", s, &p("garbage.csv")],
+        3,
+        "garbage.csv",
+    );
+    fails(
+        &["ingest", "--store", s, &p("garbage.parquet")],
+        3,
+        "garbage.parquet",
+    );
+
+    // Truncated gzip: names the file and the line reached.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut text = HEADER.to_string();
+    for i in 0..20_000 {
+        text.push_str(&format!(
+            "t{i},u{i},click,2021-09-17 10:00:00,external_link,c\n"
+        ));
+    }
+    gz.write_all(text.as_bytes()).unwrap();
+    let bytes = gz.finish().unwrap();
+    write(&d.join("cut.csv.gz"), &bytes[..bytes.len() / 2]);
+    fails(
+        &["ingest", "--store", s, &p("cut.csv.gz")],
+        3,
+        "cut.csv.gz: line",
+    );
+
+    // Unknown extension, missing file, bad options.
+    write(&d.join("notes.txt"), b"hello");
+    fails(
+        &["ingest", "--store", s, &p("notes.txt")],
+        3,
+        "unsupported file type",
+    );
+    fails(&["ingest", "--store", s, &p("nope.csv")], 3, "nope.csv");
+    fails(
+        &[
+            "ingest",
+            "--store",
+            s,
+            "--timezone",
+            "Mars/Olympus",
+            &p("bom.csv"),
+        ],
+        2,
+        "Mars/Olympus",
+    );
+    fails(
+        &[
+            "ingest",
+            "--store",
+            s,
+            "--max-reject-rate",
+            "7",
+            &p("bom.csv"),
+        ],
+        2,
+        "--max-reject-rate",
+    );
+    let (_, err) = run(
+        &["ingest", "--store", s, "--no-such-flag", &p("bom.csv")],
+        2,
+    );
+    assert!(err.contains("--no-such-flag"));
+    // None of the failed runs changed the store.
+    assert_eq!(manifest(&store)["generation"], generation);
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
 
-use super::{funnel, generate, ingest_json, manifest, repo, run};
+use crate::util::{funnel, generate, ingest_json, manifest, repo, run};
 
 /// `funnel analyze` in a loop beside back-to-back ingests into the same store: every analysis
 /// reads one whole generation, though each ingest's commit retires the generation before it.

@@ -1,0 +1,237 @@
+//! `funnel analyze`: the JSON contract, determinism and snapshots, row groups, bad funnel files.
+
+use arrow::array::AsArray;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde_json::Value;
+
+use crate::util::*;
+
+#[test]
+fn analyze_json_follows_the_contract() {
+    let store = sample_store();
+    let out = analyze(&store, &["all_journeys_by_journey.toml"], "json");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["funnel"], "click to purchase by journey");
+    assert_eq!(v["window_seconds"], 86_400);
+    let groups = v["groups"].as_array().unwrap();
+    assert_eq!(groups[0]["key"], serde_json::json!({}));
+    let journeys: Vec<&str> = groups[1..]
+        .iter()
+        .map(|g| g["key"]["journey"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        journeys,
+        ["external_link", "mini_program", "tao_code", "wechat_native"]
+    );
+    for g in groups {
+        let steps = g["steps"].as_array().unwrap();
+        let first = steps[0]["persons"].as_u64().unwrap();
+        assert_eq!(steps[0]["conversion_from_previous"], 1.0);
+        assert_eq!(steps[0]["dropped_from_previous"], 0);
+        for w in steps.windows(2) {
+            let (a, b) = (
+                w[0]["persons"].as_u64().unwrap(),
+                w[1]["persons"].as_u64().unwrap(),
+            );
+            assert!(b <= a);
+            assert_eq!(w[1]["dropped_from_previous"].as_u64().unwrap(), a - b);
+            // serde_json's default float parsing may be one ulp off the printed shortest form.
+            let close = |x: &Value, y: f64| (x.as_f64().unwrap() - y).abs() < 1e-12;
+            assert!(close(
+                &w[1]["conversion_from_previous"],
+                b as f64 / a as f64
+            ));
+            assert!(close(
+                &w[1]["conversion_from_first"],
+                b as f64 / first as f64
+            ));
+        }
+    }
+    // Every person who clicked falls under the journey of some click: groups cover the total.
+    let total = groups[0]["steps"][0]["persons"].as_u64().unwrap();
+    let by_journey: u64 = groups[1..]
+        .iter()
+        .map(|g| g["steps"][0]["persons"].as_u64().unwrap())
+        .sum();
+    assert!(by_journey >= total);
+    // Several funnels in one run: an array, each element the same as when run alone.
+    let both: Value = serde_json::from_str(&analyze(
+        &store,
+        &[
+            "external_link_to_purchase.toml",
+            "all_journeys_by_journey.toml",
+        ],
+        "json",
+    ))
+    .unwrap();
+    assert_eq!(both[1], v);
+}
+
+#[test]
+fn analyze_is_deterministic_and_snapshots_hold() {
+    let store = sample_store();
+    let funnels = [
+        "external_link_to_purchase.toml",
+        "external_link_first_login.toml",
+        "wechat_native_to_purchase.toml",
+        "all_journeys_by_journey.toml",
+    ];
+    for format in ["table", "markdown", "csv", "json"] {
+        let a = analyze(&store, &funnels, format);
+        assert_eq!(
+            a,
+            analyze(&store, &funnels, format),
+            "{format} output differs between runs"
+        );
+        if format == "table" || format == "markdown" {
+            insta::assert_snapshot!(format!("sample_{format}"), a);
+        }
+    }
+}
+
+#[test]
+fn row_groups_hold_whole_persons_and_do_not_change_results() {
+    // The sample in tiny row groups and few buckets: many units per bucket file.
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    ingest_json(
+        &store,
+        &[&repo().join("data/sample")],
+        &["--buckets", "4", "--row-group-rows", "1000"],
+    );
+    let m = manifest(&store);
+    let mut groups_seen = 0;
+    for f in m["event_files"].as_array().unwrap() {
+        let path = store.join("current").join(f["path"].as_str().unwrap());
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap()).unwrap();
+        let sizes: Vec<usize> = reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows() as usize)
+            .collect();
+        groups_seen += sizes.len();
+        let persons: Vec<String> = read_parquet(&path)
+            .iter()
+            .flat_map(|b| {
+                let a = b.column_by_name("person_id").unwrap().as_string::<i32>();
+                (0..b.num_rows())
+                    .map(|i| a.value(i).to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut end = 0;
+        for size in &sizes {
+            end += size;
+            if end < persons.len() {
+                assert_ne!(
+                    persons[end - 1],
+                    persons[end],
+                    "{}: a row group ends inside a person",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(groups_seen >= 24, "only {groups_seen} row groups");
+    for f in [
+        "all_journeys_by_journey.toml",
+        "external_link_extended.toml",
+        "journeys_compared.toml",
+        "warning_page_by_campaign.toml",
+    ] {
+        let funnel = repo().join("data/funnels").join(f);
+        for extra in [&[][..], &["--interval", "day"][..]] {
+            assert_eq!(
+                analyze_json(&store, &funnel, extra),
+                analyze_json(&sample_store(), &funnel, extra),
+                "{f} {extra:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_funnel_files_exit_2_naming_the_problem() {
+    let store = sample_store();
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "window = \"1d\"\n[[steps]]\nname = \"a\"\nevent_type = \"click\"\n",
+            "missing field `name`",
+        ),
+        (
+            "name = \"n\"\nwindow = \"1 day\"\n[[steps]]\nname = \"a\"\nevent_type = \"click\"\n",
+            "window = \"1 day\"",
+        ),
+        ("name = \"n\"\nwindow = \"1d\"\n", "at least one [[steps]]"),
+        (
+            "name = \"n\"\nwindow = \"1d\"\nmode = \"allow_reentry\"\n[[steps]]\nname = \"a\"\nevent_type = \"click\"\n",
+            "allow_reentry requires strict_order",
+        ),
+        (
+            "name = \"n\"\nwindow = \"1d\"\n[[steps]]\nname = \"a\"\nevent_type = \"click\"\nwhere = { colour = \"red\" }\n",
+            "steps[0].where = \"colour\": no such column",
+        ),
+        (
+            "name = \"n\"\nwindow = \"1d\"\nbreakdown = \"colour\"\n[[steps]]\nname = \"a\"\nevent_type = \"click\"\n",
+            "breakdown = \"colour\"",
+        ),
+        (
+            "name = \"n\"\nwindow = \"1d\"\ncolour = \"red\"\n[[steps]]\nname = \"a\"\nevent_type = \"click\"\n",
+            "unknown field `colour`",
+        ),
+        (
+            "name = \"n\"\nwindow = \"1d\"\nmode = \"strict_order\"\n[[steps]]\nname = \"a\"\nevent_type = \"click\"\n[[steps]]\nname = \"b\"\nevent_type = \"view\"\noptional = true\n",
+            "modes cannot be combined",
+        ),
+        (
+            "name = \"n\"\nwindow = \"1d\"\nhold_constant = \"shoe_size\"\n[[steps]]\nname = \"a\"\nevent_type = \"click\"\n",
+            "hold_constant = \"shoe_size\": no such column",
+        ),
+        ("name = \"n\nwindow", "not a valid funnel file"),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let path = tmp.path().join(format!("bad{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let (_, err) = run(
+            &[
+                "analyze",
+                "--store",
+                store.to_str().unwrap(),
+                "--funnel",
+                path.to_str().unwrap(),
+            ],
+            2,
+        );
+        assert!(
+            err.contains(needle) && err.contains(&format!("bad{i}.toml")),
+            "case {i}: {err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+    let (_, err) = run(
+        &[
+            "analyze",
+            "--store",
+            store.to_str().unwrap(),
+            "--funnel",
+            "/no/such.toml",
+        ],
+        2,
+    );
+    assert!(err.contains("/no/such.toml"), "{err}");
+    let missing = tmp.path().join("nostore");
+    let f = repo().join("data/funnels/external_link_to_purchase.toml");
+    run(
+        &[
+            "analyze",
+            "--store",
+            missing.to_str().unwrap(),
+            "--funnel",
+            f.to_str().unwrap(),
+        ],
+        3,
+    );
+}

@@ -1,0 +1,156 @@
+//! Cluster engines: the compiled query, run against a fake old ClickHouse, or refused clearly.
+
+use serde_json::Value;
+
+use crate::util::*;
+
+/// A ClickHouse server from before Arrow output (Debian's 18.x): it refuses `FORMAT ArrowStream`
+/// and answers `FORMAT JSONEachRow` with `rows`. Returns its URL and the queries it received.
+fn old_clickhouse(rows: &'static str) -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let body = String::from_utf8(body).unwrap();
+            let (status, answer) = if body.trim_end().ends_with("FORMAT ArrowStream") {
+                (
+                    "500 Internal Server Error",
+                    "Code: 73, e.displayText() = DB::Exception: Unknown format ArrowStream",
+                )
+            } else {
+                ("200 OK", rows)
+            };
+            tx.send(body).unwrap();
+            write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            )
+            .unwrap();
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn cluster_engines_run_the_compiled_query_or_refuse_clearly() {
+    let store = sample_store();
+    let s = store.to_str().unwrap();
+    let plain = repo().join("data/funnels/external_link_to_purchase.toml");
+    let plain = plain.to_str().unwrap();
+    let extended = repo().join("data/funnels/external_link_extended.toml");
+    let extended = extended.to_str().unwrap();
+
+    let (spark_sql, _) = run(&["sql", "--dialect", "spark", "--funnel", plain], 0);
+    assert!(spark_sql.contains("aggregate(") && spark_sql.contains("unix_millis"));
+    let (ch_sql, _) = run(&["sql", "--dialect", "clickhouse", "--funnel", plain], 0);
+    assert!(ch_sql.contains("windowFunnel(86400000)") && ch_sql.contains("arrayFold"));
+    let (_, e) = run(&["sql", "--dialect", "spark", "--funnel", extended], 2);
+    assert!(
+        e.contains("external_link_extended.toml") && e.contains("exactly"),
+        "{e}"
+    );
+
+    // `analyze` on ClickHouse at an address where nothing listens, with `args` after it.
+    let unreachable = |args: &[&str], code: i32| -> String {
+        let base = [
+            "analyze",
+            "--engine",
+            "clickhouse",
+            "--clickhouse-url",
+            "http://127.0.0.1:9",
+        ];
+        run(&[&base[..], args].concat(), code).1
+    };
+    let (_, e) = run(
+        &[
+            "analyze",
+            "--engine",
+            "clickhouse",
+            "--store",
+            s,
+            "--funnel",
+            plain,
+        ],
+        2,
+    );
+    assert!(e.contains("--clickhouse-url"), "{e}");
+    let e = unreachable(&["--table", "events", "--funnel", extended], 2);
+    assert!(
+        e.contains("hold_constant cannot be computed exactly in SQL"),
+        "{e}"
+    );
+    let e = unreachable(&["--store", s, "--funnel", plain, "--interval", "week"], 2);
+    assert!(e.contains("--interval"), "{e}");
+    let e = unreachable(&["--store", s, "--funnel", plain], 1);
+    assert!(e.contains("cannot reach clickhouse"), "{e}");
+    let spark_code = if cfg!(feature = "spark") { 1 } else { 2 };
+    let (_, e) = run(
+        &[
+            "analyze",
+            "--engine",
+            "spark",
+            "--spark-remote",
+            "sc://127.0.0.1:9",
+            "--path",
+            "/data/events",
+            "--funnel",
+            plain,
+        ],
+        spark_code,
+    );
+    assert!(e.contains("spark"), "{e}");
+
+    // An old server: the JSON fallback, and the rows become the embedded engine's report shape.
+    let (url, queries) = old_clickhouse(concat!(
+        "{\"grp\":0,\"level\":1,\"window_open\":0,\"persons\":\"6\",\"cutoff_ms\":\"1633881017474\"}\n",
+        "{\"grp\":0,\"level\":3,\"window_open\":1,\"persons\":\"4\",\"cutoff_ms\":\"1633881017474\"}\n",
+        "{\"grp\":0,\"level\":4,\"window_open\":0,\"persons\":\"10\",\"cutoff_ms\":\"1633881017474\"}\n",
+    ));
+    let (out, _) = run(
+        &[
+            "analyze",
+            "--engine",
+            "clickhouse",
+            "--clickhouse-url",
+            &url,
+            "--table",
+            "lake.events",
+            "--funnel",
+            plain,
+            "--format",
+            "json",
+        ],
+        0,
+    );
+    let sent: Vec<String> = queries.try_iter().collect();
+    assert_eq!(sent.len(), 2);
+    assert!(sent[0].contains("FROM `lake`.`events`") && sent[1].ends_with("FORMAT JSONEachRow\n"));
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let steps = &report["groups"][0]["steps"];
+    let persons: Vec<u64> = (0..4)
+        .map(|k| steps[k]["persons"].as_u64().unwrap())
+        .collect();
+    assert_eq!(persons, vec![20, 14, 14, 10]);
+    assert_eq!(steps[3]["pending"], 4);
+    assert_eq!(steps[1]["dropped_from_previous"], 6);
+    assert!(steps[2]["time_to_convert"].is_null());
+    assert_eq!(report["cutoff"], "2021-10-10T15:50:17.474Z");
+}

@@ -1,0 +1,192 @@
+//! The demo, `funnel compare` and `funnel report` on the shipped sample.
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+use crate::util::*;
+
+#[test]
+fn demo_runs_on_the_shipped_sample() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = repo().join("data/sample");
+    let (out, _) = run(
+        &[
+            "demo",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            tmp.path().to_str().unwrap(),
+        ],
+        0,
+    );
+    assert!(out.contains("Ingested"), "{out}");
+    assert!(out.contains("Clicks by journey"), "{out}");
+    // The shipped sample reconciles with its shipped truth.
+    let truth: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("data/sample-truth.json")).unwrap(),
+    )
+    .unwrap();
+    let m = manifest(&tmp.path().join("store"));
+    assert_eq!(m["totals"]["rows_read"], truth["expected"]["rows_read"]);
+    assert_eq!(m["totals"]["rows_stored"], truth["expected"]["rows_stored"]);
+    assert_eq!(m["persons"], truth["persons"]);
+}
+
+#[test]
+fn compare_reports_differences_and_extra_step_costs() {
+    let store = sample_store();
+    let f = repo().join("data/funnels/journeys_compared.toml");
+    let args = |baseline: &str, format: &str| {
+        vec![
+            "compare".to_string(),
+            "--store".into(),
+            store.display().to_string(),
+            "--funnel".into(),
+            f.display().to_string(),
+            "--by".into(),
+            "journey".into(),
+            "--baseline".into(),
+            baseline.into(),
+            "--format".into(),
+            format.into(),
+        ]
+    };
+    let a = args("wechat_native", "json");
+    let (out, _) = run(&a.iter().map(String::as_str).collect::<Vec<_>>(), 0);
+    let c: Value = serde_json::from_str(&out).unwrap();
+    let groups: Vec<&str> = c["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        groups,
+        ["external_link", "mini_program", "tao_code", "wechat_native"]
+    );
+    // The baseline has no warning page and no login: those are costs of the other journeys,
+    // and only purchase is a shared milestone.
+    let steps: BTreeSet<&str> = c["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, BTreeSet::from(["purchase"]));
+    let costs: Vec<(&str, &str)> = c["extra_steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["group"].as_str().unwrap(), s["step"].as_str().unwrap()))
+        .collect();
+    assert!(
+        costs.contains(&("external_link", "warning page passed"))
+            && costs.contains(&("external_link", "login"))
+    );
+    for d in c["differences"].as_array().unwrap() {
+        let (lo, hi, diff) = (
+            d["ci_low"].as_f64().unwrap(),
+            d["ci_high"].as_f64().unwrap(),
+            d["difference"].as_f64().unwrap(),
+        );
+        assert!(lo <= diff && diff <= hi);
+        assert!(d["p_holm"].as_f64().unwrap() >= d["p_value"].as_f64().unwrap());
+    }
+    // The same numbers as `analyze` with a breakdown by journey.
+    let ext = &c["groups"][0];
+    assert_eq!(
+        ext["clicks"],
+        c["report"]["groups"][1]["steps"][0]["persons"]
+    );
+    // Markdown and table render; an unknown baseline is a usage error naming the values.
+    run(
+        &args("wechat_native", "markdown")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        0,
+    );
+    let (_, err) = run(
+        &args("carrier_pigeon", "table")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        2,
+    );
+    assert!(
+        err.contains("carrier_pigeon") && err.contains("wechat_native"),
+        "{err}"
+    );
+}
+
+#[test]
+fn report_is_self_contained_and_reproducible() {
+    let store = sample_store();
+    let tmp = tempfile::tempdir().unwrap();
+    let funnels = repo().join("data/funnels");
+    let write = |name: &str| -> (String, String) {
+        let html = tmp.path().join(format!("{name}.html"));
+        let md = tmp.path().join(format!("{name}.md"));
+        run(
+            &[
+                "report",
+                "--store",
+                store.to_str().unwrap(),
+                "--funnel",
+                funnels
+                    .join("external_link_first_login.toml")
+                    .to_str()
+                    .unwrap(),
+                "--funnel",
+                funnels
+                    .join("all_journeys_by_journey.toml")
+                    .to_str()
+                    .unwrap(),
+                "--compare",
+                funnels.join("journeys_compared.toml").to_str().unwrap(),
+                "--out",
+                html.to_str().unwrap(),
+                "--markdown",
+                md.to_str().unwrap(),
+            ],
+            0,
+        );
+        (
+            std::fs::read_to_string(html).unwrap(),
+            std::fs::read_to_string(md).unwrap(),
+        )
+    };
+    let (a, a_md) = write("a");
+    let (b, b_md) = write("b");
+    assert_eq!(a, b, "same store and options, same bytes");
+    assert_eq!(a_md, b_md);
+    for needle in [
+        "Journeys compared",
+        "Data quality",
+        "Time to convert",
+        "by week of the click",
+        "store manifest sha-256",
+        "<svg",
+    ] {
+        assert!(a.contains(needle), "report lacks {needle:?}");
+    }
+    // Self-contained: the only URLs are the SVG namespace, never something to fetch.
+    let namespace = "xmlns=\"http://www.w3.org/2000/svg\"";
+    assert_eq!(
+        a.matches("http").count(),
+        a.matches(namespace).count(),
+        "an external reference"
+    );
+    assert!(a.matches(namespace).count() > 5);
+    assert!(!a.contains("<script"), "no scripts");
+    // The manifest records the input paths, so its hash depends on where the repository is.
+    let redacted: String = a_md
+        .lines()
+        .map(|l| match l.find("sha-256 `") {
+            Some(i) => format!("{}sha-256 `[hash]`{}", &l[..i], &l[i + 9 + 64 + 1..]),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    insta::assert_snapshot!("sample_report_markdown", redacted);
+}
