@@ -67,6 +67,12 @@ impl IngestOptions {
 /// one spill partition), so this bounds ingest memory whatever the size of the input.
 const ROWS_PER_BUCKET: u64 = 250_000;
 
+/// Most buckets a store may have (`--buckets`).
+const MAX_BUCKETS: u32 = 65_536;
+
+/// Rows between two progress reports.
+const PROGRESS_ROWS: u64 = 65_536;
+
 /// Bucket count of a new store when none is asked for: 64, or the power of two that keeps
 /// about [`ROWS_PER_BUCKET`] rows per bucket, estimating rows from the input sizes (150 bytes a
 /// row as text, 8 times that much when gzip or Parquet compressed).
@@ -75,7 +81,9 @@ fn auto_buckets(input_bytes: impl IntoIterator<Item = (u64, bool)>) -> u32 {
         .into_iter()
         .map(|(bytes, compressed)| bytes.saturating_mul(if compressed { 8 } else { 1 }) / 150)
         .fold(0, u64::saturating_add);
-    let wanted = rows.div_ceil(ROWS_PER_BUCKET).clamp(64, 65_536);
+    let wanted = rows
+        .div_ceil(ROWS_PER_BUCKET)
+        .clamp(64, u64::from(MAX_BUCKETS));
     wanted.next_power_of_two() as u32
 }
 
@@ -163,11 +171,11 @@ pub fn ingest(
             message: "must be at least 1".into(),
         });
     }
-    if let Some(b) = opts.buckets.filter(|b| !(1..=65_536).contains(b)) {
+    if let Some(b) = opts.buckets.filter(|b| !(1..=MAX_BUCKETS).contains(b)) {
         return Err(IngestError::InvalidOption {
             option: "--buckets",
             value: b.to_string(),
-            message: "must be between 1 and 65536".into(),
+            message: format!("must be between 1 and {MAX_BUCKETS}"),
         });
     }
     let trace = Trace::new();
@@ -261,7 +269,7 @@ pub fn ingest(
                         if !run_ids.extend(&ids) {
                             want_ids.store(false, Ordering::Relaxed);
                         }
-                        if (rows_total + read) / 65_536 != rows_total / 65_536 {
+                        if (rows_total + read) / PROGRESS_ROWS != rows_total / PROGRESS_ROWS {
                             progress(Progress::Rows(rows_total + read));
                         }
                         rows_total += read;
