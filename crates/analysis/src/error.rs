@@ -19,6 +19,9 @@ pub enum AnalysisError {
         #[source]
         source: parquet::errors::ParquetError,
     },
+    /// A column of a store file the engine cannot read as the store format says.
+    #[error("{path}: column {message}")]
+    Column { path: String, message: String },
     #[error("query on {store}: {source}")]
     Polars {
         store: String,

@@ -90,30 +90,31 @@ pub fn analyze(
         cutoff,
         tz,
     };
-    let name = store.root().display().to_string();
     let mut units = Vec::new();
     for file in &manifest.event_files {
         if file.min_ts_ms <= cutoff {
             units.extend(scan::person_units(
                 &dir.join(&file.path),
                 file.max_ts_ms > cutoff,
+                &setup,
             )?);
         }
+    }
+    if !opts.audit {
+        // A unit without events in --from/--to has no step-1 event: its persons are at level 0,
+        // which no report shows (the audit does, so it reads them all).
+        units.retain(|u| !u.outside(opts.from_ms, opts.to_ms));
     }
     let mut merged: Vec<Partial> = specs.iter().map(|_| Partial::default()).collect();
     schedule::in_order(
         &units,
-        |unit| Ok(walk::walk_unit(&scan::read(unit, &setup)?, &setup)),
+        |unit| scan::read(unit, &setup).map(|events| walk::walk_unit(&events, &setup)),
         |part| {
             for (m, p) in merged.iter_mut().zip(part) {
                 m.merge(p);
             }
         },
-    )
-    .map_err(|source| AnalysisError::Polars {
-        store: name.clone(),
-        source,
-    })?;
+    )?;
     let mut audit = Vec::new();
     let reports = specs
         .iter()

@@ -1,19 +1,35 @@
-//! The scan: the only part of the engine that knows Parquet and polars.
+//! The scan: the only part of the engine that knows Parquet.
 //!
 //! A bucket file is split into units of whole persons at row-group boundaries ([`person_units`]);
-//! a unit is read into [`Events`]: per event its time, per funnel its step bitmask and exclusion
-//! bitmask, and the breakdown and `hold_constant` columns as codes of their values. Events after
-//! the cutoff are dropped; columns a file lacks are null in it.
+//! a unit is read into [`Events`] with the Parquet reader of arrow-rs, row group by row group:
+//! per event its time, per funnel its step bitmask and exclusion bitmask, and the grouping
+//! columns as codes of their values.
+//!
+//! Text columns are read as dictionaries where the file stores them so (the store's writer
+//! does, for every column but ids), and every step condition of every funnel is evaluated once
+//! per distinct value of a row group, not per event: per column, a table from value code to the
+//! bits of the conditions that value satisfies, and an event's mask is the AND of its columns'
+//! table entries. Events after the cutoff are dropped; columns a file lacks are null in it; a
+//! condition on a null value is false (as SQL's `IN` is, filled with false).
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use arrow::array::{Array, ArrayRef, AsArray, StringArray};
+use arrow::datatypes::{DataType, Field, Int32Type, Schema};
 use foldhash::fast::FixedState;
-use funnel_core::{FunnelSpec, schema};
-use polars::prelude::*;
+use funnel_core::{Filter, FunnelSpec, schema};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::file::metadata::ParquetMetaDataReader;
+use parquet::file::statistics::Statistics;
 
 use super::Setup;
-use crate::{AnalysisError, AnalyzeOptions};
+use crate::AnalysisError;
 
 /// A column's values in one unit, interned: a code per row, the value of each code (codes in
 /// order of first appearance).
@@ -43,170 +59,449 @@ pub(super) struct Events {
 }
 
 /// Rows of a bucket file that hold whole persons: one or more consecutive row groups.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(super) struct Unit {
     path: PathBuf,
-    /// First row and row count; `None` for the whole file.
-    slice: Option<(i64, u32)>,
+    /// The file's footer, read once for all its units.
+    meta: ArrowReaderMetadata,
+    row_groups: Vec<usize>,
     /// Some events are after the cutoff.
     filter_ts: bool,
+    /// Bounds of the unit's event times, where the statistics give them.
+    ts_range: Option<(i64, i64)>,
+}
+
+impl Unit {
+    /// Whether no event of the unit can be in `[from, to)` (by the statistics).
+    pub fn outside(&self, from: Option<i64>, to: Option<i64>) -> bool {
+        self.ts_range
+            .is_some_and(|(min, max)| from.is_some_and(|f| max < f) || to.is_some_and(|t| min >= t))
+    }
+}
+
+fn parquet_err(path: &Path) -> impl Fn(parquet::errors::ParquetError) -> AnalysisError + '_ {
+    move |source| AnalysisError::Parquet {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Splits a bucket file into units at the row-group boundaries that do not split a person:
 /// where the person ids of one row group all sort before those of the next, by the row
 /// groups' statistics. Stores written since row groups end at person changes split at
 /// every boundary; older stores (or missing statistics) give one unit for the file.
-pub(super) fn person_units(path: &Path, filter_ts: bool) -> Result<Vec<Unit>, AnalysisError> {
-    use parquet::file::metadata::ParquetMetaDataReader;
-    let err = |source| AnalysisError::Parquet {
-        path: path.display().to_string(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(|source| AnalysisError::Io {
+pub(super) fn person_units(
+    path: &Path,
+    filter_ts: bool,
+    setup: &Setup<'_>,
+) -> Result<Vec<Unit>, AnalysisError> {
+    let err = parquet_err(path);
+    let file = File::open(path).map_err(|source| AnalysisError::Io {
         path: path.display().to_string(),
         source,
     })?;
-    let meta = ParquetMetaDataReader::new()
+    let footer = ParquetMetaDataReader::new()
         .parse_and_finish(&file)
-        .map_err(err)?;
-    let column = meta
-        .file_metadata()
-        .schema_descr()
-        .columns()
+        .map_err(&err)?;
+    let footer = Arc::new(footer);
+    let plain =
+        ArrowReaderMetadata::try_new(footer.clone(), ArrowReaderOptions::new()).map_err(&err)?;
+    // Text columns the conditions and groups read, and person_id, come as dictionaries.
+    let mut coded = read_columns(setup.specs);
+    coded.push(schema::PERSON_ID);
+    let hinted: Vec<Field> = plain
+        .schema()
+        .fields()
         .iter()
-        .position(|c| c.path().string() == schema::PERSON_ID);
-    let groups = meta.row_groups();
+        .map(|f| {
+            let f = f.as_ref().clone();
+            if coded.contains(&f.name().as_str())
+                && matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8)
+            {
+                let dict = DataType::Dictionary(
+                    Box::new(DataType::Int32),
+                    Box::new(f.data_type().clone()),
+                );
+                f.with_data_type(dict)
+            } else {
+                f
+            }
+        })
+        .collect();
+    let meta = ArrowReaderMetadata::try_new(
+        footer.clone(),
+        ArrowReaderOptions::new().with_schema(Arc::new(Schema::new(hinted))),
+    )
+    .map_err(&err)?;
+    let columns = footer.file_metadata().schema_descr().columns();
+    let column = |name: &str| columns.iter().position(|c| c.path().string() == name);
+    let (person, ts) = (column(schema::PERSON_ID), column(schema::TS));
+    let groups = footer.row_groups();
     let bounds = |i: usize| -> Option<(&[u8], &[u8])> {
         // Parquet's min and max are bounds (exact or not): max_i < min_i+1 is enough.
-        let stats = groups[i].column(column?).statistics()?;
+        let stats = groups[i].column(person?).statistics()?;
         Some((stats.min_bytes_opt()?, stats.max_bytes_opt()?))
     };
+    let ts_bounds = |i: usize| -> Option<(i64, i64)> {
+        match groups[i].column(ts?).statistics()? {
+            Statistics::Int64(s) => Some((*s.min_opt()?, *s.max_opt()?)),
+            _ => None,
+        }
+    };
     let mut units = Vec::new();
-    let (mut start_row, mut rows) = (0i64, 0i64);
+    let mut start = 0;
     for i in 0..groups.len() {
-        rows += groups[i].num_rows();
         let split = i + 1 == groups.len()
             || matches!((bounds(i), bounds(i + 1)), (Some((_, max)), Some((min, _))) if max < min);
-        if split && rows > 0 {
+        if split {
+            let row_groups: Vec<usize> = (start..=i).collect();
+            let ts_range = row_groups
+                .iter()
+                .map(|&g| ts_bounds(g))
+                .try_fold(None, |acc: Option<(i64, i64)>, b| {
+                    let (lo, hi) = b?;
+                    Some(Some(acc.map_or((lo, hi), |(a, z)| (a.min(lo), z.max(hi)))))
+                })
+                .flatten();
             units.push(Unit {
                 path: path.to_path_buf(),
-                slice: Some((start_row, u32::try_from(rows).unwrap_or(u32::MAX))),
+                meta: meta.clone(),
+                row_groups,
                 filter_ts,
+                ts_range,
             });
-            start_row += rows;
-            rows = 0;
+            start = i + 1;
         }
-    }
-    if units.len() <= 1 {
-        // One unit (or an empty file): read the file whole.
-        units = vec![Unit {
-            path: path.to_path_buf(),
-            slice: None,
-            filter_ts,
-        }];
     }
     Ok(units)
 }
 
-/// One unit with, per funnel, a step-mask column; events after the cutoff are dropped.
-fn unit_frame(unit: &Unit, setup: &Setup<'_>) -> PolarsResult<DataFrame> {
-    let args = ScanArgsParquet {
-        hive_options: HiveOptions::new_disabled(),
-        ..Default::default()
-    };
-    let mut lf =
-        LazyFrame::scan_parquet(PlRefPath::new(unit.path.to_string_lossy().as_ref()), args)?;
-    if let Some((offset, len)) = unit.slice {
-        lf = lf.slice(offset, len);
+/// Every text column a run reads besides `person_id` and `event_id`: `event_type`, the
+/// filtered columns, and the breakdown and `hold_constant` columns.
+fn read_columns(specs: &[FunnelSpec]) -> Vec<&str> {
+    let mut names = vec![schema::EVENT_TYPE];
+    for s in specs {
+        let filters = s
+            .steps
+            .iter()
+            .flat_map(|st| &st.filters)
+            .chain(s.exclusions.iter().flat_map(|x| &x.filters));
+        names.extend(filters.map(|f| f.column.as_str()));
+        names.extend(
+            s.breakdown
+                .iter()
+                .chain(&s.hold_constant)
+                .map(String::as_str),
+        );
     }
-    let present = lf.collect_schema()?;
-    // Property columns that appeared after this file was written are null in it.
-    let mut columns: Vec<String> = setup.specs.iter().flat_map(|s| s.columns()).collect();
-    columns.sort();
-    columns.dedup();
-    let missing: Vec<Expr> = columns
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// The breakdown and `hold_constant` columns of every funnel, once each.
+fn group_columns(specs: &[FunnelSpec]) -> Vec<&str> {
+    let mut names: Vec<&str> = specs
         .iter()
-        .filter(|c| present.get(c.as_str()).is_none())
-        .map(|c| lit(NULL).cast(DataType::String).alias(c.as_str()))
+        .flat_map(|s| {
+            s.breakdown
+                .iter()
+                .chain(&s.hold_constant)
+                .map(String::as_str)
+        })
         .collect();
-    if !missing.is_empty() {
-        lf = lf.with_columns(missing);
-    }
-    let ts = || col(schema::TS).cast(DataType::Int64);
-    let mut select = vec![col(schema::PERSON_ID), ts().alias(schema::TS)];
-    let coded = coded_columns(setup.specs);
-    if setup.opts.audit || coded.contains(&schema::EVENT_ID) {
-        select.push(col(schema::EVENT_ID));
-    }
-    for (i, spec) in setup.specs.iter().enumerate() {
-        select.push(step_mask(spec, setup.opts).alias(mask_column(i)));
-        if !spec.exclusions.is_empty() {
-            select.push(exclusion_mask(spec).alias(exclusion_column(i)));
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// Interns the values of one column across the batches of a unit.
+#[derive(Default)]
+struct Interner {
+    codes: HashMap<String, u32, FixedState>,
+    null: Option<u32>,
+    coded: Coded,
+}
+
+impl Interner {
+    fn code(&mut self, value: Option<&str>) -> u32 {
+        let Coded { values, .. } = &mut self.coded;
+        let mut fresh = |v: Option<&str>| {
+            values.push(v.map(str::to_string));
+            (values.len() - 1) as u32
+        };
+        match value {
+            None => *self.null.get_or_insert_with(|| fresh(None)),
+            Some(s) => match self.codes.get(s) {
+                Some(c) => *c,
+                None => {
+                    let c = fresh(Some(s));
+                    self.codes.insert(s.to_string(), c);
+                    c
+                }
+            },
         }
     }
-    select.extend(
-        coded
-            .into_iter()
-            .filter(|c| *c != schema::PERSON_ID && *c != schema::EVENT_ID)
-            .map(col),
-    );
-    if unit.filter_ts {
-        lf = lf.filter(ts().lt_eq(lit(setup.cutoff)));
+
+    /// Appends the codes of one batch's column, `keep`ing the rows given (all when `None`).
+    fn push(
+        &mut self,
+        name: &str,
+        array: Option<&ArrayRef>,
+        rows: usize,
+        keep: Option<&[bool]>,
+    ) -> Result<(), String> {
+        let kept = |r: usize| keep.is_none_or(|k| k[r]);
+        let Some(array) = array else {
+            // A column the file lacks: null in it.
+            for r in 0..rows {
+                if kept(r) {
+                    let c = self.code(None);
+                    self.coded.codes.push(c);
+                }
+            }
+            return Ok(());
+        };
+        if let DataType::Dictionary(key, _) = array.data_type()
+            && **key == DataType::Int32
+        {
+            let dict = array.as_dictionary::<Int32Type>();
+            let values = text(dict.values()).map_err(|t| format!("{name}: {t}"))?;
+            // Batch key -> unit code, assigned at first use (codes follow first appearance).
+            let mut remap: Vec<u32> = vec![u32::MAX; values.len()];
+            let keys = dict.keys();
+            for r in 0..rows {
+                if !kept(r) {
+                    continue;
+                }
+                let c = if keys.is_null(r) {
+                    self.code(None)
+                } else {
+                    let k = keys.value(r) as usize;
+                    if remap[k] == u32::MAX {
+                        remap[k] = self.code(values.is_valid(k).then(|| values.value(k)));
+                    }
+                    remap[k]
+                };
+                self.coded.codes.push(c);
+            }
+            return Ok(());
+        }
+        let values = text(array).map_err(|t| format!("{name}: {t}"))?;
+        for r in 0..rows {
+            if kept(r) {
+                let c = self.code(values.is_valid(r).then(|| values.value(r)));
+                self.coded.codes.push(c);
+            }
+        }
+        Ok(())
     }
-    lf.select(select).collect()
+}
+
+/// The person ids of one batch: dictionary keys and values where the file has a dictionary
+/// (equal keys: the same person, compared without reading the text), else the text.
+struct Persons {
+    keys: Option<arrow::array::Int32Array>,
+    values: StringArray,
+}
+
+impl Persons {
+    fn of(array: Option<&ArrayRef>) -> Result<Persons, String> {
+        let array = array.ok_or_else(|| format!("no {} column", schema::PERSON_ID))?;
+        let named = |t: String| format!("{}: {t}", schema::PERSON_ID);
+        if let DataType::Dictionary(key, _) = array.data_type()
+            && **key == DataType::Int32
+        {
+            let dict = array.as_dictionary::<Int32Type>();
+            return Ok(Persons {
+                keys: Some(dict.keys().clone()),
+                values: text(dict.values()).map_err(named)?,
+            });
+        }
+        Ok(Persons {
+            keys: None,
+            values: text(array).map_err(named)?,
+        })
+    }
+
+    /// Row `r`'s id ("" for a null).
+    fn get(&self, r: usize) -> &str {
+        let i = match &self.keys {
+            Some(keys) if keys.is_null(r) => return "",
+            Some(keys) => keys.value(r) as usize,
+            None => r,
+        };
+        if self.values.is_valid(i) {
+            self.values.value(i)
+        } else {
+            ""
+        }
+    }
+
+    /// Whether rows `a` and `b` hold the same id.
+    fn same(&self, a: usize, b: usize) -> bool {
+        if let Some(keys) = &self.keys
+            && keys.is_valid(a)
+            && keys.is_valid(b)
+            && keys.value(a) == keys.value(b)
+        {
+            return true;
+        }
+        self.get(a) == self.get(b)
+    }
+}
+
+/// A text column as `StringArray` (nulls for a column of nulls); other types are refused.
+fn text(array: &ArrayRef) -> Result<StringArray, String> {
+    match array.data_type() {
+        DataType::Utf8 => Ok(array.as_string::<i32>().clone()),
+        DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => {
+            let cast = arrow::compute::cast(array, &DataType::Utf8).map_err(|e| e.to_string())?;
+            Ok(cast.as_string::<i32>().clone())
+        }
+        other => Err(format!("is {other}, not text")),
+    }
 }
 
 /// Reads one unit.
-pub(super) fn read(unit: &Unit, setup: &Setup<'_>) -> PolarsResult<Events> {
-    let df = unit_frame(unit, setup)?;
-    let persons = df.column(schema::PERSON_ID)?.str()?;
-    let ts: Vec<i64> = df.column(schema::TS)?.i64()?.into_no_null_iter().collect();
+pub(super) fn read(unit: &Unit, setup: &Setup<'_>) -> Result<Events, AnalysisError> {
+    let path = &unit.path;
+    let err = parquet_err(path);
+    let bad = |message: String| AnalysisError::Column {
+        path: path.display().to_string(),
+        message,
+    };
+    let audit = setup.opts.audit;
+    let coded_names = read_columns(setup.specs);
+    let schema = unit.meta.schema().clone();
+    let mut wanted: Vec<&str> = vec![schema::PERSON_ID, schema::TS];
+    if audit {
+        wanted.push(schema::EVENT_ID);
+    }
+    wanted.extend(coded_names.iter().copied());
+    let roots: Vec<usize> = wanted
+        .iter()
+        .filter_map(|n| schema.index_of(n).ok())
+        .collect();
+    let mask = ProjectionMask::roots(unit.meta.metadata().file_metadata().schema_descr(), roots);
+    let mut interners: Vec<Interner> = coded_names.iter().map(|_| Interner::default()).collect();
+    let mut ts: Vec<i64> = Vec::new();
     let mut person_starts = Vec::new();
     let mut person_ids = Vec::new();
-    let mut previous: Option<Option<&str>> = None;
-    for (r, p) in persons.iter().enumerate() {
-        if previous != Some(p) {
-            person_starts.push(r);
-            if setup.opts.audit {
-                person_ids.push(p.unwrap_or_default().to_string());
+    let mut event_ids = Vec::new();
+    let mut last_person: Option<String> = None;
+    for &g in &unit.row_groups {
+        let rows = unit.meta.metadata().row_group(g).num_rows() as usize;
+        if rows == 0 {
+            continue;
+        }
+        let file = File::open(path).map_err(|source| AnalysisError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        // One batch per row group: one dictionary per column and batch.
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, unit.meta.clone())
+            .with_row_groups(vec![g])
+            .with_projection(mask.clone())
+            .with_batch_size(rows)
+            .build()
+            .map_err(&err)?;
+        for batch in reader {
+            let batch = batch.map_err(|e| err(e.into()))?;
+            let n = batch.num_rows();
+            let column = |name: &str| batch.column_by_name(name);
+            let times =
+                column(schema::TS).ok_or_else(|| bad(format!("no {} column", schema::TS)))?;
+            let times = arrow::compute::cast(times, &DataType::Int64)
+                .map_err(|e| bad(format!("{}: {e}", schema::TS)))?;
+            let times = times.as_primitive::<arrow::datatypes::Int64Type>();
+            let keep: Option<Vec<bool>> = unit.filter_ts.then(|| {
+                (0..n)
+                    .map(|r| times.is_valid(r) && times.value(r) <= setup.cutoff)
+                    .collect()
+            });
+            let kept = |r: usize| keep.as_ref().is_none_or(|k| k[r]);
+            let persons = Persons::of(column(schema::PERSON_ID)).map_err(bad)?;
+            let ids = if audit {
+                let ids = column(schema::EVENT_ID)
+                    .ok_or_else(|| bad(format!("no {} column", schema::EVENT_ID)))?;
+                Some(text(ids).map_err(|t| bad(format!("{}: {t}", schema::EVENT_ID)))?)
+            } else {
+                None
+            };
+            let mut previous: Option<usize> = None;
+            for r in 0..n {
+                if !kept(r) {
+                    continue;
+                }
+                let new = match previous {
+                    Some(q) => !persons.same(q, r),
+                    None => last_person.as_deref() != Some(persons.get(r)),
+                };
+                if new {
+                    person_starts.push(ts.len());
+                    if audit {
+                        person_ids.push(persons.get(r).to_string());
+                    }
+                }
+                previous = Some(r);
+                ts.push(times.value(r));
+                if let Some(ids) = &ids {
+                    let id = if ids.is_valid(r) { ids.value(r) } else { "" };
+                    event_ids.push(id.to_string());
+                }
             }
-            previous = Some(p);
+            if let Some(q) = previous {
+                last_person = Some(persons.get(q).to_string());
+            }
+            for (name, interner) in coded_names.iter().zip(&mut interners) {
+                interner
+                    .push(name, column(name), n, keep.as_deref())
+                    .map_err(bad)?;
+            }
         }
     }
     person_starts.push(ts.len());
-    let event_ids: Vec<String> = if setup.opts.audit {
-        df.column(schema::EVENT_ID)?
-            .str()?
-            .iter()
-            .map(|v| v.unwrap_or_default().to_string())
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let coded: HashMap<&str, Coded> = coded_names
+        .iter()
+        .copied()
+        .zip(interners.into_iter().map(|i| i.coded))
+        .collect();
     let mut masks = Vec::with_capacity(setup.specs.len());
     let mut excluded = Vec::with_capacity(setup.specs.len());
-    for (i, spec) in setup.specs.iter().enumerate() {
-        masks.push(
-            df.column(&mask_column(i))?
-                .u64()?
-                .into_no_null_iter()
-                .collect(),
-        );
+    for spec in setup.specs {
+        let steps: Vec<(&str, &[Filter])> = spec
+            .steps
+            .iter()
+            .map(|s| (s.event_type.as_str(), s.filters.as_slice()))
+            .collect();
+        let mut m = conditions(&steps, &coded, ts.len());
+        let (from, to) = (setup.opts.from_ms, setup.opts.to_ms);
+        if from.is_some() || to.is_some() {
+            for (mask, t) in m.iter_mut().zip(&ts) {
+                if from.is_some_and(|f| *t < f) || to.is_some_and(|e| *t >= e) {
+                    *mask &= !1;
+                }
+            }
+        }
+        masks.push(m);
         excluded.push(if spec.exclusions.is_empty() {
             None
         } else {
-            Some(
-                df.column(&exclusion_column(i))?
-                    .u64()?
-                    .into_no_null_iter()
-                    .collect(),
-            )
+            let xs: Vec<(&str, &[Filter])> = spec
+                .exclusions
+                .iter()
+                .map(|x| (x.event_type.as_str(), x.filters.as_slice()))
+                .collect();
+            Some(conditions(&xs, &coded, ts.len()))
         });
     }
-    let mut columns = HashMap::new();
-    for name in coded_columns(setup.specs) {
-        columns.insert(name.to_string(), coded(df.column(name)?.str()?));
-    }
+    let groups = group_columns(setup.specs);
+    let columns = coded
+        .into_iter()
+        .filter(|(name, _)| groups.contains(name))
+        .map(|(name, c)| (name.to_string(), c))
+        .collect();
     Ok(Events {
         ts,
         person_starts,
@@ -218,104 +513,62 @@ pub(super) fn read(unit: &Unit, setup: &Setup<'_>) -> PolarsResult<Events> {
     })
 }
 
-/// The breakdown and `hold_constant` columns of every funnel, once each.
-fn coded_columns(specs: &[FunnelSpec]) -> Vec<&str> {
-    let mut names: Vec<&str> = specs
-        .iter()
-        .flat_map(|s| {
-            s.breakdown
-                .iter()
-                .chain(s.hold_constant.iter())
-                .map(String::as_str)
-        })
-        .collect();
-    names.sort_unstable();
-    names.dedup();
-    names
-}
-
-/// A string column interned. (The hasher's fixed seed is for speed: codes follow first
-/// appearance, not hash order.)
-fn coded(column: &StringChunked) -> Coded {
-    let mut dict: HashMap<Option<&str>, u32, FixedState> = HashMap::default();
-    let mut values = Vec::new();
-    let codes = column
-        .iter()
-        .map(|v| {
-            *dict.entry(v).or_insert_with(|| {
-                values.push(v.map(str::to_string));
-                (values.len() - 1) as u32
+/// Per row, bit k set when the row satisfies condition k: `event_type` equal to its first part
+/// and every filter of its second (`column IN values`). Evaluated once per distinct value of
+/// each column, then combined per row.
+fn conditions(conds: &[(&str, &[Filter])], coded: &HashMap<&str, Coded>, rows: usize) -> Vec<u64> {
+    let mut columns: Vec<&str> = vec![schema::EVENT_TYPE];
+    for (_, filters) in conds {
+        columns.extend(filters.iter().map(|f| f.column.as_str()));
+    }
+    columns.sort_unstable();
+    columns.dedup();
+    let all = u64::MAX.checked_shr(64 - conds.len() as u32).unwrap_or(0);
+    let mut out = vec![all; rows];
+    for name in columns {
+        let c = &coded[name];
+        // Per value code: the bits of the conditions the value allows.
+        let table: Vec<u64> = c
+            .values
+            .iter()
+            .map(|value| {
+                conds
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (event_type, filters))| {
+                        allows(name, value.as_deref(), event_type, filters)
+                    })
+                    .fold(0, |bits, (k, _)| bits | 1 << k)
             })
-        })
-        .collect();
-    Coded { codes, values }
-}
-
-/// An event filter as a polars expression (false where a filtered column is absent).
-fn event_filter(event_type: &str, filters: &[funnel_core::Filter]) -> Expr {
-    let mut cond = col(schema::EVENT_TYPE).eq(lit(event_type.to_string()));
-    for f in filters {
-        let values = Series::new("values".into(), f.values.clone());
-        let test = col(f.column.as_str())
-            .is_in(lit(values).implode(false), false)
-            .fill_null(lit(false));
-        cond = cond.and(test);
-    }
-    cond
-}
-
-/// Bit j set when the event matches exclusion j.
-fn exclusion_mask(spec: &FunnelSpec) -> Expr {
-    let u64_lit = |v: u64| lit(v).cast(DataType::UInt64);
-    let mut mask = u64_lit(0);
-    for (j, x) in spec.exclusions.iter().enumerate() {
-        let cond = event_filter(&x.event_type, &x.filters).fill_null(lit(false));
-        mask = mask + when(cond).then(u64_lit(1 << j)).otherwise(u64_lit(0));
-    }
-    mask
-}
-
-/// The step bitmask of a funnel as a polars expression: bit k set when the event satisfies step k+1.
-fn step_mask(spec: &FunnelSpec, opts: &AnalyzeOptions) -> Expr {
-    // Literals are cast: polars would otherwise type small integer literals as i32.
-    let u64_lit = |v: u64| lit(v).cast(DataType::UInt64);
-    let mut mask = u64_lit(0);
-    for (k, step) in spec.steps.iter().enumerate() {
-        let mut cond = col(schema::EVENT_TYPE).eq(lit(step.event_type.clone()));
-        for f in &step.filters {
-            let values = Series::new("values".into(), f.values.clone());
-            let test = col(f.column.as_str())
-                .is_in(lit(values).implode(false), false)
-                .fill_null(lit(false));
-            cond = cond.and(test);
+            .collect();
+        for (m, code) in out.iter_mut().zip(&c.codes) {
+            *m &= table[*code as usize];
         }
-        if k == 0 {
-            let ts = || col(schema::TS).cast(DataType::Int64);
-            if let Some(from) = opts.from_ms {
-                cond = cond.and(ts().gt_eq(lit(from)));
-            }
-            if let Some(to) = opts.to_ms {
-                cond = cond.and(ts().lt(lit(to)));
-            }
-        }
-        mask = mask
-            + when(cond.fill_null(lit(false)))
-                .then(u64_lit(1 << k))
-                .otherwise(u64_lit(0));
     }
-    mask
+    out
 }
 
-fn mask_column(i: usize) -> String {
-    format!("__mask{i}")
-}
-
-fn exclusion_column(i: usize) -> String {
-    format!("__excl{i}")
+/// Whether a value of `column` is allowed by a condition: always when the condition does not
+/// constrain the column, never when the value is null, else when it passes every test on the
+/// column.
+fn allows(column: &str, value: Option<&str>, event_type: &str, filters: &[Filter]) -> bool {
+    let mut on_column = filters.iter().filter(|f| f.column == column).peekable();
+    let is_type = column == schema::EVENT_TYPE;
+    if !is_type && on_column.peek().is_none() {
+        return true;
+    }
+    let Some(v) = value else { return false };
+    (!is_type || v == event_type) && on_column.all(|f| f.values.iter().any(|x| x == v))
 }
 
 #[cfg(test)]
 mod tests {
+    use polars::prelude::{
+        self as pl, Column, DataFrame, IntoLazy, NamedFrom, ParquetWriter, Series,
+        StatisticsOptions, col, lit, when,
+    };
+    use proptest::prelude::*;
+
     use super::*;
 
     fn write(path: &Path, persons: &[&str], row_group: usize) {
@@ -327,31 +580,141 @@ mod tests {
             ),
         ])
         .unwrap();
-        ParquetWriter::new(std::fs::File::create(path).unwrap())
+        ParquetWriter::new(File::create(path).unwrap())
             .with_row_group_size(Some(row_group))
             .with_statistics(StatisticsOptions::full())
             .finish(&mut df)
             .unwrap();
     }
 
+    fn setup_of<'a>(specs: &'a [FunnelSpec], opts: &'a crate::AnalyzeOptions) -> Setup<'a> {
+        Setup {
+            specs,
+            kernels: specs.iter().map(crate::kernel::FunnelKernel::new).collect(),
+            opts,
+            cutoff: i64::MAX,
+            tz: chrono_tz::UTC,
+        }
+    }
+
     #[test]
     fn units_split_only_between_persons() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.parquet");
+        let opts = crate::AnalyzeOptions::default();
+        let setup = setup_of(&[], &opts);
+        let groups = |filter_ts| -> Vec<Vec<usize>> {
+            person_units(&path, filter_ts, &setup)
+                .unwrap()
+                .into_iter()
+                .map(|u| u.row_groups)
+                .collect()
+        };
         // Row groups [a a b] [b b c] [d d e]: person b straddles the first boundary.
         write(&path, &["a", "a", "b", "b", "b", "c", "d", "d", "e"], 3);
-        let slices: Vec<_> = person_units(&path, false)
-            .unwrap()
-            .iter()
-            .map(|u| u.slice)
-            .collect();
-        assert_eq!(slices, [Some((0, 6)), Some((6, 3))]);
-        // One row group, or no split possible: the whole file.
+        assert_eq!(groups(false), [vec![0, 1], vec![2]]);
+        let units = person_units(&path, true, &setup).unwrap();
+        assert!(units[0].filter_ts);
+        // Statistics bound each unit's times: rows 0..=5 and 6..=8.
+        assert_eq!(units[0].ts_range, Some((0, 5)));
+        assert!(units[1].outside(Some(9), None) && !units[1].outside(Some(8), None));
+        assert!(units[1].outside(None, Some(6)) && !units[1].outside(None, Some(7)));
         write(&path, &["a", "b", "c"], 10);
-        let units = person_units(&path, true).unwrap();
-        assert_eq!(units.len(), 1);
-        assert_eq!((units[0].slice, units[0].filter_ts), (None, true));
+        assert_eq!(groups(false), [vec![0]]);
         write(&path, &["a", "a", "a", "a"], 2);
-        assert_eq!(person_units(&path, false).unwrap()[0].slice, None);
+        assert_eq!(groups(false), [vec![0, 1]]);
+    }
+
+    /// The step conditions as the engine evaluated them before this scan: a polars expression
+    /// per condition over the string columns (the slow reference of `conditions`).
+    fn reference(df: &DataFrame, conds: &[(String, Vec<Filter>)]) -> Vec<u64> {
+        let u64_lit = |v: u64| lit(v).cast(pl::DataType::UInt64);
+        let mut mask = u64_lit(0);
+        for (k, (event_type, filters)) in conds.iter().enumerate() {
+            let mut cond = col(schema::EVENT_TYPE).eq(lit(event_type.clone()));
+            for f in filters {
+                let values = Series::new("values".into(), f.values.clone());
+                let test = col(f.column.as_str())
+                    .is_in(lit(values).implode(false), false)
+                    .fill_null(lit(false));
+                cond = cond.and(test);
+            }
+            mask = mask
+                + when(cond.fill_null(lit(false)))
+                    .then(u64_lit(1 << k))
+                    .otherwise(u64_lit(0));
+        }
+        let out = df
+            .clone()
+            .lazy()
+            .select([mask.alias("m")])
+            .collect()
+            .unwrap();
+        out.column("m")
+            .unwrap()
+            .u64()
+            .unwrap()
+            .into_no_null_iter()
+            .collect()
+    }
+
+    const COLUMNS: [&str; 3] = [schema::EVENT_TYPE, "journey", "chat_type"];
+    const VALUES: [&str; 4] = ["click", "purchase", "external_link", "group"];
+
+    fn value() -> impl Strategy<Value = Option<String>> {
+        prop::option::weighted(
+            0.8,
+            prop::sample::select(VALUES.to_vec()).prop_map(String::from),
+        )
+    }
+
+    fn condition() -> impl Strategy<Value = (String, Vec<Filter>)> {
+        let filter = (
+            prop::sample::select(COLUMNS.to_vec()),
+            prop::collection::vec(prop::sample::select(VALUES.to_vec()), 1..3),
+        )
+            .prop_map(|(c, v)| Filter {
+                column: c.to_string(),
+                values: v.into_iter().map(String::from).collect(),
+            });
+        (
+            prop::sample::select(VALUES.to_vec()).prop_map(String::from),
+            prop::collection::vec(filter, 0..3),
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn conditions_equal_the_polars_expressions(
+            rows in prop::collection::vec([value(), value(), value()], 0..40),
+            conds in prop::collection::vec(condition(), 1..6),
+        ) {
+            let df = DataFrame::new_infer_height(
+                COLUMNS
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let v: Vec<Option<&str>> = rows.iter().map(|r| r[i].as_deref()).collect();
+                        Column::new((*c).into(), v)
+                    })
+                    .collect(),
+            )
+            .unwrap();
+            let coded: HashMap<&str, Coded> = COLUMNS
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let mut interner = Interner::default();
+                    for r in &rows {
+                        let code = interner.code(r[i].as_deref());
+                        interner.coded.codes.push(code);
+                    }
+                    (*c, interner.coded)
+                })
+                .collect();
+            let borrowed: Vec<(&str, &[Filter])> =
+                conds.iter().map(|(e, f)| (e.as_str(), f.as_slice())).collect();
+            prop_assert_eq!(conditions(&borrowed, &coded, rows.len()), reference(&df, &conds));
+        }
     }
 }
