@@ -34,7 +34,46 @@ impl Durations {
         Durations::of_sorted(values)
     }
 
-    /// From milliseconds in ascending order; `None` for no values.
+    /// From milliseconds in any order (reordered in place); `None` for no values. The median
+    /// and percentiles are order statistics, found by selection (O(n)) rather than a full
+    /// sort: the same values a sort gives.
+    fn of_unsorted<T: Copy + Ord + Into<i64>>(values: &mut [T]) -> Option<Durations> {
+        if values.is_empty() {
+            return None;
+        }
+        let n = values.len();
+        let secs = |ms: f64| ms / 1000.0;
+        let rank = |p: f64| ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
+        // The positions needed, ascending: each selection leaves larger values to its right,
+        // so the next one searches only there.
+        let mut wanted = [n.saturating_sub(1) / 2, n / 2, rank(0.9), rank(0.99)];
+        wanted.sort_unstable();
+        let mut at = [0i64; 4];
+        let mut from = 0;
+        for (slot, &k) in wanted.iter().enumerate() {
+            if slot > 0 && k == wanted[slot - 1] {
+                at[slot] = at[slot - 1];
+                continue;
+            }
+            let (_, v, _) = values[from..].select_nth_unstable(k - from);
+            at[slot] = (*v).into();
+            from = k;
+        }
+        let value = |k: usize| at[wanted.iter().position(|w| *w == k).expect("selected")] as f64;
+        let median = (value(n.saturating_sub(1) / 2) + value(n / 2)) / 2.0;
+        let sum: i128 = values.iter().map(|v| i128::from((*v).into())).sum();
+        Some(Durations {
+            persons: n as u64,
+            median: secs(median),
+            p90: secs(value(rank(0.9))),
+            p99: secs(value(rank(0.99))),
+            mean: secs(sum as f64 / n as f64),
+        })
+    }
+
+    /// From milliseconds in ascending order; `None` for no values (the reference of
+    /// [`Durations::of_unsorted`]).
+    #[cfg(test)]
     fn of_sorted<T: Copy + Into<i64>>(values: &[T]) -> Option<Durations> {
         if values.is_empty() {
             return None;
@@ -83,13 +122,11 @@ impl Samples {
 
     fn durations(&mut self) -> Option<Durations> {
         if self.wide.is_empty() {
-            self.narrow.sort_unstable();
-            return Durations::of_sorted(&self.narrow);
+            return Durations::of_unsorted(&mut self.narrow);
         }
         let mut all: Vec<i64> = self.narrow.iter().map(|v| i64::from(*v)).collect();
         all.extend(&self.wide);
-        all.sort_unstable();
-        Durations::of_sorted(&all)
+        Durations::of_unsorted(&mut all)
     }
 }
 
@@ -330,5 +367,20 @@ mod tests {
         assert_eq!(s.durations().unwrap().median, 0.008);
         assert_eq!((d.median, d.p90, d.p99), (0.007, 0.007, 0.007));
         assert!(Durations::of(&mut []).is_none());
+    }
+
+    proptest::proptest! {
+        /// Selection gives the order statistics a full sort gives.
+        #[test]
+        fn selected_durations_equal_sorted_ones(
+            mut values in proptest::collection::vec(-5i64..2_000_000, 0..300),
+        ) {
+            let mut sorted = values.clone();
+            sorted.sort_unstable();
+            proptest::prop_assert_eq!(
+                Durations::of_unsorted(&mut values),
+                Durations::of_sorted(&sorted)
+            );
+        }
     }
 }
