@@ -24,6 +24,43 @@ struct Work {
     scratch: Scratch,
     /// Step masks with step 1 restricted to one group.
     restricted: Vec<u64>,
+    /// The chain of the person's unrestricted evaluation.
+    full_path: Vec<u32>,
+    /// The person's step-1 rows.
+    step1: Vec<usize>,
+    /// The restricted evaluations of one person.
+    evals: Vec<Eval>,
+}
+
+/// `from` with step 1 kept only on the rows `keep` accepts, into `out`, evaluated. `same`: the
+/// level and chain of `from` itself, which a restriction that drops no step-1 event leaves
+/// unchanged, so the kernel is not run again (most persons click in one group and period).
+fn eval_kept(
+    kernel: &FunnelKernel,
+    p: &PersonView<'_>,
+    scratch: &mut Scratch,
+    out: &mut Vec<u64>,
+    from: &[u64],
+    keep: &dyn Fn(usize) -> bool,
+    same: (u32, &[u32]),
+) -> u32 {
+    out.clear();
+    let mut dropped = false;
+    out.extend(from.iter().enumerate().map(|(r, &mask)| {
+        if mask & 1 != 0 && !keep(r) {
+            dropped = true;
+            mask & !1
+        } else {
+            mask
+        }
+    }));
+    if dropped {
+        kernel.eval(p, out, None, scratch)
+    } else {
+        scratch.path.clear();
+        scratch.path.extend_from_slice(same.1);
+        same.0
+    }
 }
 
 /// Every person of one unit, for every funnel: one partial result per funnel.
@@ -127,21 +164,22 @@ fn person_funnel(
             return;
         }
     }
-    let step1: Vec<usize> = (0..m.len()).filter(|r| m[*r] & 1 != 0).collect();
+    let mut step1 = std::mem::take(&mut work.step1);
+    step1.clear();
+    step1.extend((0..m.len()).filter(|r| m[*r] & 1 != 0));
     let b = f.breakdown;
     let code = |r: usize| b.codes[offset + r];
     let period = |r: usize| setup.opts.interval.map(|iv| iv.label(p.ts[r], &setup.tz));
     let attribution = spec.attribution;
 
     // The units counted: the person (all chains), or each step-1 event (attempts).
-    let units: Vec<Option<usize>> = if attempts {
-        step1.iter().map(|r| Some(*r)).collect()
-    } else {
-        vec![None]
-    };
+    let units = if attempts { step1.len() } else { 1 };
     let scratch = &mut work.scratch;
-    for unit in units {
+    let mut full_level = 0;
+    for u in 0..units {
+        let unit = attempts.then(|| step1[u]);
         let level = f.kernel.eval(p, m, unit, scratch);
+        full_level = level;
         let total = part.total.get_or_insert_with(|| GroupAcc::new(n));
         rec.record(
             total,
@@ -189,19 +227,24 @@ fn person_funnel(
             }
         }
     }
-    if attempts || step1.is_empty() {
-        return;
+    if !attempts && !step1.is_empty() {
+        // The person's one unit: `scratch.path` still holds its chain.
+        work.full_path.clone_from(&work.scratch.path);
+        restricted_groups(f, p, offset, &step1, full_level, part, audit, work);
     }
-    restricted_groups(f, p, offset, &step1, part, audit, work);
+    work.step1 = step1;
 }
 
 /// Per key K of a person's step-1 events, the funnel as if step 1 also required K (CONTRACT
-/// §5): breakdown values (step-1 attribution) and trend periods.
+/// §5): breakdown values (step-1 attribution) and trend periods. `full_level` and
+/// `work.full_path`: the person's unrestricted evaluation.
+#[allow(clippy::too_many_arguments)]
 fn restricted_groups(
     f: &FunnelUnit<'_>,
     p: &PersonView<'_>,
     offset: usize,
     step1: &[usize],
+    full_level: u32,
     part: &mut Partial,
     mut audit: Option<&mut AuditCtx<'_>>,
     work: &mut Work,
@@ -220,8 +263,12 @@ fn restricted_groups(
     let Work {
         scratch,
         restricted,
+        full_path,
+        evals,
+        ..
     } = work;
-    let mut evals: Vec<Eval> = Vec::new();
+    let full = (full_level, full_path.as_slice());
+    evals.clear();
     for &r in step1 {
         if !b.none && attribution == Attribution::Step1 {
             let c = code(r);
@@ -235,22 +282,10 @@ fn restricted_groups(
     }
     evals.sort();
     evals.dedup();
-    // `keep(r)`: whether step-1 event r stays a step-1 event under the restriction.
-    let restrict = |restricted: &mut Vec<u64>, from: &[u64], keep: &dyn Fn(usize) -> bool| {
-        restricted.clear();
-        restricted.extend(from.iter().enumerate().map(|(r, &mask)| {
-            if mask & 1 != 0 && !keep(r) {
-                mask & !1
-            } else {
-                mask
-            }
-        }));
-    };
-    for eval in evals {
+    for eval in evals.drain(..) {
         let key = match eval {
             Eval::Value(_, c) => {
-                restrict(restricted, m, &|r| code(r) == c);
-                let level = kernel.eval(p, restricted, None, scratch);
+                let level = eval_kept(kernel, p, scratch, restricted, m, &|r| code(r) == c, full);
                 rec.add_code(
                     &mut part.by_code,
                     b,
@@ -264,8 +299,15 @@ fn restricted_groups(
             Eval::Period(key) => key,
         };
         let label = key.get("period").cloned().flatten();
-        restrict(restricted, m, &|r| period(r) == label);
-        let level = kernel.eval(p, restricted, None, scratch);
+        let level = eval_kept(
+            kernel,
+            p,
+            scratch,
+            restricted,
+            m,
+            &|r| period(r) == label,
+            full,
+        );
         rec.add(
             &mut part.trend,
             key.clone(),
@@ -303,8 +345,17 @@ fn restricted_groups(
             let (level, path) = if attribution == Attribution::Step1 {
                 // Step 1 restricted to both the period and the value.
                 let mut twice = Vec::new();
-                restrict(&mut twice, &by_period, &|r| code(r) == c);
-                (kernel.eval(p, &twice, None, scratch), scratch.path.clone())
+                let same = (level, period_path.as_slice());
+                let level = eval_kept(
+                    kernel,
+                    p,
+                    scratch,
+                    &mut twice,
+                    &by_period,
+                    &|r| code(r) == c,
+                    same,
+                );
+                (level, scratch.path.clone())
             } else {
                 (level, period_path.clone())
             };
