@@ -171,7 +171,12 @@ impl Kernel {
     /// All modes but strict_once: one (start, last) chain per level, the latest to reach it.
     /// Chains are kept as linked nodes (row, parent) in `scratch.nodes`.
     fn run_latest_chain(&self, ts: &[i64], masks: &[u64], scratch: &mut Scratch) -> u32 {
-        let mut chain = [(0i64, 0i64, 0u32); 64];
+        // Per level, the latest chain to reach it: (start, last, node). Read only for levels
+        // reached in this run, so the buffer is reused uncleared.
+        if scratch.chain.len() < self.steps as usize {
+            scratch.chain.resize(self.steps as usize, (0, 0, 0));
+        }
+        let chain = &mut scratch.chain;
         let nodes = &mut scratch.nodes;
         let mut reached = 0u64;
         let mut started = false;
@@ -225,6 +230,7 @@ const NO_PARENT: u32 = u32::MAX;
 #[derive(Debug, Default, Clone)]
 pub struct Scratch {
     nodes: Vec<(u32, u32)>,
+    chain: Vec<(i64, i64, u32)>,
     /// Rows of the reported chain, step 1 first.
     pub path: Vec<u32>,
 }
