@@ -67,8 +67,15 @@ fn eval_kept(
 pub(super) fn walk_unit(events: &Events, setup: &Setup<'_>) -> Vec<Partial> {
     let specs = setup.specs;
     let len = events.ts.len();
-    let zeros = vec![0u64; len];
-    let holds: Vec<Vec<u32>> = specs.iter().map(|s| hold_codes(s, events)).collect();
+    // Only the extended kernel reads exclusions and hold_constant codes; funnels without them
+    // share one row of zeros (none, for a unit of window funnels only).
+    let extended = specs.iter().any(|s| s.is_extended());
+    let zeros = vec![0u64; if extended { len } else { 0 }];
+    let no_hold = vec![0u32; if extended { len } else { 0 }];
+    let holds: Vec<Option<Vec<u32>>> = specs
+        .iter()
+        .map(|s| (!s.hold_constant.is_empty()).then(|| hold_codes(s, events)))
+        .collect();
     // Funnels with the same breakdown columns share their codes.
     let mut breakdowns: Vec<Breakdown> = Vec::new();
     let mut breakdown_of: Vec<usize> = Vec::with_capacity(specs.len());
@@ -102,8 +109,8 @@ pub(super) fn walk_unit(events: &Events, setup: &Setup<'_>) -> Vec<Partial> {
             let view = PersonView {
                 ts: &events.ts[start..end],
                 masks: &events.masks[i][start..end],
-                excluded: &events.excluded[i].as_deref().unwrap_or(&zeros)[start..end],
-                hold: &holds[i][start..end],
+                excluded: rows_of(events.excluded[i].as_deref(), &zeros, start, end),
+                hold: rows_of(holds[i].as_deref(), &no_hold, start, end),
             };
             let mut audit = setup.opts.audit.then(|| AuditCtx {
                 rows: Vec::new(),
@@ -121,6 +128,15 @@ pub(super) fn walk_unit(events: &Events, setup: &Setup<'_>) -> Vec<Partial> {
         part.fold_codes(f.breakdown);
     }
     out
+}
+
+/// Rows `start..end` of a funnel's column, or of the shared zeros (empty where no funnel reads
+/// them).
+fn rows_of<'a, T>(column: Option<&'a [T]>, zeros: &'a [T], start: usize, end: usize) -> &'a [T] {
+    match column {
+        Some(c) => &c[start..end],
+        None => zeros.get(start..end).unwrap_or_default(),
+    }
 }
 
 /// What one evaluation of a person restricts step 1 to.
