@@ -30,6 +30,11 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(ROOT, "bench", "work")
 FUNNEL_FILE = os.path.join(ROOT, "data", "funnels", "all_journeys_by_journey.toml")
+FOUR_FILE = os.path.join(ROOT, "bench", "four_steps.toml")
+# Step conditions of the two funnels, as SQL over (event_type, warning_action).
+TWO_STEPS = ["event_type = 'click'", "event_type = 'purchase'"]
+FOUR_STEPS = ["event_type = 'click'", "event_type = 'warning' AND warning_action = 'continue'",
+              "event_type = 'login'", "event_type = 'purchase'"]
 WINDOW_MS = 86_400_000
 
 
@@ -83,19 +88,22 @@ def chdb_query(sql, setup=""):
     )
 
 
-def funnel_sql(source):
+def funnel_sql(source, steps=TWO_STEPS):
     """Per-step persons for all persons and per journey of the click (CONTRACT §5 breakdown)."""
+    conds = ", ".join(f"({c})" for c in steps)
+    first, rest = f"({steps[0]})", "".join(f", ({c})" for c in steps[1:])
+    rest_e = rest.replace("event_type", "e.event_type").replace("warning_action", "e.warning_action")
+    first_e = first.replace("event_type", "e.event_type")
     return f"""
       WITH j AS (SELECT DISTINCT journey FROM {source} WHERE event_type = 'click')
       SELECT g, level, count() AS n FROM (
         SELECT person_id, '' AS g,
-               windowFunnel({WINDOW_MS})(toUInt64(toUnixTimestamp64Milli(ts)),
-                 event_type = 'click', event_type = 'purchase') AS level
+               windowFunnel({WINDOW_MS})(toUInt64(toUnixTimestamp64Milli(ts)), {conds}) AS level
         FROM {source} GROUP BY person_id
         UNION ALL
         SELECT person_id, ifNull(j.journey, '∅') AS g,
                windowFunnel({WINDOW_MS})(toUInt64(toUnixTimestamp64Milli(e.ts)),
-                 e.event_type = 'click' AND ifNull(e.journey = j.journey, 0), e.event_type = 'purchase') AS level
+                 {first_e} AND ifNull(e.journey = j.journey, 0){rest_e}) AS level
         FROM {source} AS e CROSS JOIN j GROUP BY person_id, j.journey)
       WHERE level > 0 GROUP BY g, level ORDER BY g, level"""
 
@@ -131,13 +139,13 @@ def chdb_over_csv(data):
     )
 
 
-def counts_from_levels(jsonl):
+def counts_from_levels(jsonl, steps=2):
     by = {}
     for line in jsonl.splitlines():
         if line.strip():
             r = json.loads(line)
             by.setdefault(r["g"], {})[int(r["level"])] = int(r["n"])
-    return {g: [sum(n for l, n in lv.items() if l >= k) for k in (1, 2)] for g, lv in by.items()}
+    return {g: [sum(n for l, n in lv.items() if l >= k) for k in range(1, steps + 1)] for g, lv in by.items()}
 
 
 DUCK_FUNNEL = """
@@ -151,6 +159,40 @@ SELECT '' AS g, count(DISTINCT person_id), count(DISTINCT person_id) FILTER (WHE
 UNION ALL
 SELECT journey, count(*), count(*) FILTER (WHERE bought) FROM per GROUP BY journey
 """
+
+# windowFunnel's default mode for the four-step funnel with window functions: per event, the
+# time of the next event (at or after it) of each later step, from a window over the person's
+# events in time order; the chain from each click follows those times greedily (the earliest
+# next step leaves the most of the window), and a person's level is the best of their clicks'.
+DUCK_FOUR = """
+WITH ev AS (SELECT person_id, ts, event_type, warning_action, journey
+            FROM read_parquet('{glob}', union_by_name=true)
+            WHERE event_type IN ('click', 'warning', 'login', 'purchase')),
+     s AS (SELECT person_id, ts, journey, event_type = 'click' AS s1,
+                  event_type = 'warning' AND warning_action IS NOT DISTINCT FROM 'continue' AS s2,
+                  event_type = 'login' AS s3, event_type = 'purchase' AS s4 FROM ev),
+     nxt AS (SELECT *,
+               min(ts) FILTER (WHERE s2) OVER w AS n2,
+               min(ts) FILTER (WHERE s3) OVER w AS n3,
+               min(ts) FILTER (WHERE s4) OVER w AS n4
+             FROM s WINDOW w AS (PARTITION BY person_id ORDER BY ts
+                                 RANGE BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING)),
+     at2 AS (SELECT DISTINCT person_id, ts, n3 FROM nxt WHERE s2),
+     at3 AS (SELECT DISTINCT person_id, ts, n4 FROM nxt WHERE s3),
+     chain AS (SELECT c.person_id, coalesce(c.journey, '∅') AS journey,
+                      1 + coalesce((c.n2 <= c.ts + INTERVAL 1 DAY)::INT, 0)
+                        + coalesce((a2.n3 <= c.ts + INTERVAL 1 DAY)::INT, 0)
+                        + coalesce((a3.n4 <= c.ts + INTERVAL 1 DAY)::INT, 0) AS level
+               FROM nxt AS c
+               LEFT JOIN at2 AS a2 ON a2.person_id = c.person_id AND a2.ts = c.n2
+               LEFT JOIN at3 AS a3 ON a3.person_id = c.person_id AND a3.ts = a2.n3
+               WHERE c.s1),
+     total AS (SELECT person_id, max(level) AS level FROM chain GROUP BY person_id),
+     byj AS (SELECT person_id, journey, max(level) AS level FROM chain GROUP BY person_id, journey)
+SELECT '' AS g, LEVELS FROM total
+UNION ALL
+SELECT journey, LEVELS FROM byj GROUP BY journey
+""".replace("LEVELS", "[" + ", ".join(f"count(*) FILTER (WHERE level >= {k})" for k in range(1, 5)) + "]")
 
 POLARS_FUNNEL = """
 import json, polars as pl
@@ -174,6 +216,10 @@ def counts_from_rows(text):
     for g, a, b in eval(text.strip()):
         out[g] = [int(a), int(b)]
     return out
+
+
+def counts_from_lists(text):
+    return {g: [int(n) for n in counts] for g, counts in eval(text.strip())}
 
 
 def counts_from_report(text):
@@ -280,8 +326,24 @@ def main():
     s, rss, _ = median_of(args.runs, python(f"import duckdb; duckdb.sql('SET enable_progress_bar = false'); print(duckdb.sql({scan!r}).fetchall())"))
     rows.append(("bare scan of the needed columns (DuckDB)", s, rss, events))
 
+    # The four-step funnel: funnel, chDB's windowFunnel (MergeTree), DuckDB window functions.
+    four = {}
+    s, rss, out = median_of(args.runs, [funnel, "analyze", "--store", store, "--funnel", FOUR_FILE, "--format", "json"])
+    four["funnel analyze"] = counts_from_report(out)
+    rows.append(("funnel analyze, four-step funnel", s, rss, events))
+    setup4 = (f"CREATE TABLE IF NOT EXISTS ev4 ENGINE = MergeTree ORDER BY (person_id, ts) AS "
+              f"SELECT person_id, ts, event_type, warning_action, journey FROM {parquet}")
+    subprocess.run(chdb_query("SELECT 1", setup4), check=True, stdout=subprocess.DEVNULL)
+    s, rss, out = median_of(args.runs, chdb_query(funnel_sql("ev4", FOUR_STEPS)))
+    four["chDB windowFunnel, MergeTree"] = counts_from_levels(out, 4)
+    rows.append(("chDB windowFunnel over MergeTree, four-step funnel", s, rss, events))
+    sql = DUCK_FOUR.format(glob=glob)
+    s, rss, out = median_of(args.runs, python(f"import duckdb; duckdb.sql('SET enable_progress_bar = false'); print(duckdb.sql({sql!r}).fetchall())"))
+    four["DuckDB SQL (window functions)"] = counts_from_lists(out)
+    rows.append(("DuckDB SQL, four-step funnel (window functions)", s, rss, events))
+
     ours = results["funnel analyze"]
-    agree = all(r == ours for r in results.values())
+    agree = all(r == ours for r in results.values()) and all(r == four["funnel analyze"] for r in four.values())
     ref = next(r for r in rows if r[0].startswith("funnel analyze"))[1]
     print(f"\n{events:,} events, {persons:,} people; {platform.machine()}, {os.cpu_count()} cores; "
           f"release build {build_s:.0f} s, generate {gen_s:.0f} s")
@@ -290,12 +352,12 @@ def main():
         print(f"{name:52} {s:8.2f} {rss:9.0f} {n / s / 1e6:11.2f} {s / ref:9.2f}x")
     print(f"\nper-step counts agree across engines: {agree}")
     if not agree:
-        for k, v in results.items():
+        for k, v in list(results.items()) + [("four-step: " + k, v) for k, v in four.items()]:
             print(" ", k, json.dumps(v, sort_keys=True))
     json.dump({"events": events, "persons": persons, "machine": platform.platform(), "cores": os.cpu_count(),
                "release_build_seconds": build_s,
                "rows": [{"what": n, "wall_seconds": s, "peak_rss_mib": r, "events": e} for n, s, r, e in rows],
-               "counts": results, "agree": agree},
+               "counts": results, "counts_four_steps": four, "agree": agree},
               open(os.path.join(ROOT, "bench", "results.json"), "w"), indent=1, sort_keys=True)
     sys.exit(0 if agree else 1)
 
