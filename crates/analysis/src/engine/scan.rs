@@ -467,15 +467,35 @@ pub(super) fn read(unit: &Unit, setup: &Setup<'_>) -> Result<Events, AnalysisErr
         .copied()
         .zip(interners.into_iter().map(|i| i.coded))
         .collect();
+    // Every condition of the run (each funnel's steps, then its exclusions) as one bit of a
+    // packed mask, in packs of at most 64, evaluated in one pass per pack.
+    let mut slots: Vec<(usize, usize)> = Vec::new(); // per funnel: (pack, first bit) of steps
+    let mut exclusion_slots: Vec<(usize, usize)> = Vec::new();
+    let mut packs: Vec<Vec<(&str, &[Filter])>> = Vec::new();
+    for spec in setup.specs {
+        let steps = spec.steps.iter();
+        slots.push(place(
+            &mut packs,
+            steps.map(|s| (s.event_type.as_str(), s.filters.as_slice())),
+        ));
+        let exclusions = spec.exclusions.iter();
+        exclusion_slots.push(place(
+            &mut packs,
+            exclusions.map(|x| (x.event_type.as_str(), x.filters.as_slice())),
+        ));
+    }
+    let packed: Vec<Vec<u64>> = packs
+        .iter()
+        .map(|conds| conditions(conds, &coded, ts.len()))
+        .collect();
+    let bits = |(pack, first): (usize, usize), width: usize| -> Vec<u64> {
+        let low = u64::MAX.checked_shr(64 - width as u32).unwrap_or(0);
+        packed[pack].iter().map(|m| (m >> first) & low).collect()
+    };
     let mut masks = Vec::with_capacity(setup.specs.len());
     let mut excluded = Vec::with_capacity(setup.specs.len());
-    for spec in setup.specs {
-        let steps: Vec<(&str, &[Filter])> = spec
-            .steps
-            .iter()
-            .map(|s| (s.event_type.as_str(), s.filters.as_slice()))
-            .collect();
-        let mut m = conditions(&steps, &coded, ts.len());
+    for (i, spec) in setup.specs.iter().enumerate() {
+        let mut m = bits(slots[i], spec.steps.len());
         let (from, to) = (setup.opts.from_ms, setup.opts.to_ms);
         if from.is_some() || to.is_some() {
             for (mask, t) in m.iter_mut().zip(&ts) {
@@ -485,16 +505,9 @@ pub(super) fn read(unit: &Unit, setup: &Setup<'_>) -> Result<Events, AnalysisErr
             }
         }
         masks.push(m);
-        excluded.push(if spec.exclusions.is_empty() {
-            None
-        } else {
-            let xs: Vec<(&str, &[Filter])> = spec
-                .exclusions
-                .iter()
-                .map(|x| (x.event_type.as_str(), x.filters.as_slice()))
-                .collect();
-            Some(conditions(&xs, &coded, ts.len()))
-        });
+        excluded.push(
+            (!spec.exclusions.is_empty()).then(|| bits(exclusion_slots[i], spec.exclusions.len())),
+        );
     }
     let groups = group_columns(setup.specs);
     let columns = coded
@@ -511,6 +524,21 @@ pub(super) fn read(unit: &Unit, setup: &Setup<'_>) -> Result<Events, AnalysisErr
         excluded,
         columns,
     })
+}
+
+/// Appends conditions to the last pack, or to a new one where they would not fit in 64 bits:
+/// (pack, first bit).
+fn place<'s>(
+    packs: &mut Vec<Vec<(&'s str, &'s [Filter])>>,
+    conds: impl ExactSizeIterator<Item = (&'s str, &'s [Filter])>,
+) -> (usize, usize) {
+    if packs.last().is_none_or(|p| p.len() + conds.len() > 64) {
+        packs.push(Vec::new());
+    }
+    let pack = packs.last_mut().expect("pushed above");
+    let first = pack.len();
+    pack.extend(conds);
+    (packs.len() - 1, first)
 }
 
 /// Per row, bit k set when the row satisfies condition k: `event_type` equal to its first part

@@ -18,6 +18,21 @@ struct FunnelUnit<'a> {
     breakdown: &'a Breakdown,
 }
 
+impl FunnelUnit<'_> {
+    /// What every group evaluation of person `p` records with.
+    fn recorder<'p>(&self, p: &PersonView<'p>) -> Recorder<'p>
+    where
+        Self: 'p,
+    {
+        Recorder {
+            spec: self.spec,
+            ts: p.ts,
+            cutoff: self.setup.cutoff,
+            closed_only: self.setup.opts.closed_windows_only,
+        }
+    }
+}
+
 /// Buffers reused from person to person.
 #[derive(Default)]
 struct Work {
@@ -160,12 +175,7 @@ fn person_funnel(
 ) {
     let (spec, setup) = (f.spec, f.setup);
     let n = spec.steps.len();
-    let rec = Recorder {
-        spec,
-        ts: p.ts,
-        cutoff: setup.cutoff,
-        closed_only: setup.opts.closed_windows_only,
-    };
+    let rec = f.recorder(p);
     let m = p.masks;
     let attempts = spec.count == CountUnit::Attempts;
     if !m.iter().any(|mask| mask & 1 != 0) {
@@ -176,7 +186,11 @@ fn person_funnel(
         }
         if f.kernel.zero_without_step1() {
             let total = part.total.get_or_insert_with(|| GroupAcc::new(n));
-            rec.record(total, audit, &Key::new(), 0, &[]);
+            match audit {
+                // What recording level 0 without a chain comes to.
+                None => total.levels[0] += 1,
+                Some(_) => rec.record(total, audit, &Key::new(), 0, &[]),
+            }
             return;
         }
     }
@@ -266,12 +280,7 @@ fn restricted_groups(
     work: &mut Work,
 ) {
     let (spec, setup, b, kernel) = (f.spec, f.setup, f.breakdown, f.kernel);
-    let rec = Recorder {
-        spec,
-        ts: p.ts,
-        cutoff: setup.cutoff,
-        closed_only: setup.opts.closed_windows_only,
-    };
+    let rec = f.recorder(p);
     let m = p.masks;
     let code = |r: usize| b.codes[offset + r];
     let period = |r: usize| setup.opts.interval.map(|iv| iv.label(p.ts[r], &setup.tz));
