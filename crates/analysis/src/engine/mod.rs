@@ -100,6 +100,9 @@ pub fn analyze(
             )?);
         }
     }
+    // A unit whose every event is after the cutoff holds nothing the run sees, not even in the
+    // audit.
+    units.retain(|u| !u.after(cutoff));
     if !opts.audit {
         // A unit without events in --from/--to has no step-1 event: its persons are at level 0,
         // which no report shows (the audit does, so it reads them all).

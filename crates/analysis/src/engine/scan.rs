@@ -72,6 +72,11 @@ pub(super) struct Unit {
 }
 
 impl Unit {
+    /// Whether every event of the unit is after `cutoff` (by the statistics).
+    pub fn after(&self, cutoff: i64) -> bool {
+        self.filter_ts && self.ts_range.is_some_and(|(min, _)| min > cutoff)
+    }
+
     /// Whether no event of the unit can be in `[from, to)` (by the statistics).
     pub fn outside(&self, from: Option<i64>, to: Option<i64>) -> bool {
         self.ts_range
@@ -384,8 +389,23 @@ pub(super) fn read(unit: &Unit, setup: &Setup<'_>) -> Result<Events, AnalysisErr
         .filter_map(|n| schema.index_of(n).ok())
         .collect();
     let mask = ProjectionMask::roots(unit.meta.metadata().file_metadata().schema_descr(), roots);
-    let mut interners: Vec<Interner> = coded_names.iter().map(|_| Interner::default()).collect();
-    let mut ts: Vec<i64> = Vec::new();
+    // Sized for the whole unit at once (growing them would copy them several times).
+    let rows: usize = unit
+        .row_groups
+        .iter()
+        .map(|&g| unit.meta.metadata().row_group(g).num_rows() as usize)
+        .sum();
+    let mut interners: Vec<Interner> = coded_names
+        .iter()
+        .map(|_| Interner {
+            coded: Coded {
+                codes: Vec::with_capacity(rows),
+                values: Vec::new(),
+            },
+            ..Interner::default()
+        })
+        .collect();
+    let mut ts: Vec<i64> = Vec::with_capacity(rows);
     let mut person_starts = Vec::new();
     let mut person_ids = Vec::new();
     let mut event_ids = Vec::new();
@@ -647,6 +667,7 @@ mod tests {
         assert_eq!(units[0].ts_range, Some((0, 5)));
         assert!(units[1].outside(Some(9), None) && !units[1].outside(Some(8), None));
         assert!(units[1].outside(None, Some(6)) && !units[1].outside(None, Some(7)));
+        assert!(units[1].after(5) && !units[1].after(6) && !units[0].after(4));
         write(&path, &["a", "b", "c"], 10);
         assert_eq!(groups(false), [vec![0]]);
         write(&path, &["a", "a", "a", "a"], 2);
