@@ -47,9 +47,10 @@ struct Work {
     evals: Vec<Eval>,
 }
 
-/// `from` with step 1 kept only on the rows `keep` accepts, into `out`, evaluated. `same`: the
-/// level and chain of `from` itself, which a restriction that drops no step-1 event leaves
-/// unchanged, so the kernel is not run again (most persons click in one group and period).
+/// `from` with step 1 kept only on the rows `keep` accepts, evaluated: the level, and whether
+/// the restriction dropped a step-1 event (then the restricted masks are in `out`; otherwise
+/// they equal `from`, `out` is left alone, and the level and chain are `same`, those of `from`
+/// itself, without running the kernel again: most persons click in one group and period).
 fn eval_kept(
     kernel: &FunnelKernel,
     p: &PersonView<'_>,
@@ -58,24 +59,20 @@ fn eval_kept(
     from: &[u64],
     keep: &dyn Fn(usize) -> bool,
     same: (u32, &[u32]),
-) -> u32 {
-    out.clear();
-    let mut dropped = false;
-    out.extend(from.iter().enumerate().map(|(r, &mask)| {
-        if mask & 1 != 0 && !keep(r) {
-            dropped = true;
-            mask & !1
-        } else {
-            mask
-        }
-    }));
-    if dropped {
-        kernel.eval(p, out, None, scratch)
-    } else {
+) -> (u32, bool) {
+    let dropped = |r: usize, mask: u64| mask & 1 != 0 && !keep(r);
+    if !from.iter().enumerate().any(|(r, &mask)| dropped(r, mask)) {
         scratch.path.clear();
         scratch.path.extend_from_slice(same.1);
-        same.0
+        return (same.0, false);
     }
+    out.clear();
+    out.extend(
+        from.iter()
+            .enumerate()
+            .map(|(r, &mask)| if dropped(r, mask) { mask & !1 } else { mask }),
+    );
+    (kernel.eval(p, out, None, scratch), true)
 }
 
 /// Every person of one unit, for every funnel: one partial result per funnel.
@@ -310,7 +307,8 @@ fn restricted_groups(
     for eval in evals.drain(..) {
         let key = match eval {
             Eval::Value(_, c) => {
-                let level = eval_kept(kernel, p, scratch, restricted, m, &|r| code(r) == c, full);
+                let (level, _) =
+                    eval_kept(kernel, p, scratch, restricted, m, &|r| code(r) == c, full);
                 rec.add_code(
                     &mut part.by_code,
                     b,
@@ -324,7 +322,7 @@ fn restricted_groups(
             Eval::Period(key) => key,
         };
         let label = key.get("period").cloned().flatten();
-        let level = eval_kept(
+        let (level, written) = eval_kept(
             kernel,
             p,
             scratch,
@@ -333,6 +331,7 @@ fn restricted_groups(
             &|r| period(r) == label,
             full,
         );
+        let by_period: &[u64] = if written { restricted } else { m };
         rec.add(
             &mut part.trend,
             key.clone(),
@@ -348,7 +347,7 @@ fn restricted_groups(
         let values: Vec<u32> = match attribution {
             Attribution::Step1 => {
                 let mut v: Vec<u32> = (0..m.len())
-                    .filter(|r| restricted[*r] & 1 != 0)
+                    .filter(|r| by_period[*r] & 1 != 0)
                     .map(code)
                     .collect();
                 v.sort_by_key(|c| b.rank[*c as usize]);
@@ -357,26 +356,25 @@ fn restricted_groups(
             }
             Attribution::FirstTouch => vec![code(
                 (0..m.len())
-                    .find(|r| restricted[*r] & 1 != 0)
+                    .find(|r| by_period[*r] & 1 != 0)
                     .expect("level > 0 has a step-1 event"),
             )],
             Attribution::LastTouch => vec![code(scratch.path[0] as usize)],
         };
-        let by_period = restricted.clone();
         let period_path = scratch.path.clone();
+        let mut twice = Vec::new();
         for c in values {
             let mut k = key.clone();
             k.extend(b.keys[c as usize].clone());
             let (level, path) = if attribution == Attribution::Step1 {
                 // Step 1 restricted to both the period and the value.
-                let mut twice = Vec::new();
                 let same = (level, period_path.as_slice());
-                let level = eval_kept(
+                let (level, _) = eval_kept(
                     kernel,
                     p,
                     scratch,
                     &mut twice,
-                    &by_period,
+                    by_period,
                     &|r| code(r) == c,
                     same,
                 );
