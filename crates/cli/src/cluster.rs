@@ -61,7 +61,9 @@ pub fn analyze(
         .iter()
         .map(|spec| Plan::new(spec, plan_options.clone()).map_err(|e| usage(e.to_string())))
         .collect::<Result<Vec<_>>>()?;
-    let cluster = match cluster {
+    let (dialect, endpoint) = match cluster {
+        Cluster::Spark(Some(remote)) => (Dialect::Spark, remote),
+        Cluster::ClickHouse(Some(url)) => (Dialect::ClickHouse, url),
         Cluster::Spark(None) => {
             return Err(usage(
                 "--engine spark needs --spark-remote sc://HOST:PORT".into(),
@@ -72,24 +74,20 @@ pub fn analyze(
                 "--engine clickhouse needs --clickhouse-url http://HOST:8123".into(),
             ));
         }
-        c => c,
     };
     let mut reports = Vec::with_capacity(specs.len());
-    for (spec, plan) in specs.iter().zip(&plans) {
+    for plan in &plans {
+        let spec = plan.spec;
         let breakdown = spec.breakdown.len();
-        let answer = match cluster {
-            Cluster::Spark(Some(remote)) => {
-                let sql = funnel_sql::query(plan, Dialect::Spark, &source);
-                funnel_remote::spark(remote, &sql, breakdown).map_err(|e| match e {
+        let sql = funnel_sql::query(plan, dialect, &source);
+        let answer = match dialect {
+            Dialect::Spark => {
+                funnel_remote::spark(endpoint, &sql, breakdown).map_err(|e| match e {
                     funnel_remote::RemoteError::SparkNotBuilt => usage(e.to_string()),
                     e => e.into(),
                 })?
             }
-            Cluster::Spark(None) | Cluster::ClickHouse(None) => unreachable!("checked above"),
-            Cluster::ClickHouse(Some(url)) => {
-                let sql = funnel_sql::query(plan, Dialect::ClickHouse, &source);
-                funnel_remote::clickhouse(url, &sql, breakdown)?
-            }
+            Dialect::ClickHouse => funnel_remote::clickhouse(endpoint, &sql, breakdown)?,
         };
         let cutoff = plan_options
             .cutoff_ms
