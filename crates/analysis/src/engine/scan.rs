@@ -509,7 +509,7 @@ pub(super) fn read(unit: &Unit, setup: &Setup<'_>) -> Result<Events, AnalysisErr
         .map(|conds| conditions(conds, &coded, ts.len()))
         .collect();
     let bits = |(pack, first): (usize, usize), width: usize| -> Vec<u64> {
-        let low = u64::MAX.checked_shr(64 - width as u32).unwrap_or(0);
+        let low = low_bits(width);
         packed[pack].iter().map(|m| (m >> first) & low).collect()
     };
     let mut masks = Vec::with_capacity(setup.specs.len());
@@ -546,6 +546,11 @@ pub(super) fn read(unit: &Unit, setup: &Setup<'_>) -> Result<Events, AnalysisErr
     })
 }
 
+/// A mask of the `n` lowest bits (`n` at most 64).
+fn low_bits(n: usize) -> u64 {
+    u64::MAX.checked_shr(64 - n as u32).unwrap_or(0)
+}
+
 /// Appends conditions to the last pack, or to a new one where they would not fit in 64 bits:
 /// (pack, first bit).
 fn place<'s>(
@@ -571,7 +576,7 @@ fn conditions(conds: &[(&str, &[Filter])], coded: &HashMap<&str, Coded>, rows: u
     }
     columns.sort_unstable();
     columns.dedup();
-    let all = u64::MAX.checked_shr(64 - conds.len() as u32).unwrap_or(0);
+    let all = low_bits(conds.len());
     let mut out = vec![all; rows];
     for name in columns {
         let c = &coded[name];
