@@ -44,17 +44,14 @@ impl Durations {
         let n = values.len();
         let secs = |ms: f64| ms / 1000.0;
         let rank = |p: f64| ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
-        // The positions needed, ascending: each selection leaves larger values to its right,
-        // so the next one searches only there.
+        // The positions needed, ascending: each selection leaves the values ranked after it to
+        // its right, so the next one searches only there (a repeated position finds the same
+        // value again: the smallest of what is left).
         let mut wanted = [n.saturating_sub(1) / 2, n / 2, rank(0.9), rank(0.99)];
         wanted.sort_unstable();
         let mut at = [0i64; 4];
         let mut from = 0;
         for (slot, &k) in wanted.iter().enumerate() {
-            if slot > 0 && k == wanted[slot - 1] {
-                at[slot] = at[slot - 1];
-                continue;
-            }
             let (_, v, _) = values[from..].select_nth_unstable(k - from);
             at[slot] = (*v).into();
             from = k;
