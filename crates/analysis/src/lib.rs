@@ -11,7 +11,8 @@
 //! - `report/`: the reported numbers ([`FunnelReport`]), assembled from the embedded engine's
 //!   groups or from a cluster engine's level counts ([`report_from_levels`]).
 //! - `audit.rs`: the `--persons-out` table ([`write_audit`]).
-//! - [`compare`]: journeys compared with sound statistics (`stats.rs`).
+//! - [`compare`]: journeys compared with sound statistics (`stats/`), adjusted for strata
+//!   (`compare/adjusted.rs`) and before/after an instant (`compare/split.rs`).
 //! - [`inspect`]: a summary of what the store holds.
 
 mod audit;
@@ -25,8 +26,9 @@ mod stats;
 
 pub use audit::{AuditRow, write_audit};
 pub use compare::{
-    CompareOptions, Comparison, Difference, Group, MIN_SAMPLE, Rate, StepCost, compare,
-    compare_report, comparison_spec,
+    Adjusted, AdjustedDid, BeforeAfter, CompareOptions, Comparison, Did, DidStratum, Difference,
+    Group, MIN_SAMPLE, Rate, Split, SplitStratum, StepCost, Stratum, StratumValue, analyze_options,
+    compare, compare_reports, comparison_specs,
 };
 pub use engine::{Analysis, AnalyzeOptions, Interval, analyze};
 pub use error::AnalysisError;
@@ -35,4 +37,7 @@ pub use kernel::{Kernel, Scratch};
 pub use report::{
     Durations, FunnelReport, GroupReport, StepReport, TimeToConvert, report_from_levels,
 };
-pub use stats::{Z95, fisher_exact, holm, newcombe, wilson, z_test};
+pub use stats::{
+    Estimate, Pooled, Side, Table, Z95, chi2_sf, did, fisher_exact, holm, mantel_haenszel,
+    newcombe, pooled_did, wilson, z_test,
+};

@@ -123,6 +123,7 @@ pub fn options(
         to_ms: instant("--to", &args.to)?,
         timezone: Some(tz_name),
         audit,
+        split_at_ms: None,
     })
 }
 

@@ -3,9 +3,10 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use funnel_analysis::{CompareOptions, compare};
-use funnel_core::{Attribution, StoreLayout, load_funnel};
+use funnel_analysis::{AnalyzeOptions, CompareOptions, Split, compare};
+use funnel_core::{Attribution, StoreLayout, load_funnel, time};
 
+use crate::UsageError;
 use crate::analyze::{ScopeArgs, options};
 use crate::export::{self, CompareFormat};
 
@@ -36,6 +37,8 @@ pub struct Args {
     /// first or last touch.
     #[arg(long, value_enum, default_value_t = AttributionArg::Step1)]
     pub attribution: AttributionArg,
+    #[command(flatten)]
+    pub adjust: AdjustArgs,
     #[arg(long, value_enum, default_value_t = CompareFormat::Table)]
     pub format: CompareFormat,
     #[arg(long)]
@@ -44,9 +47,46 @@ pub struct Args {
     pub scope: ScopeArgs,
 }
 
+/// Adjusted and before/after comparisons (CONTRACT §8); shared with `funnel report`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AdjustArgs {
+    /// Also give every difference within strata of these columns (comma-separated; their
+    /// value on the step-1 event that puts a person in the group), pooled by Mantel-Haenszel.
+    #[arg(long, value_delimiter = ',', value_name = "COLUMN")]
+    pub adjust_for: Vec<String>,
+    /// Also compare, per group, persons whose step-1 event is before this time with those at
+    /// or after it (RFC 3339, or a date in --timezone).
+    #[arg(long, value_name = "TIME")]
+    pub split_at: Option<String>,
+    /// With --split-at: the group whose change every other group's change is measured
+    /// against (difference-in-differences).
+    #[arg(long, value_name = "VALUE", requires = "split_at")]
+    pub control: Option<String>,
+}
+
+impl AdjustArgs {
+    /// The split, its instant read in the options' time zone.
+    pub fn split(&self, analyze: &AnalyzeOptions) -> Result<Option<Split>> {
+        let Some(text) = &self.split_at else {
+            return Ok(None);
+        };
+        let tz_name = analyze.timezone.as_deref().unwrap_or("UTC");
+        let tz = time::parse_timezone(tz_name)
+            .map_err(|e| UsageError(format!("invalid --timezone {tz_name:?}: {e}")))?;
+        let at_ms = time::parse_instant(text, &tz)
+            .map_err(|e| UsageError(format!("invalid --split-at {text:?}: {e}")))?;
+        Ok(Some(Split {
+            at_ms,
+            label: time::format_ms(at_ms),
+            control: self.control.clone(),
+        }))
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
     let spec = load_funnel(&args.funnel)?;
     let store = StoreLayout::new(&args.store).open_existing()?;
+    let analyze = options(Some(&store), &args.scope, None, false)?;
     let opts = CompareOptions {
         by: args.by.clone(),
         baseline: args.baseline.clone(),
@@ -55,7 +95,9 @@ pub fn run(args: Args) -> Result<()> {
             AttributionArg::FirstTouch => Attribution::FirstTouch,
             AttributionArg::LastTouch => Attribution::LastTouch,
         },
-        analyze: options(Some(&store), &args.scope, None, false)?,
+        adjust_for: args.adjust.adjust_for.clone(),
+        split: args.adjust.split(&analyze)?,
+        analyze,
     };
     let c = compare(&store, &spec, &opts)?;
     let text = export::compare::render(&c, args.format);

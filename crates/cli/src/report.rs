@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use funnel_analysis::{CompareOptions, compare_report, comparison_spec, inspect};
+use funnel_analysis::{
+    CompareOptions, analyze_options, compare_reports, comparison_specs, inspect,
+};
 use funnel_core::{Attribution, MANIFEST_FILE, StoreLayout, load_funnel};
 use sha2::{Digest, Sha256};
 
@@ -34,6 +36,9 @@ pub struct Args {
     /// Value the comparison measures against.
     #[arg(long, default_value = "wechat_native")]
     pub baseline: String,
+    /// Adjusted and before/after comparisons in the comparison section.
+    #[command(flatten)]
+    pub adjust: crate::compare::AdjustArgs,
     /// Period of the trend lines.
     #[arg(long, value_enum, default_value_t = IntervalArg::Week)]
     pub interval: IntervalArg,
@@ -53,30 +58,32 @@ pub fn write(args: &Args) -> Result<Option<funnel_analysis::Comparison>> {
         .collect::<Result<Vec<_>, _>>()?;
     // One generation, leased, for every part of the report.
     let store = StoreLayout::new(&args.store).open_existing()?;
-    let opts = options(Some(&store), &args.scope, Some(args.interval), false)?;
-    // The comparison's funnel joins the same pass over the store.
+    let mut opts = options(Some(&store), &args.scope, Some(args.interval), false)?;
+    // The comparison's funnels join the same pass over the store.
     let compared = match &args.compare {
         Some(path) => {
             let copts = CompareOptions {
                 by: args.by.clone(),
                 baseline: args.baseline.clone(),
                 attribution: Attribution::Step1,
+                adjust_for: args.adjust.adjust_for.clone(),
+                split: args.adjust.split(&opts)?,
                 analyze: opts.clone(),
             };
-            let spec = comparison_spec(&load_funnel(path)?, &copts);
-            specs.push(spec.clone());
-            Some((spec, copts))
+            let cspecs = comparison_specs(&load_funnel(path)?, &copts);
+            specs.extend(cspecs.iter().cloned());
+            // The split instant only reaches the funnels broken down by it.
+            opts = analyze_options(&copts);
+            Some((cspecs, copts))
         }
         None => None,
     };
     let mut analysis = funnel_analysis::analyze(&store, &specs, &opts)?;
     let comparison = match compared {
-        Some((spec, copts)) => {
-            let report = analysis
-                .reports
-                .pop()
-                .expect("the comparison's funnel was analysed last");
-            Some(compare_report(&spec, report, &copts)?)
+        Some((cspecs, copts)) => {
+            let first = analysis.reports.len() - cspecs.len();
+            let reports = analysis.reports.split_off(first);
+            Some(compare_reports(&cspecs, reports, &copts)?)
         }
         None => None,
     };

@@ -15,6 +15,11 @@ pub const ORDER_ID: &str = "order_id";
 pub const AMOUNT: &str = "amount";
 pub const CURRENCY: &str = "currency";
 
+/// A grouping column the analysis derives instead of reading it: `"before"` or `"after"` an
+/// instant (`AnalyzeOptions::split_at_ms`) by the event's time. Only a breakdown may name it;
+/// the parentheses keep it apart from every column a store can have.
+pub const SPLIT: &str = "(split)";
+
 /// The export columns of CONTRACT §1, in their store order.
 pub const CONTRACT_COLUMNS: [&str; 12] = [
     EVENT_ID,

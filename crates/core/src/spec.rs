@@ -194,7 +194,10 @@ impl FunnelSpec {
                     .map(|f| (format!("exclusions[{i}].where"), f.column.as_str())),
             );
         }
-        match named.into_iter().find(|(_, c)| !known(c)) {
+        match named
+            .into_iter()
+            .find(|(key, c)| !(known(c) || (key == "breakdown" && *c == schema::SPLIT)))
+        {
             Some((key, c)) => Err(self.invalid(
                 &key,
                 c,

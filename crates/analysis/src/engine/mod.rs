@@ -43,6 +43,8 @@ pub struct AnalyzeOptions {
     pub timezone: Option<String>,
     /// Collect one audit row per person and group.
     pub audit: bool,
+    /// The instant (epoch ms) of the derived [`funnel_core::schema::SPLIT`] breakdown column.
+    pub split_at_ms: Option<i64>,
 }
 
 /// Reports, and the audit rows when asked for.

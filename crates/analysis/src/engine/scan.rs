@@ -199,6 +199,7 @@ fn read_columns(specs: &[FunnelSpec]) -> Vec<&str> {
                 .map(String::as_str),
         );
     }
+    names.retain(|n| *n != schema::SPLIT);
     names.sort_unstable();
     names.dedup();
     names
@@ -530,11 +531,18 @@ pub(super) fn read(unit: &Unit, setup: &Setup<'_>) -> Result<Events, AnalysisErr
         );
     }
     let groups = group_columns(setup.specs);
-    let columns = coded
+    let mut columns: HashMap<String, Coded> = coded
         .into_iter()
         .filter(|(name, _)| groups.contains(name))
         .map(|(name, c)| (name.to_string(), c))
         .collect();
+    if groups.contains(&schema::SPLIT) {
+        let at = setup.opts.split_at_ms.ok_or(AnalysisError::Option {
+            option: "--split-at",
+            value: format!("a funnel is broken down by {} without it", schema::SPLIT),
+        })?;
+        columns.insert(schema::SPLIT.to_string(), split_column(&ts, at));
+    }
     Ok(Events {
         ts,
         person_starts,
@@ -544,6 +552,24 @@ pub(super) fn read(unit: &Unit, setup: &Setup<'_>) -> Result<Events, AnalysisErr
         excluded,
         columns,
     })
+}
+
+/// The derived [`schema::SPLIT`] column: `"before"` for events before `at`, `"after"` for the
+/// others, coded in order of first appearance (as every coded column is).
+fn split_column(ts: &[i64], at: i64) -> Coded {
+    let mut coded = Coded::default();
+    let mut code = [None::<u32>; 2];
+    for t in ts {
+        let side = usize::from(*t >= at);
+        let c = *code[side].get_or_insert_with(|| {
+            coded
+                .values
+                .push(Some(["before", "after"][side].to_string()));
+            (coded.values.len() - 1) as u32
+        });
+        coded.codes.push(c);
+    }
+    coded
 }
 
 /// A mask of the `n` lowest bits (`n` at most 64).

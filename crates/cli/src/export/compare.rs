@@ -138,6 +138,8 @@ fn render_text(c: &Comparison, markdown: bool) -> String {
         ],
         &rows,
     ));
+    out.push_str(&adjusted_sections(c, markdown, &h));
+    out.push_str(&split_sections(c, markdown, &h));
     if !c.extra_steps.is_empty() {
         out.push_str(&h(&format!(
             "Steps {} does not have: share of clicks lost there",
@@ -161,6 +163,233 @@ fn render_text(c: &Comparison, markdown: bool) -> String {
             &[&c.by, "step", ">went through", ">lost there", ">of clicks"],
             &rows,
         ));
+    }
+    out
+}
+
+fn opt_pp(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".into(), pp)
+}
+
+fn opt_p(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".into(), |p| format!("{p:.4}"))
+}
+
+fn ci_pp(ci: Option<[f64; 2]>) -> String {
+    ci.map_or_else(|| "-".into(), |[l, h]| format!("{} – {}", pp(l), pp(h)))
+}
+
+/// A stratum as `column=value` pairs (`(none)` for a missing value).
+fn stratum(v: &funnel_analysis::StratumValue) -> String {
+    v.iter()
+        .map(|(k, x)| format!("{k}={}", label(x)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The adjusted differences and their strata (`--adjust-for`).
+fn adjusted_sections(c: &Comparison, markdown: bool, h: &dyn Fn(&str) -> String) -> String {
+    let Some(by) = c
+        .differences
+        .iter()
+        .find_map(|d| d.adjusted.as_ref().map(|a| a.by.join(", ")))
+    else {
+        return String::new();
+    };
+    let mut out = h(&format!(
+        "Difference to {} within {by} (Mantel-Haenszel, Sato 95% CI; odds ratio with RGB 95% CI; CMH and Breslow-Day-Tarone tests)",
+        c.baseline
+    ));
+    let rows: Vec<Vec<String>> = c
+        .differences
+        .iter()
+        .filter_map(|d| d.adjusted.as_ref().map(|a| (d, a)))
+        .map(|(d, a)| {
+            let flagged: Vec<String> = a
+                .strata
+                .iter()
+                .filter(|s| s.disagrees)
+                .map(|s| stratum(&s.value))
+                .collect();
+            vec![
+                label(&d.group),
+                d.step.clone(),
+                pp(d.difference),
+                opt_pp(a.mh_risk_difference),
+                ci_pp(a.mh_risk_difference_ci),
+                a.mh_odds_ratio.map_or_else(
+                    || "-".into(),
+                    |r| match a.mh_odds_ratio_ci {
+                        Some([l, h]) => format!("{r:.3} ({l:.3} – {h:.3})"),
+                        None => format!("{r:.3}"),
+                    },
+                ),
+                opt_p(a.cmh_p),
+                opt_p(a.cmh_p_holm),
+                opt_p(a.homogeneity_p),
+                if flagged.is_empty() {
+                    String::new()
+                } else {
+                    format!("strata disagree: {}", flagged.join("; "))
+                },
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        markdown,
+        &[
+            &c.by,
+            "step",
+            ">raw",
+            ">adjusted",
+            ">95% CI",
+            ">odds ratio (95% CI)",
+            ">CMH p",
+            ">Holm p",
+            ">homogeneity p",
+            "note",
+        ],
+        &rows,
+    ));
+    out.push_str(&h(&format!("Strata of {by}")));
+    let mut rows = Vec::new();
+    for d in &c.differences {
+        let Some(a) = &d.adjusted else { continue };
+        for s in &a.strata {
+            rows.push(vec![
+                label(&d.group),
+                d.step.clone(),
+                stratum(&s.value),
+                format!(
+                    "{} of {}",
+                    thousands(s.group.reached),
+                    thousands(s.group.persons)
+                ),
+                format!(
+                    "{} of {}",
+                    thousands(s.baseline.reached),
+                    thousands(s.baseline.persons)
+                ),
+                pp(s.risk_difference),
+                if s.disagrees { "disagrees" } else { "" }.to_string(),
+            ]);
+        }
+        for v in &a.strata_left_out {
+            rows.push(vec![
+                label(&d.group),
+                d.step.clone(),
+                stratum(v),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "left out: a side has no persons".into(),
+            ]);
+        }
+    }
+    out.push_str(&table(
+        markdown,
+        &[
+            &c.by,
+            "step",
+            "stratum",
+            ">group reached",
+            ">baseline reached",
+            ">difference",
+            "note",
+        ],
+        &rows,
+    ));
+    out
+}
+
+/// The before/after changes and the differences-in-differences (`--split-at`).
+fn split_sections(c: &Comparison, markdown: bool, h: &dyn Fn(&str) -> String) -> String {
+    let (Some(at), Some(before_after)) = (&c.split_at, &c.before_after) else {
+        return String::new();
+    };
+    let adjusted = before_after.iter().any(|b| b.adjusted.is_some());
+    let mut out = h(&format!(
+        "Before and after {at}: after minus before, Newcombe 95% intervals, Holm-adjusted p"
+    ));
+    let rows: Vec<Vec<String>> = before_after
+        .iter()
+        .map(|b| {
+            let rate = |s: &funnel_analysis::Side| s.reached as f64 / s.persons as f64;
+            let mut row = vec![
+                label(&b.group),
+                b.step.clone(),
+                format!("{} ({})", pct(rate(&b.before)), thousands(b.before.persons)),
+                format!("{} ({})", pct(rate(&b.after)), thousands(b.after.persons)),
+                pp(b.difference),
+                format!("{} – {}", pp(b.ci[0]), pp(b.ci[1])),
+                format!("{} {:.4}", b.test, b.p),
+                format!("{:.4}", b.p_holm),
+            ];
+            if adjusted {
+                let a = b.adjusted.as_ref();
+                row.push(opt_pp(a.and_then(|a| a.mh_risk_difference)));
+                row.push(ci_pp(a.and_then(|a| a.mh_risk_difference_ci)));
+            }
+            row
+        })
+        .collect();
+    let mut headers = vec![
+        c.by.as_str(),
+        "step",
+        ">before (persons)",
+        ">after (persons)",
+        ">change",
+        ">95% CI",
+        ">test p",
+        ">Holm p",
+    ];
+    if adjusted {
+        headers.extend([">adjusted change", ">95% CI"]);
+    }
+    out.push_str(&table(markdown, &headers, &rows));
+    let left_out = c.before_after_left_out.as_deref().unwrap_or_default();
+    if !left_out.is_empty() {
+        let names: Vec<String> = left_out.iter().map(label).collect();
+        out.push_str(&format!(
+            "\n Without persons on one side of the split: {}.\n",
+            names.join(", ")
+        ));
+    }
+    if let (Some(control), Some(did)) = (&c.control, &c.did) {
+        out.push_str(&h(&format!(
+            "Difference-in-differences against {control}: the group's change minus {control}'s, Wald 95% intervals"
+        )));
+        let rows: Vec<Vec<String>> = did
+            .iter()
+            .map(|d| {
+                let mut row = vec![
+                    label(&d.group),
+                    d.step.clone(),
+                    pp(d.estimate),
+                    format!("{} – {}", pp(d.ci[0]), pp(d.ci[1])),
+                    format!("{:.4}", d.p),
+                    format!("{:.4}", d.p_holm),
+                ];
+                if adjusted {
+                    let a = d.adjusted.as_ref();
+                    row.push(opt_pp(a.and_then(|a| a.estimate)));
+                    row.push(ci_pp(a.and_then(|a| a.ci)));
+                }
+                row
+            })
+            .collect();
+        let mut headers = vec![
+            c.by.as_str(),
+            "step",
+            ">estimate",
+            ">95% CI",
+            ">p",
+            ">Holm p",
+        ];
+        if adjusted {
+            headers.extend([">adjusted", ">95% CI"]);
+        }
+        out.push_str(&table(markdown, &headers, &rows));
     }
     out
 }

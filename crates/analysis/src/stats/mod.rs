@@ -3,7 +3,12 @@
 //! Wilson score intervals for a proportion; Newcombe's hybrid score interval (method 10 of
 //! Newcombe 1998) for a difference of proportions; the pooled two-proportion z-test; Fisher's
 //! exact test (two-sided, summing the tables no more likely than the observed one); Holm's
-//! step-down adjustment. Distributions come from `statrs`.
+//! step-down adjustment. Distributions come from `statrs`. Pooled estimates over strata and
+//! the difference-in-differences: `stratified.rs`.
+
+mod stratified;
+
+pub use stratified::{Estimate, Pooled, Side, Table, chi2_sf, did, mantel_haenszel, pooled_did};
 
 use statrs::distribution::{ContinuousCDF, Discrete, Hypergeometric, Normal};
 
