@@ -120,6 +120,114 @@ fn compare_reports_differences_and_extra_step_costs() {
 }
 
 #[test]
+fn compare_adjusted_and_before_after_on_the_sample() {
+    let store = sample_store();
+    let f = repo().join("data/funnels/external_link_to_purchase.toml");
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "compare".to_string(),
+            "--store".into(),
+            store.display().to_string(),
+            "--funnel".into(),
+            f.display().to_string(),
+            "--by".into(),
+            "chat_type".into(),
+            "--baseline".into(),
+            "group".into(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let call = |extra: &[&str], code: i32| {
+        let a = args(extra);
+        run(&a.iter().map(String::as_str).collect::<Vec<_>>(), code)
+    };
+    let full = [
+        "--adjust-for",
+        "campaign",
+        "--split-at",
+        "2021-09-17",
+        "--control",
+        "group",
+    ];
+    let (md, _) = call(&[&full[..], &["--format", "markdown"]].concat(), 0);
+    insta::assert_snapshot!("sample_compare_adjusted_markdown", md);
+    let (out, _) = call(&[&full[..], &["--format", "json"]].concat(), 0);
+    let c: Value = serde_json::from_str(&out).unwrap();
+    // CONTRACT §8: the keys, in place.
+    assert_eq!(c["split_at"], "2021-09-16T16:00:00.000Z");
+    for d in c["differences"].as_array().unwrap() {
+        let a = &d["adjusted"];
+        assert_eq!(a["by"], serde_json::json!(["campaign"]));
+        for k in [
+            "strata",
+            "mh_risk_difference",
+            "mh_risk_difference_ci",
+            "mh_odds_ratio",
+            "mh_odds_ratio_ci",
+            "cmh_p",
+            "homogeneity_p",
+            "strata_left_out",
+        ] {
+            assert!(a.get(k).is_some(), "adjusted.{k} missing: {a}");
+        }
+        let s = &a["strata"][0];
+        assert!(s["value"]["campaign"].is_string() && s["group"]["persons"].is_u64());
+        assert!(s["baseline"]["reached"].is_u64());
+    }
+    let ba = c["before_after"].as_array().unwrap();
+    assert!(!ba.is_empty());
+    for b in ba {
+        let (x1, n1) = (
+            b["after"]["reached"].as_f64().unwrap(),
+            b["after"]["persons"].as_f64().unwrap(),
+        );
+        let (x0, n0) = (
+            b["before"]["reached"].as_f64().unwrap(),
+            b["before"]["persons"].as_f64().unwrap(),
+        );
+        let d = b["difference"].as_f64().unwrap();
+        assert!((d - (x1 / n1 - x0 / n0)).abs() < 1e-12);
+        assert!(b["ci"][0].as_f64().unwrap() <= d && d <= b["ci"][1].as_f64().unwrap());
+        assert!(b["p"].is_f64());
+    }
+    let did = c["did"].as_array().unwrap();
+    // Every group but the control, at each milestone both go through.
+    assert!(
+        did.iter()
+            .all(|d| d["group"] != "group" && d["estimate"].is_f64())
+    );
+    assert_eq!(did.len(), 2 * 3);
+    // Without the flags, none of the new keys.
+    let (plain, _) = call(&["--format", "json"], 0);
+    let p: Value = serde_json::from_str(&plain).unwrap();
+    for k in ["split_at", "before_after", "did", "control"] {
+        assert!(p.get(k).is_none(), "{k}");
+    }
+    assert!(p["differences"][0].get("adjusted").is_none());
+    // Usage errors name the option.
+    let (_, err) = call(&["--control", "group"], 2);
+    assert!(err.contains("--split-at"), "{err}");
+    let (_, err) = call(&["--adjust-for", "chat_type"], 2);
+    assert!(
+        err.contains("--adjust-for") && err.contains("chat_type"),
+        "{err}"
+    );
+    let (_, err) = call(
+        &["--split-at", "2021-09-17", "--control", "carrier_pigeon"],
+        2,
+    );
+    assert!(
+        err.contains("carrier_pigeon") && err.contains("one_to_one"),
+        "{err}"
+    );
+    let (_, err) = call(&["--adjust-for", "no_such_column"], 2);
+    assert!(err.contains("no_such_column"), "{err}");
+    let (_, err) = call(&["--split-at", "last tuesday"], 2);
+    assert!(err.contains("--split-at"), "{err}");
+}
+
+#[test]
 fn report_is_self_contained_and_reproducible() {
     let store = sample_store();
     let tmp = tempfile::tempdir().unwrap();

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use chrono::NaiveDate;
-use funnel_generate::{GenerateOptions, OutputFormat, generate};
+use funnel_generate::{ChatEffect, GenerateOptions, OutputFormat, generate};
 
 use crate::UsageError;
 use crate::table::thousands;
@@ -56,6 +56,58 @@ pub struct Args {
     /// No duplicates, conflicts or malformed rows (overrides the rates).
     #[arg(long)]
     pub clean: bool,
+    /// JOURNEY=W1:W2:W3 (repeatable): the chat surfaces a journey's sessions are clicked on,
+    /// as weights of one_to_one, group, official_account [default: 0.55:0.30:0.15 for all].
+    /// Per-surface rates stay as they are: plants a Simpson's-paradox mix.
+    #[arg(long, value_name = "JOURNEY=W1:W2:W3")]
+    pub chat_mix: Vec<String>,
+    /// CHAT=DELTA[@YYYY-MM-DD] (repeatable): add DELTA to the chance that a session clicked on
+    /// CHAT continues past its first step (warning page passed, page viewed, app opened), from
+    /// that day on (Asia/Shanghai) or always. Plants a dated change on one surface.
+    #[arg(long, value_name = "CHAT=DELTA[@DATE]", allow_hyphen_values = true)]
+    pub chat_effect: Vec<String>,
+}
+
+fn chat_mix(text: &str) -> Result<(String, [f64; 3])> {
+    let bad = || {
+        UsageError(format!(
+            "invalid --chat-mix {text:?}: expected JOURNEY=W1:W2:W3"
+        ))
+    };
+    let (journey, weights) = text.split_once('=').ok_or_else(bad)?;
+    let w: Vec<f64> = weights
+        .split(':')
+        .map(|x| x.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad())?;
+    let w: [f64; 3] = w.try_into().map_err(|_| bad())?;
+    Ok((journey.trim().to_string(), w))
+}
+
+fn chat_effect(text: &str) -> Result<ChatEffect> {
+    let bad = |why: &str| UsageError(format!("invalid --chat-effect {text:?}: {why}"));
+    let (chat, rest) = text
+        .split_once('=')
+        .ok_or_else(|| bad("expected CHAT=DELTA[@YYYY-MM-DD]"))?;
+    let (delta, from) = match rest.split_once('@') {
+        Some((d, day)) => (
+            d,
+            Some(
+                NaiveDate::parse_from_str(day.trim(), "%Y-%m-%d")
+                    .map_err(|e| bad(&format!("date {day:?}: {e}")))?,
+            ),
+        ),
+        None => (rest, None),
+    };
+    let delta = delta
+        .trim()
+        .parse::<f64>()
+        .map_err(|_| bad(&format!("delta {delta:?} is not a number")))?;
+    Ok(ChatEffect {
+        chat: chat.trim().to_string(),
+        delta,
+        from,
+    })
 }
 
 pub fn options(args: &Args) -> Result<GenerateOptions> {
@@ -76,6 +128,16 @@ pub fn options(args: &Args) -> Result<GenerateOptions> {
     opts.fault_rate = args.fault_rate;
     opts.truncated_file_rate = args.truncated_file_rate;
     opts.truth = args.truth.clone();
+    opts.chat_mix = args
+        .chat_mix
+        .iter()
+        .map(|t| chat_mix(t))
+        .collect::<Result<_>>()?;
+    opts.chat_effects = args
+        .chat_effect
+        .iter()
+        .map(|t| chat_effect(t))
+        .collect::<Result<_>>()?;
     Ok(if args.clean { opts.clean() } else { opts })
 }
 

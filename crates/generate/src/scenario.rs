@@ -60,6 +60,89 @@ pub struct GenerateOptions {
     pub truncated_file_rate: f64,
     /// Where to write the ground truth (default `OUT/truth.json`).
     pub truth: Option<PathBuf>,
+    /// Per journey: the weights of the chat surfaces its sessions are clicked on (in the order
+    /// one_to_one, group, official_account), instead of the common mix. Changes who uses a
+    /// journey where, not how well it converts on each surface: a Simpson's-paradox mix.
+    pub chat_mix: Vec<(String, [f64; 3])>,
+    /// Changes of the chance that a session's first step continues (the warning page passed,
+    /// the page viewed, the app opened) on one chat surface, from a day on or always.
+    pub chat_effects: Vec<ChatEffect>,
+}
+
+/// `delta` added to the chance that a session clicked on `chat` continues past its first
+/// step, for sessions on or after `from` (Asia/Shanghai days; always when `None`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatEffect {
+    pub chat: String,
+    pub delta: f64,
+    pub from: Option<NaiveDate>,
+}
+
+/// The surface knobs, resolved against the journeys and days of one generation.
+struct Surfaces {
+    /// Per journey (JOURNEYS order): chat weights.
+    mix: [[f64; 3]; 4],
+    /// Per chat (CHATS order): (first day index, delta).
+    effects: [Vec<(i64, f64)>; 3],
+}
+
+impl Surfaces {
+    fn new(opts: &GenerateOptions) -> Result<Surfaces, GenerateError> {
+        let invalid = |option, message: String| GenerateError::InvalidOption { option, message };
+        let mut mix = [CHAT_WEIGHTS; 4];
+        for (journey, w) in &opts.chat_mix {
+            let j = JOURNEYS.iter().position(|x| x == journey).ok_or_else(|| {
+                invalid(
+                    "--chat-mix",
+                    format!("no journey {journey:?} (journeys: {})", JOURNEYS.join(", ")),
+                )
+            })?;
+            if w.iter().any(|x| !(x.is_finite() && *x >= 0.0)) || w.iter().sum::<f64>() <= 0.0 {
+                return Err(invalid(
+                    "--chat-mix",
+                    format!("{journey}: weights {w:?} must be non-negative with a positive sum"),
+                ));
+            }
+            mix[j] = *w;
+        }
+        let mut effects: [Vec<(i64, f64)>; 3] = Default::default();
+        for e in &opts.chat_effects {
+            let c = CHATS.iter().position(|x| *x == e.chat).ok_or_else(|| {
+                invalid(
+                    "--chat-effect",
+                    format!(
+                        "no chat surface {:?} (surfaces: {})",
+                        e.chat,
+                        CHATS.join(", ")
+                    ),
+                )
+            })?;
+            if !(-1.0..=1.0).contains(&e.delta) {
+                return Err(invalid(
+                    "--chat-effect",
+                    format!("{}: {} is not between -1 and 1", e.chat, e.delta),
+                ));
+            }
+            let day = e.from.map_or(i64::MIN, |d| (d - opts.start).num_days());
+            effects[c].push((day, e.delta));
+        }
+        Ok(Surfaces { mix, effects })
+    }
+
+    /// The chance `p` of continuing past the first step, for a session on `chat` on `day`.
+    fn continue_chance(&self, p: f64, chat: usize, day: i64) -> f64 {
+        let delta: f64 = self.effects[chat]
+            .iter()
+            .filter(|(from, _)| day >= *from)
+            .map(|(_, d)| d)
+            .sum();
+        if delta == 0.0 {
+            // Without a knob the chance is exactly the scenario's (the same draws, the same files).
+            p
+        } else {
+            (p + delta).clamp(0.0, 1.0)
+        }
+    }
 }
 
 impl GenerateOptions {
@@ -77,6 +160,8 @@ impl GenerateOptions {
             fault_rate: 0.005,
             truncated_file_rate: 0.1,
             truth: None,
+            chat_mix: Vec::new(),
+            chat_effects: Vec::new(),
         }
     }
 
@@ -414,6 +499,7 @@ pub fn generate(opts: &GenerateOptions) -> Result<Truth, GenerateError> {
         .timestamp_millis()
         - 8 * 3_600_000; // midnight in Asia/Shanghai
     check_time_range(opts, start_ms)?;
+    let surfaces = Surfaces::new(opts)?;
     std::fs::create_dir_all(&opts.out).map_err(|e| GenerateError::io(&opts.out, e))?;
     let mut w = Writer {
         opts,
@@ -438,7 +524,7 @@ pub fn generate(opts: &GenerateOptions) -> Result<Truth, GenerateError> {
             used: Vec::new(),
             events: 0,
         };
-        for ev in person_events(&mut p, &mut rng, opts.days, start_ms) {
+        for ev in person_events(&mut p, &mut rng, opts.days, start_ms, &surfaces) {
             let fault_id = format!("x-{h:07}-{:03}", p.events);
             p.events += 1;
             w.emit(&ev, &mut rng, &fault_id)?;
@@ -521,7 +607,13 @@ fn label_persons(p: &Person, id_person: &mut BTreeMap<String, String>) -> u64 {
 }
 
 /// The real events of one person, in time order.
-fn person_events(p: &mut Person, rng: &mut Rng, days: u32, start_ms: i64) -> Vec<Ev> {
+fn person_events(
+    p: &mut Person,
+    rng: &mut Rng,
+    days: u32,
+    start_ms: i64,
+    surfaces: &Surfaces,
+) -> Vec<Ev> {
     let mut sessions = 1;
     while sessions < MAX_SESSIONS && rng.chance(0.45) {
         sessions += 1;
@@ -541,15 +633,26 @@ fn person_events(p: &mut Person, rng: &mut Rng, days: u32, start_ms: i64) -> Vec
             t = t_end + SESSION_SPACING_MS + rng.range(0, SESSION_SHIFT_MS) as i64;
         }
         let day = (t - start_ms).div_euclid(86_400_000);
-        session(p, rng, &mut out, t, day, k);
+        session(p, rng, &mut out, t, day, k, surfaces);
         t_end = out.last().map_or(t, |e: &Ev| e.ms);
     }
     out
 }
 
-fn session(p: &mut Person, rng: &mut Rng, out: &mut Vec<Ev>, mut t: i64, day: i64, k: usize) {
-    let journey = JOURNEYS[rng.weighted(&JOURNEY_WEIGHTS)];
-    let chat = CHATS[rng.weighted(&CHAT_WEIGHTS)];
+fn session(
+    p: &mut Person,
+    rng: &mut Rng,
+    out: &mut Vec<Ev>,
+    mut t: i64,
+    day: i64,
+    k: usize,
+    surfaces: &Surfaces,
+) {
+    let j = rng.weighted(&JOURNEY_WEIGHTS);
+    let journey = JOURNEYS[j];
+    let c = rng.weighted(&surfaces.mix[j]);
+    let chat = CHATS[c];
+    let first_step = |p: f64| surfaces.continue_chance(p, c, day);
     let campaign = CAMPAIGNS[rng.range(0, CAMPAIGNS.len() as u64) as usize];
     let item = format!("item_{:03}", rng.range(0, 200));
     let mut n = 0;
@@ -609,6 +712,7 @@ fn session(p: &mut Person, rng: &mut Rng, out: &mut Vec<Ev>, mut t: i64, day: i6
                 "group" => (0.35 + trend, 0.06),
                 _ => (0.68 + trend, 0.02),
             };
+            let cont = first_step(cont);
             t += gap(rng, 2, 20);
             let x = rng.f64();
             if x >= cont {
@@ -646,7 +750,7 @@ fn session(p: &mut Person, rng: &mut Rng, out: &mut Vec<Ev>, mut t: i64, day: i6
             }
         }
         "wechat_native" => {
-            if !rng.chance(0.85) {
+            if !rng.chance(first_step(0.85)) {
                 return;
             }
             t += gap(rng, 1, 5);
@@ -657,7 +761,7 @@ fn session(p: &mut Person, rng: &mut Rng, out: &mut Vec<Ev>, mut t: i64, day: i6
             }
         }
         "mini_program" => {
-            if !rng.chance(0.90) {
+            if !rng.chance(first_step(0.90)) {
                 return;
             }
             t += gap(rng, 1, 5);
@@ -685,7 +789,7 @@ fn session(p: &mut Person, rng: &mut Rng, out: &mut Vec<Ev>, mut t: i64, day: i6
         }
         _ => {
             // tao_code: the code is copied in WeChat and opened in the shop app on a device.
-            if !rng.chance(0.55) {
+            if !rng.chance(first_step(0.55)) {
                 return;
             }
             t += gap(rng, 10, 300);
@@ -796,7 +900,8 @@ mod tests {
                     used: Vec::new(),
                     events: 0,
                 };
-                let events = person_events(&mut p, &mut rng, days, start_ms);
+                let surfaces = Surfaces::new(&GenerateOptions::new("", 0, 0)).unwrap();
+                let events = person_events(&mut p, &mut rng, days, start_ms, &surfaces);
                 let mut sessions: BTreeMap<String, (i64, i64)> = BTreeMap::new();
                 for ev in &events {
                     lo = lo.min(ev.ms);
@@ -872,5 +977,56 @@ mod tests {
         let t = generate(&opts).unwrap();
         assert_eq!(t.expected.rows_read, t.expected.rows_stored);
         assert!(t.files.keys().all(|f| f.ends_with(".csv")));
+    }
+
+    #[test]
+    fn surface_knobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = GenerateOptions::new(dir.path(), 10, 1);
+        let none = Surfaces::new(&opts).unwrap();
+        assert_eq!(none.mix, [CHAT_WEIGHTS; 4]);
+        // No knob: the scenario's chance, exactly (so the same draws and files).
+        assert_eq!(none.continue_chance(0.123_456, 0, 5), 0.123_456);
+        opts.chat_mix = vec![("mini_program".into(), [0.1, 0.8, 0.1])];
+        opts.chat_effects = vec![
+            ChatEffect {
+                chat: "one_to_one".into(),
+                delta: 0.15,
+                from: Some(opts.start + chrono::Days::new(14)),
+            },
+            ChatEffect {
+                chat: "group".into(),
+                delta: -0.9,
+                from: None,
+            },
+        ];
+        let s = Surfaces::new(&opts).unwrap();
+        assert_eq!(s.mix[2], [0.1, 0.8, 0.1]);
+        assert_eq!(s.mix[0], CHAT_WEIGHTS);
+        assert_eq!(s.continue_chance(0.6, 0, 13), 0.6);
+        assert!((s.continue_chance(0.6, 0, 14) - 0.75).abs() < 1e-12);
+        assert_eq!(s.continue_chance(0.35, 1, 0), 0.0);
+        for (mix, effect) in [
+            (
+                vec![("carrier_pigeon".to_string(), [1.0, 1.0, 1.0])],
+                vec![],
+            ),
+            (vec![("tao_code".to_string(), [0.0, 0.0, 0.0])], vec![]),
+            (
+                vec![],
+                vec![ChatEffect {
+                    chat: "telegram".into(),
+                    delta: 0.1,
+                    from: None,
+                }],
+            ),
+        ] {
+            opts.chat_mix = mix;
+            opts.chat_effects = effect;
+            assert!(matches!(
+                Surfaces::new(&opts),
+                Err(GenerateError::InvalidOption { .. })
+            ));
+        }
     }
 }
