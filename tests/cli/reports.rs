@@ -155,7 +155,7 @@ fn compare_adjusted_and_before_after_on_the_sample() {
     let (out, _) = call(&[&full[..], &["--format", "json"]].concat(), 0);
     let c: Value = serde_json::from_str(&out).unwrap();
     // CONTRACT §8: the keys, in place.
-    assert_eq!(c["split_at"], "2021-09-16T16:00:00.000Z");
+    assert_eq!(c["split_at"], "2021-09-17T00:00:00+08:00");
     for d in c["differences"].as_array().unwrap() {
         let a = &d["adjusted"];
         assert_eq!(a["by"], serde_json::json!(["campaign"]));

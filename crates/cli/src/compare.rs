@@ -75,9 +75,16 @@ impl AdjustArgs {
             .map_err(|e| UsageError(format!("invalid --timezone {tz_name:?}: {e}")))?;
         let at_ms = time::parse_instant(text, &tz)
             .map_err(|e| UsageError(format!("invalid --split-at {text:?}: {e}")))?;
+        // RFC 3339 in the zone the instant was read in (UTC where it has no local time).
+        let label = chrono::TimeZone::timestamp_millis_opt(&tz, at_ms)
+            .single()
+            .map_or_else(
+                || time::format_ms(at_ms),
+                |d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            );
         Ok(Some(Split {
             at_ms,
-            label: time::format_ms(at_ms),
+            label,
             control: self.control.clone(),
         }))
     }

@@ -105,6 +105,14 @@ pub fn run(args: Args) -> Result<()> {
         args.out.join("report.md").into(),
         "--compare".into(),
         compare_funnel.into(),
+        // Within the same chat surface, and before/after WeChat's change of 2021-09-17
+        // against the WeChat-native pages it did not touch.
+        "--adjust-for".into(),
+        "chat_type".into(),
+        "--split-at".into(),
+        "2021-09-17".into(),
+        "--control".into(),
+        "wechat_native".into(),
         "--title".into(),
         "WeChat external links: from click to purchase (sample data)".into(),
     ]);

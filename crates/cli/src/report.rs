@@ -133,6 +133,17 @@ pub fn write(args: &Args) -> Result<Option<funnel_analysis::Comparison>> {
         shown.push(("compare".into(), file_names(std::slice::from_ref(c))));
         shown.push(("by".into(), args.by.clone()));
         shown.push(("baseline".into(), args.baseline.clone()));
+        if !args.adjust.adjust_for.is_empty() {
+            shown.push(("adjust_for".into(), args.adjust.adjust_for.join(",")));
+        }
+        for (k, v) in [
+            ("split_at", &args.adjust.split_at),
+            ("control", &args.adjust.control),
+        ] {
+            if let Some(v) = v {
+                shown.push((k.into(), v.clone()));
+            }
+        }
     }
     for (k, v) in [("from", &args.scope.from), ("to", &args.scope.to)] {
         if let Some(v) = v {

@@ -127,6 +127,15 @@ pub fn forest(items: &[Estimate]) -> String {
 
 /// Lines over periods; values are fractions.
 pub fn lines(periods: &[String], series: &[(String, Vec<Option<f64>>)]) -> String {
+    lines_dashed(periods, series, series.len())
+}
+
+/// [`lines`], with the series from `dashed_from` on drawn dashed (what would have been).
+pub fn lines_dashed(
+    periods: &[String],
+    series: &[(String, Vec<Option<f64>>)],
+    dashed_from: usize,
+) -> String {
     let (w, h, left, right, top, bottom) = (720.0, 260.0, 50.0, 170.0, 15.0, 40.0);
     let max = series
         .iter()
@@ -169,9 +178,10 @@ pub fn lines(periods: &[String], series: &[(String, Vec<Option<f64>>)]) -> Strin
             .collect();
         let _ = write!(
             s,
-            r#"<polyline points="{}" class="line s{}"/>"#,
+            r#"<polyline points="{}" class="line s{}{}"/>"#,
             points.join(" "),
-            k % 6
+            k % 6,
+            if k >= dashed_from { " dashed" } else { "" }
         );
         if let Some((i, v)) = values
             .iter()

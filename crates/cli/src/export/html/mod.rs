@@ -4,7 +4,9 @@ use std::fmt::Write;
 
 use funnel_analysis::{Comparison, FunnelReport, GroupReport, StoreSummary};
 
-use super::svg::{self, Bar, Estimate, esc};
+mod compare;
+
+use super::svg::{self, Bar, esc};
 use super::{key_label, modes_label, pct, window_label};
 use crate::table::thousands;
 
@@ -29,11 +31,11 @@ table{border-collapse:collapse;margin:.6em 0 1.2em}td,th{padding:.25em .7em;bord
 .card .big{font-size:1.8em;font-weight:600}.chart{max-width:100%;height:auto;display:block;margin:.4em 0 1em}\
 .bar{fill:#3b6fd8}.pending{fill:#f0a23b}.lbl{font-size:12px;fill:#1d2330}.val{font-size:12px;fill:#414a5c}.axis{font-size:11px;fill:#687083}\
 .grid{stroke:#e3e7ef}.zero{stroke:#9aa3b5;stroke-dasharray:4 3}.est{stroke:#8a93a6;fill:#8a93a6;stroke-width:2}.est.strong{stroke:#c2412d;fill:#c2412d}\
-.line{fill:none;stroke-width:2}.s0{stroke:#3b6fd8}.s1{stroke:#c2412d}.s2{stroke:#2f9e6e}.s3{stroke:#8e5bd8}.s4{stroke:#d8a23b}.s5{stroke:#555}\
+.line{fill:none;stroke-width:2}.dashed{stroke-dasharray:6 4}.s0{stroke:#3b6fd8}.s1{stroke:#c2412d}.s2{stroke:#2f9e6e}.s3{stroke:#8e5bd8}.s4{stroke:#d8a23b}.s5{stroke:#555}\
 .s0t{fill:#3b6fd8}.s1t{fill:#c2412d}.s2t{fill:#2f9e6e}.s3t{fill:#8e5bd8}.s4t{fill:#b8861b}.s5t{fill:#555}\
 pre{background:#f5f7fb;padding:.7em;border-radius:6px;overflow:auto;font-size:12px}footer{margin-top:3em;font-size:12px;color:#687083}.flag{color:#c2412d;font-weight:600}";
 
-fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut s = String::from("<table><tr>");
     for h in headers {
         let (class, name) = if let Some(n) = h.strip_prefix('>') {
@@ -110,106 +112,6 @@ fn headline(d: &ReportData<'_>) -> String {
         );
     }
     s.push_str("</div>");
-    s
-}
-
-fn comparison(c: &Comparison) -> String {
-    let mut s = format!(
-        "<h2>Journeys compared</h2><p>Every {by} on the same denominator: the persons of its step 1 (clicks). Differences to <b>{base}</b> with 95% Newcombe intervals; p-values from a two-proportion z-test (Fisher's exact test where a cell is under 5), Holm-adjusted across all {n} comparisons. Groups under 30 clicks are flagged.</p>",
-        by = esc(&c.by),
-        base = esc(&c.baseline),
-        n = c.differences.len()
-    );
-    if c.persons_in_several_groups > 0 {
-        let _ = write!(
-            s,
-            "<p class=\"muted\">{} persons clicked in several groups and count in each.</p>",
-            thousands(c.persons_in_several_groups)
-        );
-    }
-    let estimates: Vec<Estimate> = c
-        .differences
-        .iter()
-        .map(|d| Estimate {
-            label: format!("{} · {}", d.group.as_deref().unwrap_or("(none)"), d.step),
-            value: d.difference,
-            low: d.ci_low,
-            high: d.ci_high,
-            strong: d.significant,
-        })
-        .collect();
-    s.push_str(&svg::forest(&estimates));
-    let rows: Vec<Vec<String>> = c
-        .differences
-        .iter()
-        .map(|d| {
-            vec![
-                esc(d.group.as_deref().unwrap_or("(none)")),
-                esc(&d.step),
-                pct(d.rate),
-                pct(d.baseline_rate),
-                format!(
-                    "{:+.1} pp ({:+.1} – {:+.1})",
-                    d.difference * 100.0,
-                    d.ci_low * 100.0,
-                    d.ci_high * 100.0
-                ),
-                d.relative_lift
-                    .map_or_else(|| "–".into(), |l| format!("{:+.1}%", l * 100.0)),
-                format!("{} {:.4}", d.test, d.p_value),
-                format!("{:.4}", d.p_holm),
-                if d.insufficient_sample {
-                    format!("<span class=\"flag\">{}</span>", d.verdict())
-                } else {
-                    d.verdict().to_string()
-                },
-            ]
-        })
-        .collect();
-    s.push_str(&table(
-        &[
-            &c.by,
-            "step",
-            ">rate",
-            ">baseline",
-            ">difference (95% CI)",
-            ">lift",
-            ">test p",
-            ">Holm p",
-            "verdict",
-        ],
-        &rows,
-    ));
-    if !c.extra_steps.is_empty() {
-        let _ = write!(
-            s,
-            "<h3>What the steps {} does not have cost</h3>",
-            esc(&c.baseline)
-        );
-        let rows: Vec<Vec<String>> = c
-            .extra_steps
-            .iter()
-            .map(|x| {
-                vec![
-                    esc(x.group.as_deref().unwrap_or("(none)")),
-                    esc(&x.step),
-                    thousands(x.persons_through),
-                    thousands(x.lost),
-                    pct(x.share_of_clicks_lost),
-                ]
-            })
-            .collect();
-        s.push_str(&table(
-            &[
-                &c.by,
-                "step",
-                ">went through",
-                ">lost there",
-                ">share of clicks",
-            ],
-            &rows,
-        ));
-    }
     s
 }
 
@@ -388,7 +290,7 @@ pub fn render(d: &ReportData<'_>) -> String {
     );
     s.push_str(&headline(d));
     if let Some(c) = d.comparison {
-        s.push_str(&comparison(c));
+        s.push_str(&compare::section(c));
     }
     for r in d.reports {
         let _ = write!(
