@@ -357,7 +357,7 @@ fn split_sections(c: &Comparison, markdown: bool, h: &dyn Fn(&str) -> String) ->
     }
     if let (Some(control), Some(did)) = (&c.control, &c.did) {
         out.push_str(&h(&format!(
-            "Difference-in-differences against {control}: the group's change minus {control}'s, Wald 95% intervals"
+            "Difference-in-differences against {control}: each group's change minus {control}'s, Wald 95% intervals"
         )));
         let rows: Vec<Vec<String>> = did
             .iter()
