@@ -56,6 +56,14 @@ pub fn write(args: &Args) -> Result<Option<funnel_analysis::Comparison>> {
         .iter()
         .map(|p| load_funnel(p))
         .collect::<Result<Vec<_>, _>>()?;
+    if args.compare.is_none()
+        && (!args.adjust.adjust_for.is_empty() || args.adjust.split_at.is_some())
+    {
+        return Err(crate::UsageError(
+            "--adjust-for and --split-at shape the comparison section: give --compare FILE".into(),
+        )
+        .into());
+    }
     // One generation, leased, for every part of the report.
     let store = StoreLayout::new(&args.store).open_existing()?;
     let mut opts = options(Some(&store), &args.scope, Some(args.interval), false)?;
