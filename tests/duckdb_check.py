@@ -38,10 +38,16 @@ with tempfile.TemporaryDirectory() as d:
     truth = json.load(open(f"{data}/truth.json"))
     exp = truth["expected"]
     con = duckdb.connect()
-    events = f"read_parquet('{store}/current/events/*/*.parquet', union_by_name=true)"
+    # The store's entry point for tools (`STORE/events`, through `current`), after two commits.
+    events = f"read_parquet('{store}/events/**/*.parquet', union_by_name=true)"
 
     n, distinct = con.execute(f"select count(*), count(distinct event_id) from {events}").fetchone()
     check("stored rows = valid distinct events", n == distinct == exp["rows_stored"], f"{n} {distinct} {exp['rows_stored']}")
+    import polars as pl
+    import pyarrow.dataset as pads
+    n_polars = pl.scan_parquet(f"{store}/events/", missing_columns="insert").select(pl.len()).collect().item()
+    n_arrow = pads.dataset(f"{store}/events", format="parquet", partitioning="hive").count_rows()
+    check("polars and pyarrow read STORE/events the same", n_polars == n_arrow == n, f"{n_polars} {n_arrow} {n}")
 
     by_type = dict(con.execute(f"select event_type, count(*) from {events} group by 1").fetchall())
     check("events by type", by_type == truth["events_by_type"], f"{by_type} vs {truth['events_by_type']}")

@@ -165,6 +165,28 @@ fn reingest_adds_nothing_and_two_batches_equal_one() {
     );
     assert_eq!(read_store(&two), before);
     assert_eq!(identity(&two), identity(&one));
+    // The tools' entry point: STORE/events, through `current`, to the live generation's
+    // events only, after each commit.
+    for store in [&one, &two] {
+        let link = store.join("events");
+        assert_eq!(
+            std::fs::read_link(&link).unwrap(),
+            PathBuf::from("current/events")
+        );
+        let mut via_link: Vec<PathBuf> = walk(&link)
+            .into_iter()
+            .map(|p| p.strip_prefix(&link).unwrap().to_path_buf())
+            .collect();
+        let current = store.join("current/events");
+        let mut direct: Vec<PathBuf> = walk(&current)
+            .into_iter()
+            .map(|p| p.strip_prefix(&current).unwrap().to_path_buf())
+            .collect();
+        via_link.sort();
+        direct.sort();
+        assert!(!direct.is_empty());
+        assert_eq!(via_link, direct);
+    }
 }
 
 #[test]

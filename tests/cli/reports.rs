@@ -33,6 +33,27 @@ fn demo_runs_on_the_shipped_sample() {
 }
 
 #[test]
+fn version_names_the_git_revision() {
+    let (out, _) = run(&["--version"], 0);
+    let re = regex_lite(&out);
+    assert!(re, "{out}");
+}
+
+/// `funnel X.Y.Z (git REV)` where REV is hex (12 digits, maybe `-dirty`) or `unknown`.
+fn regex_lite(out: &str) -> bool {
+    let Some(rest) = out.trim().strip_prefix("funnel ") else {
+        return false;
+    };
+    let Some((version, rev)) = rest.split_once(" (git ") else {
+        return false;
+    };
+    let rev = rev.trim_end_matches(')');
+    let rev = rev.strip_suffix("-dirty").unwrap_or(rev);
+    version.split('.').count() == 3
+        && (rev == "unknown" || (rev.len() == 12 && rev.bytes().all(|b| b.is_ascii_hexdigit())))
+}
+
+#[test]
 fn compare_reports_differences_and_extra_step_costs() {
     let store = sample_store();
     let f = repo().join("data/funnels/journeys_compared.toml");

@@ -125,7 +125,7 @@ pub fn run(args: Args) -> Result<()> {
     );
     let html = &report_args.out;
     outln!(
-        "\nStore: {} (Parquet; DuckDB: SELECT * FROM read_parquet('{}/current/events/*/*.parquet', union_by_name=true))",
+        "\nStore: {} (Parquet; DuckDB: SELECT * FROM read_parquet('{}/events/**/*.parquet', union_by_name=true))",
         store.display(),
         store.display()
     );

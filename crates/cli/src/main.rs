@@ -35,10 +35,18 @@ mod sql;
 mod table;
 mod verify;
 
+/// `funnel --version`: the package version and the git revision it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("FUNNEL_GIT_REVISION"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "funnel",
-    version,
+    version = VERSION,
     about = "Cross-platform conversion-funnel analytics for WeChat and shop event exports"
 )]
 struct Cli {

@@ -218,6 +218,16 @@ impl StoreLayout {
         self.root.join("current")
     }
 
+    /// `STORE/events`: the live generation's events for tools that glob a directory
+    /// (`read_parquet('STORE/events/**/*.parquet')`), a link through `current` that never
+    /// needs switching.
+    pub fn events_link(&self) -> PathBuf {
+        self.root.join("events")
+    }
+
+    /// What [`events_link`](Self::events_link) points at, relative to the store root.
+    pub const EVENTS_LINK_TARGET: &'static str = "current/events";
+
     pub fn generation_name(generation: u64) -> String {
         format!("g{generation:06}")
     }

@@ -819,9 +819,25 @@ fn switch_current(layout: &StoreLayout, generation: u64) -> Result<(), IngestErr
     #[cfg(not(unix))]
     compile_error!("the store's atomic switch needs symlinks (unix)");
     std::fs::rename(&tmp, layout.current_link()).map_err(|e| IngestError::store(root, e))?;
+    ensure_events_link(layout)?;
     File::open(root)
         .and_then(|f| f.sync_all())
         .map_err(|e| IngestError::store(root, e))
+}
+
+/// Adds `STORE/events -> current/events` where it is missing (stores written before it); an
+/// entry of that name that is not this link is left alone.
+fn ensure_events_link(layout: &StoreLayout) -> Result<(), IngestError> {
+    let link = layout.events_link();
+    if std::fs::symlink_metadata(&link).is_ok() {
+        return Ok(());
+    }
+    let tmp = layout.root().join(".events.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(StoreLayout::EVENTS_LINK_TARGET, &tmp)
+        .map_err(|e| IngestError::store(&tmp, e))?;
+    std::fs::rename(&tmp, &link).map_err(|e| IngestError::store(&link, e))
 }
 
 #[cfg(test)]
