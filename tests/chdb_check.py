@@ -100,6 +100,29 @@ def clickhouse_trend(events, funnel, step1=None, where="1"):
     return out
 
 
+def clickhouse_top(events, funnel, n):
+    """CONTRACT §9: the n values with the most step-1 persons (ties by value order, null first)
+    as they are, and "(other)": the funnel whose step 1 requires a value outside them (an
+    absent value is outside unless null is kept)."""
+    groups = clickhouse_groups(events, funnel)
+    col = funnel["breakdown"]
+    values = [(c[0], json.loads(k)[col]) for k, c in groups.items() if k != "{}"]
+    if len(values) <= n:
+        return groups
+    values.sort(key=lambda x: (-x[0], x[1] is not None, x[1] or ""))
+    kept = [v for _, v in values[:n]]
+    named = [v for v in kept if v is not None]
+    outside = f"`{col}` NOT IN ({', '.join(sql_str(v) for v in named)})" if named else "1"
+    extra = (f"(`{col}` IS NOT NULL AND {outside})" if None in kept
+             else f"(`{col}` IS NULL OR {outside})")
+    out = {"{}": groups["{}"]}
+    for v in kept:
+        key = json.dumps({col: v}, sort_keys=True)
+        out[key] = groups[key]
+    out[json.dumps({col: "(other)"}, sort_keys=True)] = levels(events, funnel, extra)
+    return out
+
+
 def ours(store, funnel, tmp, options=(), section="groups"):
     path = os.path.join(tmp, "f.toml")
     with open(path, "w") as f:
@@ -205,6 +228,18 @@ with tempfile.TemporaryDirectory() as tmp:
                               "where": {"journey": ["external_link", "x') OR 1=1 --", "back\\slash'quote`tick"]}},
                              {"name": "b", "event_type": "purchase"}]}
         compare(f"{label} / hostile funnel", store, hostile, tmp)
+        # Big breakdowns: `--top N` keeps N values and computes "(other)" exactly.
+        by_item = {"name": "by item", "window": "1h", "breakdown": "item_id",
+                   "steps": [{"name": "click", "event_type": "click"},
+                             {"name": "view", "event_type": "view"},
+                             {"name": "purchase", "event_type": "purchase"}]}
+        tops = [(by_item, n) for n in (1, 5, 40)] if label.startswith("generated") else []
+        tops += [(tomllib.load(open(p, "rb")), 2) for p in EXAMPLES if "breakdown" in tomllib.load(open(p, "rb"))]
+        for f, n in tops:
+            if isinstance(f.get("breakdown"), list):
+                continue
+            compare(f"{label} / {f['name']} / top {n}", store, f, tmp, ["--top", str(n)],
+                    lambda ev, f=f, n=n: clickhouse_top(ev, f, n))
         if not label.startswith("generated"):
             continue
         # Options: trends by week, a step-1 time range, and a cutoff, on every example funnel.

@@ -235,3 +235,113 @@ fn bad_funnel_files_exit_2_naming_the_problem() {
         3,
     );
 }
+
+#[test]
+fn top_keeps_the_biggest_values_and_groups_the_rest() {
+    let store = sample_store();
+    let tmp = tempfile::tempdir().unwrap();
+    let by_item = tmp.path().join("by_item.toml");
+    let funnel = "name = \"by item\"\nwindow = \"1h\"\nbreakdown = \"item_id\"\n\
+        [[steps]]\nname = \"click\"\nevent_type = \"click\"\n\
+        [[steps]]\nname = \"view\"\nevent_type = \"view\"\n";
+    std::fs::write(&by_item, funnel).unwrap();
+    let groups = |v: &Value| -> Vec<(String, u64)> {
+        v["groups"].as_array().unwrap()[1..]
+            .iter()
+            .map(|g| {
+                (
+                    g["key"]["item_id"].as_str().unwrap().to_string(),
+                    g["steps"][0]["persons"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    // JSON keeps every value; with --top 5, the five biggest (ties by value) and "(other)" last.
+    let all = groups(&analyze_json(&store, &by_item, &[]));
+    assert!(all.len() > 100, "{}", all.len());
+    let mut ranked = all.clone();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let top = analyze_json(&store, &by_item, &["--top", "5"]);
+    let got = groups(&top);
+    let mut want: Vec<(String, u64)> = ranked[..5].to_vec();
+    want.sort();
+    assert_eq!(&got[..5], &want[..]);
+    let (other, other_persons) = &got[5];
+    assert_eq!(other, "(other)");
+    // Persons clicking several items count in each group, so "(other)" is at most the rest and
+    // at least the biggest value outside the five; the total is unchanged.
+    let rest: u64 = ranked[5..].iter().map(|x| x.1).sum();
+    assert!(*other_persons <= rest && *other_persons >= ranked[5].1);
+    assert_eq!(
+        top["groups"][0],
+        analyze_json(&store, &by_item, &[])["groups"][0]
+    );
+    // The table shows 20 values and "(other)" by default; `top` in the file says otherwise.
+    let table = run(
+        &[
+            "analyze",
+            "--store",
+            store.to_str().unwrap(),
+            "--funnel",
+            by_item.to_str().unwrap(),
+        ],
+        0,
+    )
+    .0;
+    assert_eq!(table.matches("item_id = ").count(), 21, "{table}");
+    assert!(table.contains("item_id = (other)"), "{table}");
+    let with_top = tmp.path().join("top3.toml");
+    std::fs::write(&with_top, funnel.replace("breakdown", "top = 3\nbreakdown")).unwrap();
+    assert_eq!(groups(&analyze_json(&store, &with_top, &[])).len(), 4);
+    // Refused: top = 0, --top on two breakdown columns, top on a cluster engine.
+    let zero = tmp.path().join("zero.toml");
+    std::fs::write(&zero, funnel.replace("breakdown", "top = 0\nbreakdown")).unwrap();
+    let (_, err) = run(
+        &[
+            "analyze",
+            "--store",
+            store.to_str().unwrap(),
+            "--funnel",
+            zero.to_str().unwrap(),
+        ],
+        2,
+    );
+    assert!(err.contains("top"), "{err}");
+    let two = tmp.path().join("two.toml");
+    std::fs::write(
+        &two,
+        funnel.replace(
+            "breakdown = \"item_id\"",
+            "breakdown = [\"item_id\", \"journey\"]",
+        ),
+    )
+    .unwrap();
+    let (_, err) = run(
+        &[
+            "analyze",
+            "--store",
+            store.to_str().unwrap(),
+            "--funnel",
+            two.to_str().unwrap(),
+            "--top",
+            "3",
+        ],
+        2,
+    );
+    assert!(err.contains("--top"), "{err}");
+    let (_, err) = run(
+        &[
+            "analyze",
+            "--engine",
+            "clickhouse",
+            "--clickhouse-url",
+            "http://127.0.0.1:1",
+            "--table",
+            "t",
+            "--funnel",
+            with_top.to_str().unwrap(),
+        ],
+        2,
+    );
+    assert!(err.contains("top"), "{err}");
+}

@@ -54,6 +54,11 @@ pub struct Args {
     pub funnels: Vec<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Keep the N breakdown values with the most step-1 persons and group the rest as
+    /// "(other)" (overrides `top` in the funnel files) [default for table and markdown: 20;
+    /// json and csv: every value].
+    #[arg(long, value_name = "N")]
+    pub top: Option<i64>,
     /// Write to this file instead of stdout.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -127,12 +132,53 @@ pub fn options(
     })
 }
 
+/// The breakdown values a person reads in a table by default; more go to "(other)".
+pub const DEFAULT_TOP: usize = 20;
+
+/// `top` of every funnel with a breakdown: `--top` where given, else the funnel's own, else
+/// `default` for funnels broken down by one column.
+pub fn apply_top(
+    specs: &mut [funnel_core::FunnelSpec],
+    top: Option<i64>,
+    default: Option<usize>,
+) -> Result<()> {
+    for spec in specs.iter_mut().filter(|s| !s.breakdown.is_empty()) {
+        match top {
+            Some(n) => {
+                let n = funnel_core::check_top(n, &spec.breakdown).map_err(|m| {
+                    UsageError(format!("invalid --top {n} for funnel {:?}: {m}", spec.name))
+                })?;
+                spec.top = Some(n);
+            }
+            None if spec.top.is_none() && spec.breakdown.len() == 1 => spec.top = default,
+            None => {}
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: Args) -> Result<()> {
-    let specs = args
+    let mut specs = args
         .funnels
         .iter()
         .map(|p| load_funnel(p))
         .collect::<Result<Vec<_>, _>>()?;
+    if args.engine != Engine::Embedded {
+        if let Some(s) = specs.iter().find(|s| s.top.is_some()) {
+            return Err(UsageError(format!(
+                "top (funnel {:?}) is computed by the embedded engine only",
+                s.name
+            ))
+            .into());
+        }
+        if args.top.is_some() {
+            return Err(UsageError("--top is computed by the embedded engine only".into()).into());
+        }
+    } else {
+        let default =
+            matches!(args.format, Format::Table | Format::Markdown).then_some(DEFAULT_TOP);
+        apply_top(&mut specs, args.top, default)?;
+    }
     // One generation, leased, from the options' time zone to the last file read (the cluster
     // engines read the same one).
     let store = args

@@ -39,6 +39,10 @@ pub struct Args {
     /// Adjusted and before/after comparisons in the comparison section.
     #[command(flatten)]
     pub adjust: crate::compare::AdjustArgs,
+    /// Keep the N breakdown values with the most step-1 persons, the rest as "(other)"
+    /// [default: the funnel's `top`, else 20].
+    #[arg(long, value_name = "N")]
+    pub top: Option<i64>,
     /// Period of the trend lines.
     #[arg(long, value_enum, default_value_t = IntervalArg::Week)]
     pub interval: IntervalArg,
@@ -56,6 +60,7 @@ pub fn write(args: &Args) -> Result<Option<funnel_analysis::Comparison>> {
         .iter()
         .map(|p| load_funnel(p))
         .collect::<Result<Vec<_>, _>>()?;
+    crate::analyze::apply_top(&mut specs, args.top, Some(crate::analyze::DEFAULT_TOP))?;
     if args.compare.is_none()
         && (!args.adjust.adjust_for.is_empty() || args.adjust.split_at.is_some())
     {

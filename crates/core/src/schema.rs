@@ -20,6 +20,9 @@ pub const CURRENCY: &str = "currency";
 /// the parentheses keep it apart from every column a store can have.
 pub const SPLIT: &str = "(split)";
 
+/// The breakdown value of the group of every value outside a funnel's `top` (CONTRACT §9).
+pub const OTHER: &str = "(other)";
+
 /// The export columns of CONTRACT §1, in their store order.
 pub const CONTRACT_COLUMNS: [&str; 12] = [
     EVENT_ID,

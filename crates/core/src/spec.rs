@@ -84,6 +84,19 @@ impl Attribution {
     }
 }
 
+/// `top = n` (or `--top n`) for a funnel broken down by `breakdown`: a count of at least 1, and
+/// one breakdown column.
+pub fn check_top(n: i64, breakdown: &[String]) -> Result<usize, &'static str> {
+    if n < 1 {
+        return Err("keep at least one value");
+    }
+    match breakdown.len() {
+        0 => Err("top needs a breakdown"),
+        1 => usize::try_from(n).map_err(|_| "too large"),
+        _ => Err("top works on a breakdown of one column"),
+    }
+}
+
 /// A validated funnel definition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FunnelSpec {
@@ -94,6 +107,9 @@ pub struct FunnelSpec {
     pub window: String,
     /// Breakdown columns (of the step-1 event); empty for none.
     pub breakdown: Vec<String>,
+    /// Keep the `top` breakdown values with the most step-1 persons; the others form one group
+    /// valued [`schema::OTHER`] (CONTRACT §9). One breakdown column only.
+    pub top: Option<usize>,
     pub modes: BTreeSet<Mode>,
     pub steps: Vec<Step>,
     pub order: Order,
@@ -254,6 +270,8 @@ struct RawFunnel {
     window: String,
     #[serde(default)]
     breakdown: Option<OneOrMany>,
+    #[serde(default)]
+    top: Option<i64>,
     #[serde(default)]
     mode: Option<OneOrMany>,
     #[serde(default)]
@@ -550,11 +568,16 @@ pub fn parse_funnel(text: &str, source: &str) -> Result<FunnelSpec, SpecError> {
     for c in &hold_constant {
         check_column(source, "hold_constant", c)?;
     }
+    let top = match raw.top {
+        None => None,
+        Some(n) => Some(check_top(n, &breakdown).map_err(|m| invalid("top", &n.to_string(), m))?),
+    };
     let spec = FunnelSpec {
         name: raw.name,
         window_ms,
         window: raw.window,
         breakdown,
+        top,
         modes,
         steps,
         order,

@@ -177,6 +177,8 @@ pub fn comparison_specs(spec: &FunnelSpec, opts: &CompareOptions) -> Vec<FunnelS
     let with = |columns: Vec<String>| {
         let mut s = spec.clone();
         s.breakdown = columns;
+        // Every group is compared: a funnel file's `top` shapes `analyze` output only.
+        s.top = None;
         s.attribution = opts.attribution;
         s
     };

@@ -61,19 +61,98 @@ struct Setup<'a> {
     opts: &'a AnalyzeOptions,
     cutoff: i64,
     tz: Tz,
+    recodes: &'a scan::Recodes,
 }
 
 /// Computes every funnel over one generation of a store (opened, and so leased, by
 /// [`funnel_core::StoreLayout::open_existing`]).
+///
+/// A funnel with `top = N` whose breakdown has more than N values is computed in two passes:
+/// the first (that funnel alone, no audit) ranks the values by step-1 persons (ties by value
+/// order); the second breaks it down by a derived column that keeps those N values and reads
+/// every other value as `"(other)"`, so the `"(other)"` group is exactly the funnel whose step
+/// 1 requires a value outside the N (the rule of every breakdown value).
 pub fn analyze(
     store: &Generation,
     specs: &[FunnelSpec],
     opts: &AnalyzeOptions,
 ) -> Result<Analysis, AnalysisError> {
-    let (dir, manifest) = (store.dir(), store.manifest());
     for spec in specs {
-        spec.check_columns(&manifest.properties)?;
+        spec.check_columns(&store.manifest().properties)?;
     }
+    let tops: Vec<usize> = (0..specs.len())
+        .filter(|i| specs[*i].top.is_some() && specs[*i].breakdown.len() == 1)
+        .collect();
+    let none = scan::Recodes::new();
+    if tops.is_empty() {
+        return run(store, specs, opts, &none);
+    }
+    let ranked: Vec<FunnelSpec> = tops.iter().map(|i| specs[*i].clone()).collect();
+    let first = run(
+        store,
+        &ranked,
+        &AnalyzeOptions {
+            audit: false,
+            ..opts.clone()
+        },
+        &none,
+    )?;
+    let mut recodes = scan::Recodes::new();
+    let mut second = specs.to_vec();
+    for (i, report) in tops.iter().zip(&first.reports) {
+        let spec = &specs[*i];
+        let column = &spec.breakdown[0];
+        let n = spec.top.expect("a top funnel");
+        let mut values: Vec<(u64, &Option<String>)> = report.groups[1..]
+            .iter()
+            .map(|g| (g.steps[0].persons, &g.key[column]))
+            .collect();
+        if values.len() <= n {
+            continue;
+        }
+        // Most step-1 persons first; ties by value order (null first, as keys sort).
+        values.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        let derived = format!("(top {n} of {column} #{i})");
+        recodes.insert(
+            derived.clone(),
+            scan::Recode {
+                column: column.clone(),
+                kept: values[..n].iter().map(|(_, v)| (*v).clone()).collect(),
+            },
+        );
+        second[*i].breakdown = vec![derived];
+    }
+    let mut analysis = run(store, &second, opts, &recodes)?;
+    // The derived column is the breakdown column again, and `(other)` is the last group.
+    for (report, spec) in analysis.reports.iter_mut().zip(specs) {
+        let derived = &report.breakdown;
+        if derived.len() == 1 && recodes.contains_key(&derived[0]) {
+            let from = derived[0].clone();
+            report.breakdown = spec.breakdown.clone();
+            crate::report::rename_key(report, &from, &spec.breakdown[0]);
+        }
+    }
+    for row in &mut analysis.audit {
+        for (from, r) in &recodes {
+            if row.group.contains(from.as_str()) {
+                row.group = row.group.replace(
+                    &serde_json::to_string(from).expect("a string"),
+                    &serde_json::to_string(&r.column).expect("a string"),
+                );
+            }
+        }
+    }
+    Ok(analysis)
+}
+
+/// One pass over the store for `specs`, their derived columns in `recodes`.
+fn run(
+    store: &Generation,
+    specs: &[FunnelSpec],
+    opts: &AnalyzeOptions,
+    recodes: &scan::Recodes,
+) -> Result<Analysis, AnalysisError> {
+    let (dir, manifest) = (store.dir(), store.manifest());
     let tz_name = opts
         .timezone
         .clone()
@@ -91,6 +170,7 @@ pub fn analyze(
         opts,
         cutoff,
         tz,
+        recodes,
     };
     let mut units = Vec::new();
     for file in &manifest.event_files {

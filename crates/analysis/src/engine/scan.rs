@@ -112,7 +112,7 @@ pub(super) fn person_units(
     let plain =
         ArrowReaderMetadata::try_new(footer.clone(), ArrowReaderOptions::new()).map_err(&err)?;
     // Text columns the conditions and groups read, and person_id, come as dictionaries.
-    let mut coded = read_columns(setup.specs);
+    let mut coded = read_columns(setup.specs, setup.recodes);
     coded.push(schema::PERSON_ID);
     let hinted: Vec<Field> = plain
         .schema()
@@ -183,7 +183,7 @@ pub(super) fn person_units(
 
 /// Every text column a run reads besides `person_id` and `event_id`: `event_type`, the
 /// filtered columns, and the breakdown and `hold_constant` columns.
-fn read_columns(specs: &[FunnelSpec]) -> Vec<&str> {
+fn read_columns<'s>(specs: &'s [FunnelSpec], recodes: &'s Recodes) -> Vec<&'s str> {
     let mut names = vec![schema::EVENT_TYPE];
     for s in specs {
         let filters = s
@@ -200,6 +200,12 @@ fn read_columns(specs: &[FunnelSpec]) -> Vec<&str> {
         );
     }
     names.retain(|n| *n != schema::SPLIT);
+    // A derived `top` column reads its source.
+    for n in &mut names {
+        if let Some(r) = recodes.get(*n) {
+            *n = r.column.as_str();
+        }
+    }
     names.sort_unstable();
     names.dedup();
     names
@@ -378,7 +384,7 @@ pub(super) fn read(unit: &Unit, setup: &Setup<'_>) -> Result<Events, AnalysisErr
         message,
     };
     let audit = setup.opts.audit;
-    let coded_names = read_columns(setup.specs);
+    let coded_names = read_columns(setup.specs, setup.recodes);
     let schema = unit.meta.schema().clone();
     let mut wanted: Vec<&str> = vec![schema::PERSON_ID, schema::TS];
     if audit {
@@ -531,11 +537,21 @@ pub(super) fn read(unit: &Unit, setup: &Setup<'_>) -> Result<Events, AnalysisErr
         );
     }
     let groups = group_columns(setup.specs);
+    let derived: Vec<(String, Coded)> = groups
+        .iter()
+        .filter_map(|g| {
+            setup
+                .recodes
+                .get(*g)
+                .map(|r| (g.to_string(), r.apply(&coded[r.column.as_str()])))
+        })
+        .collect();
     let mut columns: HashMap<String, Coded> = coded
         .into_iter()
         .filter(|(name, _)| groups.contains(name))
         .map(|(name, c)| (name.to_string(), c))
         .collect();
+    columns.extend(derived);
     if groups.contains(&schema::SPLIT) {
         let at = setup.opts.split_at_ms.ok_or(AnalysisError::Option {
             option: "--split-at",
@@ -552,6 +568,49 @@ pub(super) fn read(unit: &Unit, setup: &Setup<'_>) -> Result<Events, AnalysisErr
         excluded,
         columns,
     })
+}
+
+/// Derived breakdown columns by name: a funnel's `top` values of a column, every other value
+/// as [`schema::OTHER`].
+pub(super) type Recodes = HashMap<String, Recode>;
+
+/// One derived `top` column.
+#[derive(Debug, Clone)]
+pub(super) struct Recode {
+    /// The column it derives from.
+    pub column: String,
+    /// The values kept as they are.
+    pub kept: std::collections::HashSet<Option<String>>,
+}
+
+impl Recode {
+    /// The derived column of one unit, coded in order of first appearance.
+    fn apply(&self, source: &Coded) -> Coded {
+        let mut out = Coded::default();
+        let mut code_of: Vec<Option<u32>> = vec![None; source.values.len()];
+        let mut other: Option<u32> = None;
+        for &c in &source.codes {
+            let code = match code_of[c as usize] {
+                Some(x) => x,
+                None => {
+                    let value = &source.values[c as usize];
+                    let x = if self.kept.contains(value) {
+                        out.values.push(value.clone());
+                        (out.values.len() - 1) as u32
+                    } else {
+                        *other.get_or_insert_with(|| {
+                            out.values.push(Some(schema::OTHER.to_string()));
+                            (out.values.len() - 1) as u32
+                        })
+                    };
+                    code_of[c as usize] = Some(x);
+                    x
+                }
+            };
+            out.codes.push(code);
+        }
+        out
+    }
 }
 
 /// The derived [`schema::SPLIT`] column: `"before"` for events before `at`, `"after"` for the
@@ -673,7 +732,34 @@ mod tests {
             opts,
             cutoff: i64::MAX,
             tz: chrono_tz::UTC,
+            recodes: Box::leak(Box::default()),
         }
+    }
+
+    #[test]
+    fn a_top_column_keeps_its_values_and_folds_the_rest() {
+        let v = |s: &str| Some(s.to_string());
+        let source = Coded {
+            codes: vec![0, 1, 2, 1, 3, 0, 2],
+            values: vec![v("a"), v("b"), None, v("c")],
+        };
+        let r = Recode {
+            column: "x".into(),
+            kept: [v("b"), v("c")].into_iter().collect(),
+        };
+        let out = r.apply(&source);
+        let values: Vec<Option<String>> = out
+            .codes
+            .iter()
+            .map(|c| out.values[*c as usize].clone())
+            .collect();
+        let o = v(schema::OTHER);
+        assert_eq!(
+            values,
+            [o.clone(), v("b"), o.clone(), v("b"), v("c"), o.clone(), o]
+        );
+        // Codes in order of first appearance, one code for every folded value.
+        assert_eq!(out.codes, [0, 1, 0, 1, 2, 0, 0]);
     }
 
     #[test]

@@ -193,6 +193,26 @@ pub struct FunnelReport {
     pub timezone: String,
 }
 
+/// Renames breakdown column `from` to `to` in every group key of `report` (a derived `top`
+/// column back to its source) and orders the groups by key again, `"(other)"` after every value.
+pub(crate) fn rename_key(report: &mut FunnelReport, from: &str, to: &str) {
+    let order = |k: &Key| -> Vec<(String, bool, Option<String>)> {
+        k.iter()
+            .map(|(c, v)| {
+                let other = v.as_deref() == Some(funnel_core::schema::OTHER);
+                (c.clone(), other, v.clone())
+            })
+            .collect()
+    };
+    for g in report.groups.iter_mut().chain(report.trend.iter_mut()) {
+        if let Some(v) = g.key.remove(from) {
+            g.key.insert(to.to_string(), v);
+        }
+    }
+    report.groups[1..].sort_by_key(|g| order(&g.key));
+    report.trend.sort_by_key(|g| order(&g.key));
+}
+
 /// Everything measured for one group.
 #[derive(Debug, Clone)]
 pub(crate) struct GroupAcc {

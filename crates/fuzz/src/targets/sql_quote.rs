@@ -197,6 +197,7 @@ fn spec(strings: &[String], modes: u8) -> FunnelSpec {
         window_ms: 3_600_000,
         window: "1h".into(),
         breakdown,
+        top: None,
         modes,
         steps,
         order: Order::Strict,
