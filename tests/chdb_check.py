@@ -240,6 +240,14 @@ with tempfile.TemporaryDirectory() as tmp:
                 continue
             compare(f"{label} / {f['name']} / top {n}", store, f, tmp, ["--top", str(n)],
                     lambda ev, f=f, n=n: clickhouse_top(ev, f, n))
+        # Small groups: under --min-persons K every count is null; the others, the total and
+        # "(other)" are as without it.
+        def suppressed(groups, k):
+            return {key: (c if c[0] >= k else [None] * len(c)) for key, c in groups.items()}
+        for f, n, k in [(by_item, 40, 12), (by_item, 5, 10**9)] if label.startswith("generated") else []:
+            compare(f"{label} / {f['name']} / top {n} min-persons {k}", store, f, tmp,
+                    ["--top", str(n), "--min-persons", str(k)],
+                    lambda ev, f=f, n=n, k=k: suppressed(clickhouse_top(ev, f, n), k))
         if not label.startswith("generated"):
             continue
         # Options: trends by week, a step-1 time range, and a cutoff, on every example funnel.

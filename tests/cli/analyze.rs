@@ -345,3 +345,141 @@ fn top_keeps_the_biggest_values_and_groups_the_rest() {
     );
     assert!(err.contains("top"), "{err}");
 }
+
+#[test]
+fn min_persons_suppresses_small_groups_and_keeps_totals() {
+    let store = sample_store();
+    let f = repo().join("data/funnels/warning_page_by_campaign.toml");
+    let plain = analyze_json(&store, &f, &["--interval", "week", "--top", "2"]);
+    let k = "840";
+    let hidden = analyze_json(
+        &store,
+        &f,
+        &["--interval", "week", "--top", "2", "--min-persons", k],
+    );
+    let k: u64 = k.parse().unwrap();
+    for section in ["groups", "trend"] {
+        let (a, b) = (
+            plain[section].as_array().unwrap(),
+            hidden[section].as_array().unwrap(),
+        );
+        assert_eq!(a.len(), b.len());
+        let mut seen = 0;
+        for (p, h) in a.iter().zip(b) {
+            assert_eq!(p["key"], h["key"]);
+            if p["steps"][0]["persons"].as_u64().unwrap() < k {
+                seen += 1;
+                assert_eq!(h["suppressed"], true);
+                assert!(h["excluded_open_windows"].is_null());
+                for s in h["steps"].as_array().unwrap() {
+                    assert!(s["persons"].is_null() && s["conversion_from_first"].is_null());
+                    assert!(s["time_to_convert"].is_null() && s["name"].is_string());
+                }
+            } else {
+                // Shown groups, the total and "(other)" are exactly as without suppression.
+                assert_eq!(p, h);
+            }
+        }
+        assert!(seen > 0, "{section}: nothing under {k}");
+    }
+    // Every format says so; CSV marks the rows.
+    let table = run(
+        &[
+            "analyze",
+            "--store",
+            store.to_str().unwrap(),
+            "--funnel",
+            f.to_str().unwrap(),
+            "--interval",
+            "week",
+            "--min-persons",
+            "300",
+        ],
+        0,
+    )
+    .0;
+    assert!(table.contains("suppressed"), "{table}");
+    let csv = run(
+        &[
+            "analyze",
+            "--store",
+            store.to_str().unwrap(),
+            "--funnel",
+            f.to_str().unwrap(),
+            "--interval",
+            "week",
+            "--min-persons",
+            "300",
+            "--format",
+            "csv",
+        ],
+        0,
+    )
+    .0;
+    assert!(csv.lines().next().unwrap().ends_with(",suppressed"));
+    assert!(
+        csv.lines().any(|l| l.ends_with(",true")) && csv.lines().any(|l| l.ends_with(",false"))
+    );
+    // A comparison with a suppressed side is not computed; nothing of the group is shown.
+    let c: Value = serde_json::from_str(
+        &run(
+            &[
+                "compare",
+                "--store",
+                store.to_str().unwrap(),
+                "--funnel",
+                repo()
+                    .join("data/funnels/journeys_compared.toml")
+                    .to_str()
+                    .unwrap(),
+                "--by",
+                "journey",
+                "--baseline",
+                "wechat_native",
+                "--min-persons",
+                "1300",
+                "--format",
+                "json",
+            ],
+            0,
+        )
+        .0,
+    )
+    .unwrap();
+    let small: Vec<&str> = c["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["suppressed"] == true)
+        .map(|g| g["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(small, ["tao_code"]);
+    let tao = c["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["value"] == "tao_code")
+        .unwrap();
+    assert!(tao["clicks"].is_null() && tao["rates"][0]["rate"].is_null());
+    assert!(
+        c["differences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["group"] != "tao_code")
+    );
+    assert!(
+        c["extra_steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["group"] != "tao_code")
+    );
+    let in_report = c["report"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["key"]["journey"] == "tao_code")
+        .unwrap();
+    assert_eq!(in_report["suppressed"], true);
+}

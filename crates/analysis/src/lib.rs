@@ -35,7 +35,7 @@ pub use error::AnalysisError;
 pub use inspect::{CountRow, StoreSummary, inspect};
 pub use kernel::{Kernel, Scratch};
 pub use report::{
-    Durations, FunnelReport, GroupReport, StepReport, TimeToConvert, report_from_levels,
+    Durations, FunnelReport, GroupReport, StepReport, TimeToConvert, report_from_levels, suppress,
 };
 pub use stats::{
     Estimate, Pooled, Side, Table, Z95, chi2_sf, did, fisher_exact, holm, mantel_haenszel,

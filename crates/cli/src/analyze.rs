@@ -59,6 +59,10 @@ pub struct Args {
     /// json and csv: every value].
     #[arg(long, value_name = "N")]
     pub top: Option<i64>,
+    /// Suppress every group with fewer step-1 persons than this: its numbers are not shown
+    /// (null in JSON), totals and "(other)" still count its persons [default: 0, off].
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub min_persons: u64,
     /// Write to this file instead of stdout.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -204,6 +208,10 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         on_cluster(&args, store.as_ref(), &specs, &opts)?
     };
+    let mut reports = reports;
+    for r in &mut reports {
+        funnel_analysis::suppress(r, args.min_persons);
+    }
     let text = render(&reports, args.format);
     match &args.out {
         Some(path) => {

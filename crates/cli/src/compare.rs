@@ -39,6 +39,10 @@ pub struct Args {
     pub attribution: AttributionArg,
     #[command(flatten)]
     pub adjust: AdjustArgs,
+    /// Suppress every group with fewer step-1 persons than this: no rate of it is shown and no
+    /// comparison with it is computed.
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub min_persons: u64,
     #[arg(long, value_enum, default_value_t = CompareFormat::Table)]
     pub format: CompareFormat,
     #[arg(long)]
@@ -104,6 +108,7 @@ pub fn run(args: Args) -> Result<()> {
         },
         adjust_for: args.adjust.adjust_for.clone(),
         split: args.adjust.split(&analyze)?,
+        min_persons: args.min_persons,
         analyze,
     };
     let c = compare(&store, &spec, &opts)?;

@@ -43,6 +43,9 @@ pub struct Args {
     /// [default: the funnel's `top`, else 20].
     #[arg(long, value_name = "N")]
     pub top: Option<i64>,
+    /// Suppress every group (and compared group) with fewer step-1 persons than this.
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub min_persons: u64,
     /// Period of the trend lines.
     #[arg(long, value_enum, default_value_t = IntervalArg::Week)]
     pub interval: IntervalArg,
@@ -81,6 +84,7 @@ pub fn write(args: &Args) -> Result<Option<funnel_analysis::Comparison>> {
                 attribution: Attribution::Step1,
                 adjust_for: args.adjust.adjust_for.clone(),
                 split: args.adjust.split(&opts)?,
+                min_persons: args.min_persons,
                 analyze: opts.clone(),
             };
             let cspecs = comparison_specs(&load_funnel(path)?, &copts);
@@ -100,6 +104,9 @@ pub fn write(args: &Args) -> Result<Option<funnel_analysis::Comparison>> {
         }
         None => None,
     };
+    for r in &mut analysis.reports {
+        funnel_analysis::suppress(r, args.min_persons);
+    }
     let summary = inspect(&store)?;
     let manifest = store.manifest();
     let manifest_bytes =
@@ -162,6 +169,9 @@ pub fn write(args: &Args) -> Result<Option<funnel_analysis::Comparison>> {
         if let Some(v) = v {
             shown.push((k.into(), v.clone()));
         }
+    }
+    if args.min_persons > 0 {
+        shown.push(("min_persons".into(), args.min_persons.to_string()));
     }
     if args.scope.closed_windows_only {
         shown.push(("closed_windows_only".into(), "true".into()));

@@ -36,6 +36,8 @@ pub struct CompareOptions {
     pub adjust_for: Vec<String>,
     /// Before/after an instant, optionally against a control group.
     pub split: Option<Split>,
+    /// Groups with fewer step-1 persons are suppressed (CONTRACT §9); 0: none.
+    pub min_persons: u64,
 }
 
 /// A rate with its 95% Wilson interval.
@@ -48,7 +50,9 @@ pub struct Rate {
     pub ci_high: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Serialised as its fields; a [`suppressed`](Self::suppressed) group has `null` for its clicks
+/// and every rate and interval, and `"suppressed": true`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Group {
     pub value: Option<String>,
     /// Step-1 persons: the common denominator.
@@ -56,6 +60,35 @@ pub struct Group {
     pub insufficient_sample: bool,
     /// Conversion from step 1 to each later step.
     pub rates: Vec<Rate>,
+    /// Fewer clicks than `--min-persons`: nothing of it is shown or compared.
+    pub suppressed: bool,
+}
+
+impl Serialize for Group {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = serializer.serialize_struct("Group", 4 + usize::from(self.suppressed))?;
+        st.serialize_field("value", &self.value)?;
+        if self.suppressed {
+            let hidden: Vec<serde_json::Value> = self
+                .rates
+                .iter()
+                .map(|r| {
+                    serde_json::json!({"step": r.step, "persons": null, "rate": null,
+                        "ci_low": null, "ci_high": null})
+                })
+                .collect();
+            st.serialize_field("clicks", &None::<u64>)?;
+            st.serialize_field("insufficient_sample", &None::<bool>)?;
+            st.serialize_field("rates", &hidden)?;
+            st.serialize_field("suppressed", &true)?;
+        } else {
+            st.serialize_field("clicks", &self.clicks)?;
+            st.serialize_field("insufficient_sample", &self.insufficient_sample)?;
+            st.serialize_field("rates", &self.rates)?;
+        }
+        st.end()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -262,6 +295,7 @@ pub fn compare_reports(
         let groups: Vec<(Option<String>, u64)> = c
             .groups
             .iter()
+            .filter(|g| !g.suppressed)
             .map(|g| (g.value.clone(), g.clicks))
             .collect();
         let r = split::split(
@@ -280,6 +314,7 @@ pub fn compare_reports(
         c.did = control.map(|_| r.did);
     }
     holm_over_the_run(&mut c);
+    crate::suppress(&mut c.report, opts.min_persons);
     Ok(c)
 }
 
@@ -347,6 +382,7 @@ fn compare_report(
                 value: value_of(g),
                 clicks,
                 insufficient_sample: clicks < MIN_SAMPLE,
+                suppressed: clicks < opts.min_persons,
                 rates: g.steps[1..]
                     .iter()
                     .map(|s| {
@@ -386,7 +422,11 @@ fn compare_report(
             .expect("every group comes from the report")
     };
     let n = spec.steps.len();
-    for g in groups.iter().filter(|g| g.value != base.value) {
+    // A comparison with a suppressed side is not computed.
+    let compared = groups
+        .iter()
+        .filter(|g| g.value != base.value && !g.suppressed && !base.suppressed);
+    for g in compared {
         // Persons lost at each step: a chain that ended at step L failed at the next step this
         // group has (a required step, or an optional one some of its persons went through).
         let st = &report_group(&g.value).steps;

@@ -1,6 +1,7 @@
 //! Funnel results as reported (CONTRACT §6, plus pending persons, time to convert and trends).
 
 mod assemble;
+mod suppress;
 
 use std::collections::BTreeMap;
 
@@ -9,6 +10,7 @@ use serde::Serialize;
 
 pub(crate) use assemble::from_groups;
 pub use assemble::report_from_levels;
+pub use suppress::suppress;
 
 /// A group's key: breakdown column (or `period`) -> value, `None` for a missing value.
 pub(crate) type Key = BTreeMap<String, Option<String>>;
@@ -157,7 +159,10 @@ pub struct StepReport {
 }
 
 /// The funnel for all persons (`key` empty) or for one breakdown value.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+///
+/// Serialised as its fields, except that a [`suppressed`](Self::suppressed) group has `null`
+/// for every count, rate and time, and `"suppressed": true` (`suppress.rs`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct GroupReport {
     /// Breakdown column -> value of the step-1 event (`null` where it lacks the column); in
     /// trends also `period`.
@@ -166,6 +171,8 @@ pub struct GroupReport {
     /// (`--closed-windows-only`).
     pub excluded_open_windows: u64,
     pub steps: Vec<StepReport>,
+    /// Fewer step-1 persons than `--min-persons`: no number of it is shown.
+    pub suppressed: bool,
 }
 
 /// The result of one funnel.
@@ -316,6 +323,7 @@ impl GroupAcc {
             key,
             excluded_open_windows: self.excluded,
             steps,
+            suppressed: false,
         }
     }
 }

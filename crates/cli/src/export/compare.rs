@@ -80,6 +80,13 @@ fn render_text(c: &Comparison, markdown: bool) -> String {
     out.push_str(&h("Conversion from step 1, 95% Wilson intervals"));
     let mut rows = Vec::new();
     for g in &c.groups {
+        if g.suppressed {
+            let mut row = vec![label(&g.value)];
+            row.extend(["-"; 5].map(String::from));
+            row.push("suppressed (under --min-persons)".into());
+            rows.push(row);
+            continue;
+        }
         for r in &g.rates {
             rows.push(vec![
                 label(&g.value),

@@ -21,6 +21,7 @@ pub fn render(reports: &[FunnelReport]) -> String {
         "p90_seconds_from_previous",
         "mean_seconds_from_previous",
         "median_seconds_from_first",
+        "suppressed",
     ];
     w.write_record(header).expect("in-memory write");
     let num = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
@@ -34,6 +35,19 @@ pub fn render(reports: &[FunnelReport]) -> String {
             // The group key as a JSON object: unambiguous for any value, and {} for all persons.
             let key = serde_json::to_string(&g.key).expect("key serialises");
             for (i, s) in g.steps.iter().enumerate() {
+                if g.suppressed {
+                    let mut row = vec![
+                        r.funnel.clone(),
+                        section.to_string(),
+                        key.clone(),
+                        (i + 1).to_string(),
+                        s.name.clone(),
+                    ];
+                    row.resize(header.len() - 1, String::new());
+                    row.push("true".into());
+                    w.write_record(&row).expect("in-memory write");
+                    continue;
+                }
                 let prev = s
                     .time_to_convert
                     .as_ref()
@@ -57,6 +71,7 @@ pub fn render(reports: &[FunnelReport]) -> String {
                     num(prev.map(|d| d.p90)),
                     num(prev.map(|d| d.mean)),
                     num(first.map(|d| d.median)),
+                    "false".into(),
                 ])
                 .expect("in-memory write");
             }

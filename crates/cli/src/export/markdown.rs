@@ -3,7 +3,8 @@
 use funnel_analysis::FunnelReport;
 
 use super::{
-    cell, key_label, median_from_previous, modes_label, pct, period, trend_tables, window_label,
+    SUPPRESSED, cell, key_label, median_from_previous, modes_label, pct, period, trend_tables,
+    window_label,
 };
 use crate::table::thousands;
 
@@ -18,6 +19,10 @@ pub fn render(reports: &[FunnelReport]) -> String {
         ));
         for g in &r.groups {
             out.push_str(&format!("### {}\n\n", cell(&key_label(g))));
+            if g.suppressed {
+                out.push_str(&format!("{SUPPRESSED}\n\n"));
+                continue;
+            }
             out.push_str("| step | persons | from previous | from first | dropped | pending | median time from previous | |\n");
             out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
             for s in &g.steps {
@@ -57,6 +62,11 @@ pub fn render(reports: &[FunnelReport]) -> String {
                 " ---: |".repeat(names.len())
             ));
             for g in groups {
+                if g.suppressed {
+                    let dashes = vec!["-"; g.steps.len()].join(" | ");
+                    out.push_str(&format!("| {} | {dashes} | suppressed |\n", period(g)));
+                    continue;
+                }
                 let counts: Vec<String> = g.steps.iter().map(|s| thousands(s.persons)).collect();
                 let conv = g
                     .steps

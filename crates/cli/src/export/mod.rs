@@ -60,6 +60,10 @@ fn window_label(seconds: i64) -> String {
     format!("{seconds}s")
 }
 
+/// What a suppressed group shows instead of its numbers.
+pub(crate) const SUPPRESSED: &str =
+    "suppressed: fewer step-1 persons than --min-persons (totals and \"(other)\" still count them)";
+
 /// A Markdown table cell: `|` escaped, line breaks as spaces.
 fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")

@@ -3,7 +3,8 @@
 use funnel_analysis::FunnelReport;
 
 use super::{
-    key_label, median_from_previous, modes_label, pct, period, trend_tables, window_label,
+    SUPPRESSED, key_label, median_from_previous, modes_label, pct, period, trend_tables,
+    window_label,
 };
 use crate::table::{render as grid, thousands};
 
@@ -23,6 +24,10 @@ pub fn render(reports: &[FunnelReport]) -> String {
         ));
         for g in &r.groups {
             out.push_str(&format!("\n {}\n", key_label(g)));
+            if g.suppressed {
+                out.push_str(&format!("  {SUPPRESSED}\n"));
+                continue;
+            }
             let first = g.steps.first().map_or(0, |s| s.persons);
             let rows: Vec<Vec<String>> = g
                 .steps
@@ -81,6 +86,11 @@ pub fn render(reports: &[FunnelReport]) -> String {
                 .iter()
                 .map(|g| {
                     let mut row = vec![period(g)];
+                    if g.suppressed {
+                        row.extend(g.steps.iter().map(|_| "-".to_string()));
+                        row.push("suppressed".into());
+                        return row;
+                    }
                     row.extend(g.steps.iter().map(|s| thousands(s.persons)));
                     row.push(
                         g.steps

@@ -93,6 +93,14 @@ fn headline(d: &ReportData<'_>) -> String {
     };
     let mut s = String::from("<div class=\"headline\">");
     for g in &c.groups {
+        if g.suppressed {
+            let _ = write!(
+                s,
+                "<div class=\"card\"><div class=\"muted\">{}</div><div class=\"muted\">suppressed (under --min-persons)</div></div>",
+                esc(g.value.as_deref().unwrap_or("(none)"))
+            );
+            continue;
+        }
         let Some(last) = g.rates.last() else { continue };
         let _ = write!(
             s,
@@ -117,6 +125,9 @@ fn headline(d: &ReportData<'_>) -> String {
 
 fn durations(r: &FunnelReport) -> String {
     let g = &r.groups[0];
+    if g.suppressed {
+        return format!("<p class=\"muted\">{}</p>", esc(super::SUPPRESSED));
+    }
     let rows: Vec<Vec<String>> = g.steps[1..]
         .iter()
         .map(|s| {
@@ -183,7 +194,12 @@ fn trend(r: &FunnelReport) -> String {
             .iter()
             .position(|x| *x == p)
             .expect("collected above");
-        let rate = g.steps.last().map(|s| s.conversion_from_first);
+        // A suppressed period is a gap in its line.
+        let rate = g
+            .steps
+            .last()
+            .filter(|_| !g.suppressed)
+            .map(|s| s.conversion_from_first);
         match series.iter_mut().find(|(n, _)| *n == name) {
             Some((_, v)) => v[i] = rate,
             None => {
@@ -301,7 +317,12 @@ pub fn render(d: &ReportData<'_>) -> String {
             esc(&modes_label(r))
         );
         for g in &r.groups {
-            let _ = write!(s, "<h3>{}</h3>{}", esc(&key_label(g)), funnel_chart(g));
+            let chart = if g.suppressed {
+                format!("<p class=\"muted\">{}</p>", esc(super::SUPPRESSED))
+            } else {
+                funnel_chart(g)
+            };
+            let _ = write!(s, "<h3>{}</h3>{}", esc(&key_label(g)), chart);
         }
         s.push_str("<h3>Time to convert (all persons, from the previous step)</h3>");
         s.push_str(&durations(r));
