@@ -80,6 +80,52 @@ with tempfile.TemporaryDirectory() as d:
             unsorted.append(f)
     check("each bucket file sorted by (person_id, ts, event_id)", not unsorted, str(unsorted[:3]))
 
+    # Where the dropped went: from the audit table's chains (the reported chain of each
+    # person), the next stored event after the chain's last one within the window from its
+    # first, counted here in SQL and compared with `analyze --next-by`.
+    window_ms = 86_400_000
+    for funnel, next_by, cutoff in (("data/funnels/external_link_to_purchase.toml", "warning_action", None),
+                                    ("data/funnels/all_journeys_by_journey.toml", None, None),
+                                    ("data/funnels/external_link_to_purchase.toml", "warning_action",
+                                     "2021-10-05T12:00:00Z")):
+        audit = f"{d}/audit.parquet"  # d: the temporary directory
+        extra = ["--cutoff", cutoff] if cutoff else []
+        out = subprocess.run([FUNNEL, "analyze", "--store", store, "--funnel", funnel, "--format", "json",
+                              "--persons-out", audit, "--dropped-next", *(["--next-by", next_by] if next_by else []),
+                              *extra], capture_output=True, text=True, check=True).stdout
+        report = json.loads(out)
+        steps = report["groups"][0]["steps"]
+        n = len(steps)
+        cut = f"TIMESTAMPTZ '{cutoff}'" if cutoff else "TIMESTAMPTZ '9999-12-31T00:00:00Z'"
+        last_ts = "CASE " + " ".join(f"WHEN level = {k} THEN step_{k}_ts" for k in range(1, n)) + " END"
+        last_id = "CASE " + " ".join(f"WHEN level = {k} THEN step_{k}_event_id" for k in range(1, n)) + " END"
+        value = f"e.{next_by}" if next_by else "NULL"
+        rows = con.execute(f"""
+            WITH a AS (
+              SELECT person_id, level, window_open, step_1_ts AS t0, {last_ts} AS lt, {last_id} AS lid
+              FROM read_parquet('{audit}') WHERE "group" = '{{}}' AND level BETWEEN 1 AND {n - 1}),
+            nxt AS (
+              SELECT a.person_id, a.level, a.window_open,
+                     -- One struct, so that a NULL value is taken as it is (arg_min skips NULL args).
+                     arg_min({{'t': e.event_type, 'v': {value}}}, (e.ts, e.event_id)) AS nx,
+                     count(e.event_id) AS c
+              FROM a LEFT JOIN {events} e
+                ON e.person_id = a.person_id AND (e.ts, e.event_id) > (a.lt, a.lid)
+               AND epoch_ms(e.ts) <= epoch_ms(a.t0) + {window_ms} AND e.ts <= {cut}
+              GROUP BY ALL)
+            SELECT level + 1 AS step,
+                   CASE WHEN c > 0 THEN nx.t WHEN window_open THEN '(window still open)' ELSE '(nothing more)' END,
+                   CASE WHEN c > 0 THEN nx.v END, count(*)
+            FROM nxt GROUP BY ALL""").fetchall()
+        ours = {}
+        for k, s in enumerate(steps):
+            for dst in s.get("dropped_next") or []:
+                ours[(k + 1, dst["event_type"], dst.get("value"))] = dst["persons"]
+        theirs = {(st, t, v if next_by else None): c for st, t, v, c in rows}
+        label = f"dropped next: {funnel.split('/')[-1]} {next_by or ''} {cutoff or ''}".strip()
+        check(label, ours == theirs and sum(ours.values()) == sum(s["stopped_before"] for s in steps),
+              f"{sorted(ours.items(), key=str)[:8]} vs {sorted(theirs.items(), key=str)[:8]}")
+
 failed = sum(1 for _, ok in checks if not ok)
 print(f"duckdb: {len(checks) - failed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

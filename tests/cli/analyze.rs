@@ -483,3 +483,88 @@ fn min_persons_suppresses_small_groups_and_keeps_totals() {
         .unwrap();
     assert_eq!(in_report["suppressed"], true);
 }
+
+#[test]
+fn dropped_next_says_where_those_who_stopped_went() {
+    let store = sample_store();
+    let f = repo().join("data/funnels/external_link_to_purchase.toml");
+    let plain = analyze_json(&store, &f, &[]);
+    // Without the option the JSON is as it always was.
+    assert!(
+        plain["groups"][0]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s.get("dropped_next").is_none())
+    );
+    let v = analyze_json(&store, &f, &["--next-by", "warning_action"]);
+    for g in v["groups"].as_array().unwrap() {
+        let steps = g["steps"].as_array().unwrap();
+        assert!(steps[0].get("dropped_next").is_none());
+        for s in &steps[1..] {
+            // Everyone who stopped before the step is somewhere: the counts add up.
+            let next = s["dropped_next"].as_array().unwrap();
+            let sum: u64 = next.iter().map(|d| d["persons"].as_u64().unwrap()).sum();
+            assert_eq!(sum, s["stopped_before"].as_u64().unwrap());
+            let counts: Vec<u64> = next
+                .iter()
+                .map(|d| d["persons"].as_u64().unwrap())
+                .collect();
+            assert!(
+                counts.windows(2).all(|w| w[0] >= w[1]),
+                "most persons first"
+            );
+        }
+    }
+    // Of those shown the warning who did not continue: they returned or reported.
+    let continue_step = &v["groups"][0]["steps"][2];
+    let kinds: Vec<(String, String)> = continue_step["dropped_next"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["event_type"].as_str().unwrap().to_string(),
+                d["value"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        kinds.contains(&("warning".into(), "return".into())),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("warning".into(), "report".into())),
+        "{kinds:?}"
+    );
+    let table = run(
+        &[
+            "analyze",
+            "--store",
+            store.to_str().unwrap(),
+            "--funnel",
+            f.to_str().unwrap(),
+            "--next-by",
+            "warning_action",
+        ],
+        0,
+    )
+    .0;
+    assert!(table.contains("where the dropped went") && table.contains("warning: report"));
+    let (_, err) = run(
+        &[
+            "analyze",
+            "--store",
+            store.to_str().unwrap(),
+            "--funnel",
+            f.to_str().unwrap(),
+            "--next-by",
+            "no_such_column",
+        ],
+        2,
+    );
+    assert!(
+        err.contains("--next-by") && err.contains("no_such_column"),
+        "{err}"
+    );
+}

@@ -63,6 +63,14 @@ pub struct Args {
     /// (null in JSON), totals and "(other)" still count its persons [default: 0, off].
     #[arg(long, value_name = "K", default_value_t = 0)]
     pub min_persons: u64,
+    /// Where the dropped went: per step, what the persons whose chain stopped at the step
+    /// before did next within the window (their next event's type, or nothing more).
+    #[arg(long)]
+    pub dropped_next: bool,
+    /// With --dropped-next (implied): also the next event's value of COLUMN (e.g.
+    /// warning_action).
+    #[arg(long, value_name = "COLUMN")]
+    pub next_by: Option<String>,
     /// Write to this file instead of stdout.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -133,6 +141,8 @@ pub fn options(
         timezone: Some(tz_name),
         audit,
         split_at_ms: None,
+        dropped_next: false,
+        next_by: None,
     })
 }
 
@@ -190,12 +200,14 @@ pub fn run(args: Args) -> Result<()> {
         .as_ref()
         .map(|dir| StoreLayout::new(dir).open_existing())
         .transpose()?;
-    let opts = options(
+    let mut opts = options(
         store.as_ref(),
         &args.scope,
         args.interval,
         args.persons_out.is_some(),
     )?;
+    opts.dropped_next = args.dropped_next || args.next_by.is_some();
+    opts.next_by = args.next_by.clone();
     let reports = if args.engine == Engine::Embedded {
         let Some(store) = &store else {
             return Err(UsageError("--engine embedded needs --store".into()).into());
@@ -242,6 +254,11 @@ fn on_cluster(
     if args.persons_out.is_some() {
         return Err(usage(format!(
             "--persons-out is written by the embedded engine only, not by --engine {engine}"
+        )));
+    }
+    if args.dropped_next || args.next_by.is_some() {
+        return Err(usage(format!(
+            "--dropped-next is computed by the embedded engine only, not by --engine {engine}"
         )));
     }
     let source = match (store, &args.path, &args.table) {

@@ -113,6 +113,9 @@ pub fn run(args: Args) -> Result<()> {
         "2021-09-17".into(),
         "--control".into(),
         "wechat_native".into(),
+        // Of those shown the warning who did not continue: returned to the chat, or reported.
+        "--next-by".into(),
+        "warning_action".into(),
         "--title".into(),
         "WeChat external links: from click to purchase (sample data)".into(),
     ]);

@@ -43,6 +43,12 @@ pub struct Args {
     /// [default: the funnel's `top`, else 20].
     #[arg(long, value_name = "N")]
     pub top: Option<i64>,
+    /// Where the dropped went: per funnel, what the persons who stopped at each step did next.
+    #[arg(long)]
+    pub dropped_next: bool,
+    /// With --dropped-next (implied): also the next event's value of COLUMN.
+    #[arg(long, value_name = "COLUMN")]
+    pub next_by: Option<String>,
     /// Suppress every group (and compared group) with fewer step-1 persons than this.
     #[arg(long, value_name = "K", default_value_t = 0)]
     pub min_persons: u64,
@@ -75,6 +81,8 @@ pub fn write(args: &Args) -> Result<Option<funnel_analysis::Comparison>> {
     // One generation, leased, for every part of the report.
     let store = StoreLayout::new(&args.store).open_existing()?;
     let mut opts = options(Some(&store), &args.scope, Some(args.interval), false)?;
+    opts.dropped_next = args.dropped_next || args.next_by.is_some();
+    opts.next_by = args.next_by.clone();
     // The comparison's funnels join the same pass over the store.
     let compared = match &args.compare {
         Some(path) => {
@@ -172,6 +180,12 @@ pub fn write(args: &Args) -> Result<Option<funnel_analysis::Comparison>> {
     }
     if args.min_persons > 0 {
         shown.push(("min_persons".into(), args.min_persons.to_string()));
+    }
+    if opts.dropped_next {
+        shown.push((
+            "dropped_next".into(),
+            args.next_by.clone().unwrap_or_else(|| "true".into()),
+        ));
     }
     if args.scope.closed_windows_only {
         shown.push(("closed_windows_only".into(), "true".into()));

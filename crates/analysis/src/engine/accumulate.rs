@@ -8,7 +8,7 @@ use funnel_core::{FunnelSpec, Order};
 use super::groups::Breakdown;
 use crate::audit::AuditRow;
 use crate::kernel::SKIPPED;
-use crate::report::{GroupAcc, Key};
+use crate::report::{GroupAcc, Key, Next};
 
 /// Partial results of one funnel over some buckets.
 #[derive(Default)]
@@ -74,6 +74,38 @@ pub(super) struct Recorder<'a> {
     pub ts: &'a [i64],
     pub cutoff: i64,
     pub closed_only: bool,
+    /// The person's event types and `next_by` values, when "where the dropped went" is on.
+    pub next: Option<NextView<'a>>,
+}
+
+/// One person's rows of the columns "where the dropped went" reads.
+#[derive(Clone, Copy)]
+pub(super) struct NextView<'a> {
+    pub types: (&'a [u32], &'a [Option<String>]),
+    pub by: Option<(&'a [u32], &'a [Option<String>])>,
+}
+
+impl NextView<'_> {
+    /// What follows the chain `path` (non-empty) within the window from its first event.
+    fn after(&self, path: &[u32], ts: &[i64], window_ms: i64, open: bool) -> Next {
+        let last = path
+            .iter()
+            .rev()
+            .find(|r| **r != SKIPPED)
+            .map(|r| *r as usize)
+            .expect("a chain of level > 0 has a matched step");
+        let t0 = ts[path[0] as usize];
+        let r = last + 1;
+        if r < ts.len() && ts[r] <= t0 + window_ms {
+            let value =
+                |(codes, values): (&[u32], &[Option<String>])| values[codes[r] as usize].clone();
+            Next::Event(value(self.types), self.by.and_then(value))
+        } else if open {
+            Next::Open
+        } else {
+            Next::Nothing
+        }
+    }
 }
 
 impl Recorder<'_> {
@@ -127,6 +159,7 @@ impl Recorder<'_> {
             ts,
             cutoff,
             closed_only,
+            next,
         } = *self;
         let matched = || {
             path.iter()
@@ -148,6 +181,17 @@ impl Recorder<'_> {
         acc.levels[level as usize] += 1;
         if open && (level as usize) < spec.steps.len() {
             acc.open[level as usize] += 1;
+        }
+        if let Some(view) = next
+            && level > 0
+            && (level as usize) < spec.steps.len()
+            && !any_order
+        {
+            let dest = view.after(path, ts, spec.window_ms, open);
+            let by_level = acc
+                .next
+                .get_or_insert_with(|| vec![BTreeMap::new(); spec.steps.len()]);
+            *by_level[level as usize].entry(dest).or_insert(0) += 1;
         }
         let mut previous: Option<i64> = None;
         for (k, t) in matched() {

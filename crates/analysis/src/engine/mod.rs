@@ -45,6 +45,22 @@ pub struct AnalyzeOptions {
     pub audit: bool,
     /// The instant (epoch ms) of the derived [`funnel_core::schema::SPLIT`] breakdown column.
     pub split_at_ms: Option<i64>,
+    /// Where the dropped went: per step, the next event of the persons whose chain stopped at
+    /// the step before (its type, and its value of `next_by` when given).
+    pub dropped_next: bool,
+    pub next_by: Option<String>,
+}
+
+impl AnalyzeOptions {
+    /// The columns "where the dropped went" reads: `event_type` and `next_by`.
+    pub(crate) fn next_columns(&self) -> Vec<&str> {
+        if !self.dropped_next {
+            return Vec::new();
+        }
+        let mut c = vec![funnel_core::schema::EVENT_TYPE];
+        c.extend(self.next_by.as_deref());
+        c
+    }
 }
 
 /// Reports, and the audit rows when asked for.
@@ -79,6 +95,17 @@ pub fn analyze(
 ) -> Result<Analysis, AnalysisError> {
     for spec in specs {
         spec.check_columns(&store.manifest().properties)?;
+    }
+    if let Some(c) = &opts.next_by {
+        let properties = &store.manifest().properties;
+        let known = funnel_core::schema::CONTRACT_COLUMNS.contains(&c.as_str())
+            || properties.iter().any(|p| p == c);
+        if !known || c == funnel_core::schema::TS || c == funnel_core::schema::AMOUNT {
+            return Err(AnalysisError::Option {
+                option: "--next-by",
+                value: format!("{c} (not a text column of the store)"),
+            });
+        }
     }
     let tops: Vec<usize> = (0..specs.len())
         .filter(|i| specs[*i].top.is_some() && specs[*i].breakdown.len() == 1)

@@ -112,7 +112,7 @@ pub(super) fn person_units(
     let plain =
         ArrowReaderMetadata::try_new(footer.clone(), ArrowReaderOptions::new()).map_err(&err)?;
     // Text columns the conditions and groups read, and person_id, come as dictionaries.
-    let mut coded = read_columns(setup.specs, setup.recodes);
+    let mut coded = read_columns(setup.specs, setup.recodes, &setup.opts.next_columns());
     coded.push(schema::PERSON_ID);
     let hinted: Vec<Field> = plain
         .schema()
@@ -183,8 +183,13 @@ pub(super) fn person_units(
 
 /// Every text column a run reads besides `person_id` and `event_id`: `event_type`, the
 /// filtered columns, and the breakdown and `hold_constant` columns.
-fn read_columns<'s>(specs: &'s [FunnelSpec], recodes: &'s Recodes) -> Vec<&'s str> {
+fn read_columns<'s>(
+    specs: &'s [FunnelSpec],
+    recodes: &'s Recodes,
+    next: &[&'s str],
+) -> Vec<&'s str> {
     let mut names = vec![schema::EVENT_TYPE];
+    names.extend(next);
     for s in specs {
         let filters = s
             .steps
@@ -384,7 +389,7 @@ pub(super) fn read(unit: &Unit, setup: &Setup<'_>) -> Result<Events, AnalysisErr
         message,
     };
     let audit = setup.opts.audit;
-    let coded_names = read_columns(setup.specs, setup.recodes);
+    let coded_names = read_columns(setup.specs, setup.recodes, &setup.opts.next_columns());
     let schema = unit.meta.schema().clone();
     let mut wanted: Vec<&str> = vec![schema::PERSON_ID, schema::TS];
     if audit {
@@ -536,7 +541,8 @@ pub(super) fn read(unit: &Unit, setup: &Setup<'_>) -> Result<Events, AnalysisErr
             (!spec.exclusions.is_empty()).then(|| bits(exclusion_slots[i], spec.exclusions.len())),
         );
     }
-    let groups = group_columns(setup.specs);
+    let mut groups = group_columns(setup.specs);
+    groups.extend(setup.opts.next_columns());
     let derived: Vec<(String, Coded)> = groups
         .iter()
         .filter_map(|g| {

@@ -4,7 +4,7 @@
 use funnel_core::{Attribution, CountUnit, FunnelSpec};
 
 use super::Setup;
-use super::accumulate::{AuditCtx, Partial, Recorder};
+use super::accumulate::{AuditCtx, NextView, Partial, Recorder};
 use super::groups::{Breakdown, hold_codes};
 use super::scan::Events;
 use crate::kernel::{FunnelKernel, PersonView, Scratch};
@@ -16,19 +16,28 @@ struct FunnelUnit<'a> {
     spec: &'a FunnelSpec,
     kernel: &'a FunnelKernel,
     breakdown: &'a Breakdown,
+    /// The unit's event types and `next_by` values ("where the dropped went").
+    next: Option<NextView<'a>>,
 }
 
 impl FunnelUnit<'_> {
-    /// What every group evaluation of person `p` records with.
-    fn recorder<'p>(&self, p: &PersonView<'p>) -> Recorder<'p>
+    /// What every group evaluation of person `p`, whose rows start at `offset`, records with.
+    fn recorder<'p>(&self, p: &PersonView<'p>, offset: usize) -> Recorder<'p>
     where
         Self: 'p,
     {
+        let rows = offset..offset + p.ts.len();
+        let slice =
+            |(codes, values): (&'p [u32], &'p [Option<String>])| (&codes[rows.clone()], values);
         Recorder {
             spec: self.spec,
             ts: p.ts,
             cutoff: self.setup.cutoff,
             closed_only: self.setup.opts.closed_windows_only,
+            next: self.next.map(|v| NextView {
+                types: slice(v.types),
+                by: v.by.map(slice),
+            }),
         }
     }
 }
@@ -103,6 +112,14 @@ pub(super) fn walk_unit(events: &Events, setup: &Setup<'_>) -> Vec<Partial> {
             }
         }
     }
+    let coded = |name: &str| {
+        let c = &events.columns[name];
+        (c.codes.as_slice(), c.values.as_slice())
+    };
+    let next = setup.opts.dropped_next.then(|| NextView {
+        types: coded(funnel_core::schema::EVENT_TYPE),
+        by: setup.opts.next_by.as_deref().map(coded),
+    });
     let funnels: Vec<FunnelUnit<'_>> = specs
         .iter()
         .enumerate()
@@ -111,6 +128,7 @@ pub(super) fn walk_unit(events: &Events, setup: &Setup<'_>) -> Vec<Partial> {
             spec,
             kernel: &setup.kernels[i],
             breakdown: &breakdowns[breakdown_of[i]],
+            next,
         })
         .collect();
     let mut out: Vec<Partial> = specs.iter().map(|_| Partial::default()).collect();
@@ -172,7 +190,7 @@ fn person_funnel(
 ) {
     let (spec, setup) = (f.spec, f.setup);
     let n = spec.steps.len();
-    let rec = f.recorder(p);
+    let rec = f.recorder(p, offset);
     let m = p.masks;
     let attempts = spec.count == CountUnit::Attempts;
     if !m.iter().any(|mask| mask & 1 != 0) {
@@ -277,7 +295,7 @@ fn restricted_groups(
     work: &mut Work,
 ) {
     let (spec, setup, b, kernel) = (f.spec, f.setup, f.breakdown, f.kernel);
-    let rec = f.recorder(p);
+    let rec = f.recorder(p, offset);
     let m = p.masks;
     let code = |r: usize| b.codes[offset + r];
     let period = |r: usize| setup.opts.interval.map(|iv| iv.label(p.ts[r], &setup.tz));

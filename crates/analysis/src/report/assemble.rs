@@ -20,15 +20,24 @@ pub(crate) fn from_groups(
     trend: BTreeMap<Key, GroupAcc>,
 ) -> FunnelReport {
     let n = spec.steps.len();
-    let mut groups = vec![
-        total
-            .unwrap_or_else(|| GroupAcc::new(n))
-            .report(spec, Key::new()),
-    ];
-    groups.extend(sorted(by_key).into_iter().map(|(k, a)| a.report(spec, k)));
+    // Where the dropped went: persons mode, chains in order.
+    let next_by =
+        (opts.dropped_next && spec.count == CountUnit::Persons && spec.order != Order::Any)
+            .then_some(opts.next_by.as_deref());
+    let mut groups =
+        vec![
+            total
+                .unwrap_or_else(|| GroupAcc::new(n))
+                .report(spec, Key::new(), next_by),
+        ];
+    groups.extend(
+        sorted(by_key)
+            .into_iter()
+            .map(|(k, a)| a.report(spec, k, next_by)),
+    );
     let trend: Vec<GroupReport> = sorted(trend)
         .into_iter()
-        .map(|(k, a)| a.report(spec, k))
+        .map(|(k, a)| a.report(spec, k, next_by))
         .collect();
     assemble(spec, opts, cutoff, tz_name, groups, trend)
 }
@@ -99,8 +108,12 @@ pub fn report_from_levels(
             *m += row.persons;
         }
     }
-    let mut groups = vec![total.report(spec, Key::new())];
-    groups.extend(sorted(by_key).into_iter().map(|(k, a)| a.report(spec, k)));
+    let mut groups = vec![total.report(spec, Key::new(), None)];
+    groups.extend(
+        sorted(by_key)
+            .into_iter()
+            .map(|(k, a)| a.report(spec, k, None)),
+    );
     assemble(
         spec,
         opts,

@@ -136,6 +136,35 @@ pub struct TimeToConvert {
     pub from_first: Option<Durations>,
 }
 
+/// What a person whose chain stopped did next, within the window from its step-1 event.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Next {
+    /// Their next event (in the store's order: time, then event_id): its type and its value of
+    /// `next_by`.
+    Event(Option<String>, Option<String>),
+    /// No event within the window, which has closed by the cutoff.
+    Nothing,
+    /// No event yet, and the window is still open at the cutoff.
+    Open,
+}
+
+/// Label of [`Next::Nothing`] in reports.
+pub const NOTHING_MORE: &str = "(nothing more)";
+/// Label of [`Next::Open`] in reports.
+pub const WINDOW_OPEN: &str = "(window still open)";
+
+/// Persons who stopped before a step and did the same next.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Destination {
+    /// The next event's type, or [`NOTHING_MORE`] / [`WINDOW_OPEN`].
+    pub event_type: String,
+    /// Its value of the `next_by` column (absent without `next_by` and for nothing more;
+    /// `null` where the event has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<Option<String>>,
+    pub persons: u64,
+}
+
 /// One step of one group.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepReport {
@@ -156,6 +185,11 @@ pub struct StepReport {
     pub stopped_before: u64,
     /// `None` for the first step.
     pub time_to_convert: Option<TimeToConvert>,
+    /// Where the dropped went (`--dropped-next`): of the persons whose chain stopped at the
+    /// step before this one, what they did next, most persons first. Absent without the option
+    /// and for the first step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped_next: Option<Vec<Destination>>,
 }
 
 /// The funnel for all persons (`key` empty) or for one breakdown value.
@@ -200,6 +234,36 @@ pub struct FunnelReport {
     pub timezone: String,
 }
 
+/// The destinations of one level, most persons first (then by label).
+fn destinations(next: Option<&BTreeMap<Next, u64>>, with_value: bool) -> Vec<Destination> {
+    let mut out: Vec<Destination> = next
+        .into_iter()
+        .flatten()
+        .map(|(k, n)| {
+            let (event_type, value) = match k {
+                Next::Event(t, v) => (
+                    t.clone().unwrap_or_else(|| "(none)".into()),
+                    with_value.then(|| v.clone()),
+                ),
+                Next::Nothing => (NOTHING_MORE.to_string(), None),
+                Next::Open => (WINDOW_OPEN.to_string(), None),
+            };
+            Destination {
+                event_type,
+                value,
+                persons: *n,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.persons
+            .cmp(&a.persons)
+            .then_with(|| a.event_type.cmp(&b.event_type))
+            .then_with(|| a.value.cmp(&b.value))
+    });
+    out
+}
+
 /// Renames breakdown column `from` to `to` in every group key of `report` (a derived `top`
 /// column back to its source) and orders the groups by key again, `"(other)"` after every value.
 pub(crate) fn rename_key(report: &mut FunnelReport, from: &str, to: &str) {
@@ -237,6 +301,8 @@ pub(crate) struct GroupAcc {
     /// False where the chains' times are not known (a cluster engine's counts): the report then
     /// has no time to convert at all, rather than empty distributions.
     pub timed: bool,
+    /// Per exact level: what the persons stopped there did next (`--dropped-next` only).
+    pub next: Option<Vec<BTreeMap<Next, u64>>>,
 }
 
 impl GroupAcc {
@@ -249,6 +315,7 @@ impl GroupAcc {
             from_previous: vec![Samples::default(); steps],
             from_first: vec![Samples::default(); steps],
             timed: true,
+            next: None,
         }
     }
 
@@ -269,12 +336,26 @@ impl GroupAcc {
         for (a, b) in self.from_first.iter_mut().zip(other.from_first) {
             a.append(b);
         }
+        match (&mut self.next, other.next) {
+            (Some(a), Some(b)) => {
+                for (x, y) in a.iter_mut().zip(b) {
+                    for (k, n) in y {
+                        *x.entry(k).or_insert(0) += n;
+                    }
+                }
+            }
+            (a @ None, b) => *a = b,
+            (Some(_), None) => {}
+        }
     }
 
+    /// The group's report; `next_by`: `Some` with "where the dropped went" on (naming the
+    /// `next_by` column, if any).
     pub fn report(
         mut self,
         spec: &FunnelSpec,
         key: BTreeMap<String, Option<String>>,
+        next_by: Option<Option<&str>>,
     ) -> GroupReport {
         let n = spec.steps.len();
         let mut at_least = vec![0u64; n + 2];
@@ -316,6 +397,9 @@ impl GroupAcc {
                         from_previous: self.from_previous[i].durations(),
                         from_first: self.from_first[i].durations(),
                     }),
+                    dropped_next: next_by.filter(|_| i > 0).map(|by| {
+                        destinations(self.next.as_ref().and_then(|n| n.get(i)), by.is_some())
+                    }),
                 }
             })
             .collect();
@@ -343,7 +427,7 @@ mod tests {
         let mut acc = GroupAcc::new(3);
         acc.levels = vec![10, 360, 440, 200];
         acc.open = vec![0, 7, 3, 0];
-        let g = acc.report(&spec, BTreeMap::new());
+        let g = acc.report(&spec, BTreeMap::new(), None);
         let persons: Vec<u64> = g.steps.iter().map(|s| s.persons).collect();
         assert_eq!(persons, vec![1000, 640, 200]);
         assert_eq!(g.steps[0].conversion_from_previous, 1.0);
@@ -360,7 +444,7 @@ mod tests {
                 from_first: None
             })
         );
-        let empty = GroupAcc::new(3).report(&spec, BTreeMap::new());
+        let empty = GroupAcc::new(3).report(&spec, BTreeMap::new(), None);
         assert!(
             empty
                 .steps

@@ -48,10 +48,14 @@ const NUMBERS: [&str; 7] = [
 
 impl Serialize for Hidden<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut st = serializer.serialize_struct("StepReport", 1 + NUMBERS.len())?;
+        let optional = usize::from(self.0.dropped_next.is_some());
+        let mut st = serializer.serialize_struct("StepReport", 1 + NUMBERS.len() + optional)?;
         st.serialize_field("name", &self.0.name)?;
         for field in NUMBERS {
             st.serialize_field(field, &None::<u64>)?;
+        }
+        if optional > 0 {
+            st.serialize_field("dropped_next", &None::<u64>)?;
         }
         st.end()
     }
@@ -75,6 +79,7 @@ mod tests {
                 from_previous: None,
                 from_first: None,
             }),
+            dropped_next: Some(Vec::new()),
         };
         GroupReport {
             key: [("journey".to_string(), Some("x".to_string()))].into(),

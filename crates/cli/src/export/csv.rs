@@ -77,5 +77,35 @@ pub fn render(reports: &[FunnelReport]) -> String {
             }
         }
     }
+    // Where the dropped went: section `dropped_next`, the group key with the destination added
+    // as "(next)" (and "(next value)"), persons in `persons`.
+    for r in reports {
+        for g in r.groups.iter().filter(|g| !g.suppressed) {
+            for (i, s) in g.steps.iter().enumerate() {
+                for d in s.dropped_next.iter().flatten() {
+                    let mut key: serde_json::Map<String, serde_json::Value> = g
+                        .key
+                        .iter()
+                        .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+                        .collect();
+                    key.insert("(next)".into(), serde_json::json!(d.event_type));
+                    if let Some(v) = &d.value {
+                        key.insert("(next value)".into(), serde_json::json!(v));
+                    }
+                    let mut row = vec![
+                        r.funnel.clone(),
+                        "dropped_next".to_string(),
+                        serde_json::Value::Object(key).to_string(),
+                        (i + 1).to_string(),
+                        s.name.clone(),
+                        d.persons.to_string(),
+                    ];
+                    row.resize(header.len() - 1, String::new());
+                    row.push("false".into());
+                    w.write_record(&row).expect("in-memory write");
+                }
+            }
+        }
+    }
     String::from_utf8(w.into_inner().expect("in-memory write")).expect("UTF-8 in, UTF-8 out")
 }

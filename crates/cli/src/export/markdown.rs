@@ -3,8 +3,8 @@
 use funnel_analysis::FunnelReport;
 
 use super::{
-    SUPPRESSED, cell, key_label, median_from_previous, modes_label, pct, period, trend_tables,
-    window_label,
+    SUPPRESSED, cell, dropped_next_rows, key_label, median_from_previous, modes_label, pct, period,
+    trend_tables, window_label,
 };
 use crate::table::thousands;
 
@@ -46,6 +46,14 @@ pub fn render(reports: &[FunnelReport]) -> String {
                     "\n{} persons left out: window still open at the cutoff.\n",
                     thousands(g.excluded_open_windows)
                 ));
+            }
+            let next = dropped_next_rows(g);
+            if !next.is_empty() {
+                out.push_str("\nWhere the dropped went (their next event within the window):\n\n| not reached | stopped at | next | persons | of stopped |\n| --- | --- | --- | ---: | ---: |\n");
+                for r in next {
+                    let cells: Vec<String> = r.iter().map(|c| cell(c)).collect();
+                    out.push_str(&format!("| {} |\n", cells.join(" | ")));
+                }
             }
             out.push('\n');
         }

@@ -94,6 +94,37 @@ fn median_from_previous(s: &funnel_analysis::StepReport) -> String {
         .map_or_else(|| "-".to_string(), |d| duration(d.median))
 }
 
+/// "Where the dropped went" of a group, one row per step and destination: the step, the step
+/// the persons stopped at, their next event (`type` or `type: value`), persons, and their share
+/// of those who stopped. Empty without `--dropped-next`.
+fn dropped_next_rows(g: &GroupReport) -> Vec<[String; 5]> {
+    let mut rows = Vec::new();
+    for (i, s) in g.steps.iter().enumerate().skip(1) {
+        let Some(next) = &s.dropped_next else {
+            continue;
+        };
+        let stopped: u64 = next.iter().map(|d| d.persons).sum();
+        for d in next {
+            let what = match &d.value {
+                Some(Some(v)) => format!("{}: {v}", d.event_type),
+                _ => d.event_type.clone(),
+            };
+            rows.push([
+                s.name.clone(),
+                g.steps[i - 1].name.clone(),
+                what,
+                crate::table::thousands(d.persons),
+                pct(if stopped == 0 {
+                    0.0
+                } else {
+                    d.persons as f64 / stopped as f64
+                }),
+            ]);
+        }
+    }
+    rows
+}
+
 /// The trend groups of a report, one line per period: (label of the non-period key, rows).
 fn trend_tables(r: &FunnelReport) -> Vec<(String, Vec<&GroupReport>)> {
     let mut out: Vec<(String, Vec<&GroupReport>)> = Vec::new();

@@ -3,8 +3,8 @@
 use funnel_analysis::FunnelReport;
 
 use super::{
-    SUPPRESSED, key_label, median_from_previous, modes_label, pct, period, trend_tables,
-    window_label,
+    SUPPRESSED, dropped_next_rows, key_label, median_from_previous, modes_label, pct, period,
+    trend_tables, window_label,
 };
 use crate::table::{render as grid, thousands};
 
@@ -71,6 +71,21 @@ pub fn render(reports: &[FunnelReport]) -> String {
                 out.push_str(&format!(
                     "  ({} persons left out: window still open at the cutoff)\n",
                     thousands(g.excluded_open_windows)
+                ));
+            }
+            let next = dropped_next_rows(g);
+            if !next.is_empty() {
+                out.push_str("  where the dropped went (their next event within the window)\n");
+                let rows: Vec<Vec<String>> = next.into_iter().map(Vec::from).collect();
+                out.push_str(&grid(
+                    &[
+                        "not reached",
+                        "stopped at",
+                        "next",
+                        ">persons",
+                        ">of stopped",
+                    ],
+                    &rows,
                 ));
             }
         }

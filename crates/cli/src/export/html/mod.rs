@@ -123,6 +123,52 @@ fn headline(d: &ReportData<'_>) -> String {
     s
 }
 
+/// Where the dropped went, for all persons: per step not reached, the next event of those who
+/// stopped before it, as bars scaled to the persons who stopped.
+fn dropped_next(r: &FunnelReport) -> String {
+    let g = &r.groups[0];
+    if g.suppressed || g.steps.iter().all(|s| s.dropped_next.is_none()) {
+        return String::new();
+    }
+    let mut s = String::from(
+        "<h3>Where the dropped went (all persons)</h3><p class=\"muted\">Of the persons whose chain stopped at a step, their next event within the window from their click, or nothing more.</p>",
+    );
+    for (i, step) in g.steps.iter().enumerate().skip(1) {
+        let Some(next) = &step.dropped_next else {
+            continue;
+        };
+        let stopped: u64 = next.iter().map(|d| d.persons).sum();
+        if stopped == 0 {
+            continue;
+        }
+        let bars: Vec<Bar> = next
+            .iter()
+            .map(|d| Bar {
+                label: match &d.value {
+                    Some(Some(v)) => format!("{}: {v}", d.event_type),
+                    _ => d.event_type.clone(),
+                },
+                value: d.persons,
+                pending: 0,
+                note: format!(
+                    "{} · {}",
+                    thousands(d.persons),
+                    pct(d.persons as f64 / stopped as f64)
+                ),
+            })
+            .collect();
+        let _ = write!(
+            s,
+            "<h4>Stopped at {} ({} persons), instead of {}</h4>{}",
+            esc(&g.steps[i - 1].name),
+            thousands(stopped),
+            esc(&step.name),
+            svg::funnel(&bars)
+        );
+    }
+    s
+}
+
 fn durations(r: &FunnelReport) -> String {
     let g = &r.groups[0];
     if g.suppressed {
@@ -324,6 +370,7 @@ pub fn render(d: &ReportData<'_>) -> String {
             };
             let _ = write!(s, "<h3>{}</h3>{}", esc(&key_label(g)), chart);
         }
+        s.push_str(&dropped_next(r));
         s.push_str("<h3>Time to convert (all persons, from the previous step)</h3>");
         s.push_str(&durations(r));
         s.push_str(&trend(r));
