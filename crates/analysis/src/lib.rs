@@ -35,7 +35,8 @@ pub use error::AnalysisError;
 pub use inspect::{CountRow, StoreSummary, inspect};
 pub use kernel::{Kernel, Scratch};
 pub use report::{
-    Durations, FunnelReport, GroupReport, StepReport, TimeToConvert, report_from_levels, suppress,
+    Destination, Durations, FunnelReport, GroupReport, HISTOGRAM_BOUNDS_SECS, NOTHING_MORE,
+    StepReport, TimeToConvert, WINDOW_OPEN, report_from_levels, suppress,
 };
 pub use stats::{
     Estimate, Pooled, Side, Table, Z95, chi2_sf, did, fisher_exact, holm, mantel_haenszel,

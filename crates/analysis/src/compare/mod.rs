@@ -171,6 +171,29 @@ pub struct Comparison {
     pub report: FunnelReport,
 }
 
+impl Comparison {
+    /// How many tests Holm's adjustment runs over (every p-value of the comparison).
+    pub fn tests(&self) -> usize {
+        let cmh = |a: &Option<Adjusted<Stratum>>| {
+            usize::from(a.as_ref().is_some_and(|a| a.cmh_p.is_some()))
+        };
+        let differences: usize = self.differences.iter().map(|d| 1 + cmh(&d.adjusted)).sum();
+        let before_after: usize = self
+            .before_after
+            .iter()
+            .flatten()
+            .map(|b| 1 + usize::from(b.adjusted.as_ref().is_some_and(|a| a.cmh_p.is_some())))
+            .sum();
+        let did: usize = self
+            .did
+            .iter()
+            .flatten()
+            .map(|d| 1 + usize::from(d.adjusted.as_ref().is_some_and(|a| a.p.is_some())))
+            .sum();
+        differences + before_after + did
+    }
+}
+
 /// The test of two proportions: Fisher's exact where a cell is under 5, else the z-test.
 pub(crate) fn test(a: Side, b: Side) -> (&'static str, f64) {
     let (x1, n1, x2, n2) = (a.reached, a.persons, b.reached, b.persons);

@@ -26,6 +26,26 @@ pub struct Durations {
     pub p90: f64,
     pub p99: f64,
     pub mean: f64,
+    /// Persons per bucket of [`HISTOGRAM_BOUNDS_SECS`]: bucket i holds the times above bound
+    /// i-1 and at most bound i (the last bucket: above the last bound).
+    pub histogram: Vec<u64>,
+}
+
+/// Upper bounds (seconds) of the time-to-convert histogram's buckets: 1s, 5s, 10s, 30s, 1m,
+/// 5m, 10m, 30m, 1h, 3h, 6h, 12h, 1d, 3d, 7d; one more bucket holds the longer times.
+pub const HISTOGRAM_BOUNDS_SECS: [i64; 15] = [
+    1, 5, 10, 30, 60, 300, 600, 1800, 3600, 10_800, 21_600, 43_200, 86_400, 259_200, 604_800,
+];
+
+/// The histogram of milliseconds `values` (any order).
+fn histogram<T: Copy + Into<i64>>(values: &[T]) -> Vec<u64> {
+    let mut out = vec![0u64; HISTOGRAM_BOUNDS_SECS.len() + 1];
+    for v in values {
+        let ms: i64 = (*v).into();
+        let bucket = HISTOGRAM_BOUNDS_SECS.partition_point(|b| b * 1000 < ms);
+        out[bucket] += 1;
+    }
+    out
 }
 
 impl Durations {
@@ -67,6 +87,7 @@ impl Durations {
             p90: secs(value(rank(0.9))),
             p99: secs(value(rank(0.99))),
             mean: secs(sum as f64 / n as f64),
+            histogram: histogram(values),
         })
     }
 
@@ -87,12 +108,22 @@ impl Durations {
         };
         let rank = |p: f64| at(((p * n as f64).ceil() as usize).clamp(1, n) - 1);
         let sum: i128 = values.iter().map(|v| i128::from((*v).into())).sum();
+        // The histogram from the sorted values: the count at or below each bound, differenced.
+        let mut at_most: Vec<u64> = HISTOGRAM_BOUNDS_SECS
+            .iter()
+            .map(|b| values.partition_point(|v| (*v).into() <= b * 1000) as u64)
+            .collect();
+        at_most.push(n as u64);
+        let histogram = (0..at_most.len())
+            .map(|i| at_most[i] - if i == 0 { 0 } else { at_most[i - 1] })
+            .collect();
         Some(Durations {
             persons: n as u64,
             median: secs(median),
             p90: secs(rank(0.9)),
             p99: secs(rank(0.99)),
             mean: secs(sum as f64 / n as f64),
+            histogram,
         })
     }
 }

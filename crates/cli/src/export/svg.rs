@@ -22,16 +22,17 @@ pub struct Bar {
     pub pending: u64,
 }
 
-/// Horizontal funnel bars, scaled to the first bar, with conversion notes.
+/// Horizontal funnel bars, scaled to the longest bar, with conversion notes.
 pub fn funnel(bars: &[Bar]) -> String {
+    let max = bars.iter().map(|b| b.value + b.pending).max().unwrap_or(0);
+    funnel_scaled(bars, max)
+}
+
+/// [`funnel`] with bars scaled to `max` (a full-width bar).
+pub fn funnel_scaled(bars: &[Bar], max: u64) -> String {
     let (w, row, label_w, bar_w) = (900, 34, 180, 330);
     let h = row * bars.len() + 10;
-    let max = bars
-        .iter()
-        .map(|b| b.value + b.pending)
-        .max()
-        .unwrap_or(0)
-        .max(1);
+    let max = max.max(1);
     let mut s = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img">"#
     );

@@ -25,10 +25,10 @@ fn rate(s: &Side) -> f64 {
 
 pub(super) fn section(c: &Comparison) -> String {
     let mut s = format!(
-        "<h2>Journeys compared</h2><p>Every {by} on the same denominator: the persons of its step 1 (clicks). Differences to <b>{base}</b> with 95% Newcombe intervals; p-values from a two-proportion z-test (Fisher's exact test where a cell is under 5), Holm-adjusted across all {n} comparisons. Groups under 30 clicks are flagged.</p>",
+        "<h2>Journeys compared</h2><p>Every {by} on the same denominator: the persons of its step 1 (clicks). Differences to <b>{base}</b> with 95% Newcombe intervals; p-values from a two-proportion z-test (Fisher's exact test where a cell is under 5), Holm-adjusted across all {n} tests of the comparison. Groups under 30 clicks are flagged.</p>",
         by = esc(&c.by),
         base = esc(&c.baseline),
-        n = c.differences.len()
+        n = c.tests()
     );
     if c.persons_in_several_groups > 0 {
         let _ = write!(

@@ -123,6 +123,96 @@ fn headline(d: &ReportData<'_>) -> String {
     s
 }
 
+/// Every breakdown value's funnel side by side on the same denominator (its clicks): per step,
+/// one bar per value, the share of its step-1 persons that reached the step.
+fn side_by_side(r: &FunnelReport) -> String {
+    let shown: Vec<&GroupReport> = r.groups[1..].iter().filter(|g| !g.suppressed).collect();
+    if shown.len() < 2 || r.groups[0].steps.len() < 2 {
+        return String::new();
+    }
+    let mut s = format!(
+        "<h3>Side by side: the share of each {}'s clicks that reached each step</h3>",
+        esc(&r.breakdown.join(", "))
+    );
+    for (k, step) in r.groups[0].steps.iter().enumerate().skip(1) {
+        let bars: Vec<Bar> = shown
+            .iter()
+            .map(|g| {
+                let st = &g.steps[k];
+                Bar {
+                    label: key_label(g)
+                        .split(" = ")
+                        .last()
+                        .unwrap_or_default()
+                        .to_string(),
+                    // A full bar is 100% of the value's clicks (10,000).
+                    value: (st.conversion_from_first * 10_000.0).round() as u64,
+                    pending: 0,
+                    note: format!(
+                        "{} of {} clicks",
+                        pct(st.conversion_from_first),
+                        thousands(g.steps[0].persons)
+                    ),
+                }
+            })
+            .collect();
+        let _ = write!(
+            s,
+            "<h4>{}</h4>{}",
+            esc(&step.name),
+            svg::funnel_scaled(&bars, 10_000)
+        );
+    }
+    s
+}
+
+/// The time-to-convert distribution of each step (all persons, from the previous step): the
+/// persons per bucket of [`funnel_analysis::HISTOGRAM_BOUNDS_SECS`].
+fn histograms(r: &FunnelReport) -> String {
+    let g = &r.groups[0];
+    if g.suppressed {
+        return String::new();
+    }
+    let bound = |secs: i64| super::duration(secs as f64).replace(".0", "");
+    let mut s = String::new();
+    for step in g.steps.iter().skip(1) {
+        let Some(d) = step
+            .time_to_convert
+            .as_ref()
+            .and_then(|t| t.from_previous.as_ref())
+        else {
+            continue;
+        };
+        let b = funnel_analysis::HISTOGRAM_BOUNDS_SECS;
+        let bars: Vec<Bar> = d
+            .histogram
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Bar {
+                label: match i {
+                    0 => format!("≤ {}", bound(b[0])),
+                    i if i == b.len() => format!("> {}", bound(b[b.len() - 1])),
+                    i => format!("{} – {}", bound(b[i - 1]), bound(b[i])),
+                },
+                value: *n,
+                pending: 0,
+                note: format!("{} · {}", thousands(*n), pct(*n as f64 / d.persons as f64)),
+            })
+            // From the first to the last bucket that holds anyone.
+            .collect();
+        let first = d.histogram.iter().position(|n| *n > 0).unwrap_or(0);
+        let last = d.histogram.iter().rposition(|n| *n > 0).unwrap_or(0);
+        let _ = write!(
+            s,
+            "<h4>Time from the previous step to {} ({} persons)</h4>{}",
+            esc(&step.name),
+            thousands(d.persons),
+            svg::funnel(&bars[first..=last])
+        );
+    }
+    s
+}
+
 /// Where the dropped went, for all persons: per step not reached, the next event of those who
 /// stopped before it, as bars scaled to the persons who stopped.
 fn dropped_next(r: &FunnelReport) -> String {
@@ -362,6 +452,7 @@ pub fn render(d: &ReportData<'_>) -> String {
             window_label(r.window_seconds),
             esc(&modes_label(r))
         );
+        s.push_str(&side_by_side(r));
         for g in &r.groups {
             let chart = if g.suppressed {
                 format!("<p class=\"muted\">{}</p>", esc(super::SUPPRESSED))
@@ -373,6 +464,7 @@ pub fn render(d: &ReportData<'_>) -> String {
         s.push_str(&dropped_next(r));
         s.push_str("<h3>Time to convert (all persons, from the previous step)</h3>");
         s.push_str(&durations(r));
+        s.push_str(&histograms(r));
         s.push_str(&trend(r));
     }
     s.push_str(&ledger(d));
