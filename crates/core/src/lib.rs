@@ -36,7 +36,8 @@ pub use mode::{Mode, ModeSet};
 pub use schema::RejectReason;
 pub use spec::{
     Attribution, CountUnit, Exclusion, Filter, FunnelSpec, MAX_STEPS, MAX_WINDOW_MS, Order,
-    SpecError, Step, check_top, load_funnel, parse_funnel, parse_window,
+    SpecError, Step, check_top, is_store_column, is_text_column, load_funnel, parse_funnel,
+    parse_window,
 };
 
 /// The version of the tool, recorded in every manifest and report.

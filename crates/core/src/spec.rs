@@ -180,11 +180,7 @@ impl FunnelSpec {
 
     /// Checks that every column the funnel names exists in a store with these property columns.
     pub fn check_columns(&self, properties: &[String]) -> Result<(), SpecError> {
-        let known = |c: &str| {
-            schema::CONTRACT_COLUMNS.contains(&c)
-                || c == schema::PERSON_ID
-                || properties.iter().any(|p| p == c)
-        };
+        let known = |c: &str| is_store_column(c, properties);
         let mut named: Vec<(String, &str)> = Vec::new();
         named.extend(
             self.breakdown
@@ -359,6 +355,20 @@ pub fn parse_window(text: &str) -> Result<i64, String> {
 
 /// Columns whose values are not text and cannot be matched by value or broken down by.
 const NOT_FILTERABLE: [&str; 2] = [schema::TS, schema::AMOUNT];
+
+/// Whether a store with these `properties` has `column` (a contract column, `person_id`, or a
+/// property).
+pub fn is_store_column(column: &str, properties: &[String]) -> bool {
+    schema::CONTRACT_COLUMNS.contains(&column)
+        || column == schema::PERSON_ID
+        || properties.iter().any(|p| p == column)
+}
+
+/// Whether `column` is a text column of such a store: one a funnel can match by value, break
+/// down by, or split destinations by.
+pub fn is_text_column(column: &str, properties: &[String]) -> bool {
+    is_store_column(column, properties) && !NOT_FILTERABLE.contains(&column)
+}
 
 fn check_column(source: &str, key: &str, column: &str) -> Result<(), SpecError> {
     let invalid = |m: &str| SpecError::Invalid {

@@ -8,7 +8,7 @@ use chrono_tz::Tz;
 use foldhash::fast::FixedState;
 use funnel_core::FunnelSpec;
 
-use super::scan::{Coded, Events};
+use super::scan::{Coded, Events, Recodes};
 use crate::report::Key;
 
 /// Calendar periods for trends.
@@ -110,16 +110,22 @@ pub(super) struct Breakdown {
 }
 
 impl Breakdown {
-    pub(super) fn new(spec: &FunnelSpec, events: &Events) -> Breakdown {
+    /// A derived `top` column (in `recodes`) is keyed by the column it derives from.
+    pub(super) fn new(spec: &FunnelSpec, events: &Events, recodes: &Recodes) -> Breakdown {
         let cols = columns(events, &spec.breakdown);
         let (codes, firsts) = tuple_codes(&cols, events.ts.len());
+        let names: Vec<&String> = spec
+            .breakdown
+            .iter()
+            .map(|n| recodes.get(n).map_or(n, |r| &r.column))
+            .collect();
         let keys: Vec<Key> = firsts
             .iter()
             .map(|&r| {
-                spec.breakdown
+                names
                     .iter()
                     .zip(&cols)
-                    .map(|(name, c)| (name.clone(), c.values[c.codes[r] as usize].clone()))
+                    .map(|(name, c)| ((*name).clone(), c.values[c.codes[r] as usize].clone()))
                     .collect()
             })
             .collect();

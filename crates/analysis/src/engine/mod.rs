@@ -96,16 +96,13 @@ pub fn analyze(
     for spec in specs {
         spec.check_columns(&store.manifest().properties)?;
     }
-    if let Some(c) = &opts.next_by {
-        let properties = &store.manifest().properties;
-        let known = funnel_core::schema::CONTRACT_COLUMNS.contains(&c.as_str())
-            || properties.iter().any(|p| p == c);
-        if !known || c == funnel_core::schema::TS || c == funnel_core::schema::AMOUNT {
-            return Err(AnalysisError::Option {
-                option: "--next-by",
-                value: format!("{c} (not a text column of the store)"),
-            });
-        }
+    if let Some(c) = &opts.next_by
+        && !funnel_core::is_text_column(c, &store.manifest().properties)
+    {
+        return Err(AnalysisError::Option {
+            option: "--next-by",
+            value: format!("{c} (not a text column of the store)"),
+        });
     }
     let tops: Vec<usize> = (0..specs.len())
         .filter(|i| specs[*i].top.is_some() && specs[*i].breakdown.len() == 1)
@@ -150,23 +147,12 @@ pub fn analyze(
         second[*i].breakdown = vec![derived];
     }
     let mut analysis = run(store, &second, opts, &recodes)?;
-    // The derived column is the breakdown column again, and `(other)` is the last group.
+    // Groups are keyed by the source column already (`Breakdown::new`); the report names it
+    // too, and `(other)` is its last group.
     for (report, spec) in analysis.reports.iter_mut().zip(specs) {
-        let derived = &report.breakdown;
-        if derived.len() == 1 && recodes.contains_key(&derived[0]) {
-            let from = derived[0].clone();
+        if report.breakdown.len() == 1 && recodes.contains_key(&report.breakdown[0]) {
             report.breakdown = spec.breakdown.clone();
-            crate::report::rename_key(report, &from, &spec.breakdown[0]);
-        }
-    }
-    for row in &mut analysis.audit {
-        for (from, r) in &recodes {
-            if row.group.contains(from.as_str()) {
-                row.group = row.group.replace(
-                    &serde_json::to_string(from).expect("a string"),
-                    &serde_json::to_string(&r.column).expect("a string"),
-                );
-            }
+            crate::report::other_last(report);
         }
     }
     Ok(analysis)

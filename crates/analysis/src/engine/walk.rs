@@ -108,7 +108,7 @@ pub(super) fn walk_unit(events: &Events, setup: &Setup<'_>) -> Vec<Partial> {
             Some(j) => breakdown_of.push(breakdown_of[j]),
             None => {
                 breakdown_of.push(breakdowns.len());
-                breakdowns.push(Breakdown::new(spec, events));
+                breakdowns.push(Breakdown::new(spec, events, setup.recodes));
             }
         }
     }

@@ -295,9 +295,9 @@ fn destinations(next: Option<&BTreeMap<Next, u64>>, with_value: bool) -> Vec<Des
     out
 }
 
-/// Renames breakdown column `from` to `to` in every group key of `report` (a derived `top`
-/// column back to its source) and orders the groups by key again, `"(other)"` after every value.
-pub(crate) fn rename_key(report: &mut FunnelReport, from: &str, to: &str) {
+/// Orders the groups of `report` by key again with `"(other)"` after every value (keys sort
+/// `"("` before letters).
+pub(crate) fn other_last(report: &mut FunnelReport) {
     let order = |k: &Key| -> Vec<(String, bool, Option<String>)> {
         k.iter()
             .map(|(c, v)| {
@@ -306,11 +306,6 @@ pub(crate) fn rename_key(report: &mut FunnelReport, from: &str, to: &str) {
             })
             .collect()
     };
-    for g in report.groups.iter_mut().chain(report.trend.iter_mut()) {
-        if let Some(v) = g.key.remove(from) {
-            g.key.insert(to.to_string(), v);
-        }
-    }
     report.groups[1..].sort_by_key(|g| order(&g.key));
     report.trend.sort_by_key(|g| order(&g.key));
 }
