@@ -121,13 +121,12 @@ pub(super) fn adjust<S>(
         })
         .collect();
     let p = mantel_haenszel(&tables, Z95);
-    let rate = |s: &Side| s.reached as f64 / s.persons as f64;
     let strata = pooled
         .into_iter()
         .enumerate()
         .map(|(i, (value, a, b))| {
             let disagrees = p.as_ref().is_some_and(|p| p.disagrees[i]);
-            make(value, a, b, rate(&a) - rate(&b), disagrees)
+            make(value, a, b, a.rate() - b.rate(), disagrees)
         })
         .collect();
     Adjusted {

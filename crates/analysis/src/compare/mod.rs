@@ -172,25 +172,36 @@ pub struct Comparison {
 }
 
 impl Comparison {
+    /// The stratum columns of the adjusted differences (`--adjust-for`), if any.
+    pub fn adjusted_by(&self) -> Option<&[String]> {
+        self.differences
+            .iter()
+            .find_map(|d| d.adjusted.as_ref().map(|a| a.by.as_slice()))
+    }
+
     /// How many tests Holm's adjustment runs over (every p-value of the comparison).
     pub fn tests(&self) -> usize {
-        let cmh = |a: &Option<Adjusted<Stratum>>| {
-            usize::from(a.as_ref().is_some_and(|a| a.cmh_p.is_some()))
-        };
-        let differences: usize = self.differences.iter().map(|d| 1 + cmh(&d.adjusted)).sum();
-        let before_after: usize = self
-            .before_after
-            .iter()
-            .flatten()
-            .map(|b| 1 + usize::from(b.adjusted.as_ref().is_some_and(|a| a.cmh_p.is_some())))
-            .sum();
-        let did: usize = self
-            .did
-            .iter()
-            .flatten()
-            .map(|d| 1 + usize::from(d.adjusted.as_ref().is_some_and(|a| a.p.is_some())))
-            .sum();
-        differences + before_after + did
+        self.p_values().len()
+    }
+
+    /// Every p-value of the comparison, in the order Holm's adjustment hands them back: the
+    /// differences (each followed by its CMH test), the before/after changes (each followed
+    /// by its CMH test), the differences-in-differences (each followed by its pooled one).
+    fn p_values(&self) -> Vec<f64> {
+        let mut p = Vec::new();
+        for d in &self.differences {
+            p.push(d.p_value);
+            p.extend(d.adjusted.as_ref().and_then(|a| a.cmh_p));
+        }
+        for b in self.before_after.iter().flatten() {
+            p.push(b.p);
+            p.extend(b.adjusted.as_ref().and_then(|a| a.cmh_p));
+        }
+        for d in self.did.iter().flatten() {
+            p.push(d.p);
+            p.extend(d.adjusted.as_ref().and_then(|a| a.p));
+        }
+        p
     }
 }
 
@@ -353,20 +364,7 @@ fn values(groups: &[Group]) -> String {
 /// before/after changes and the differences-in-differences (plain and pooled). Without
 /// `--adjust-for` and `--split-at` the family is the differences, as it always was.
 fn holm_over_the_run(c: &mut Comparison) {
-    let mut p = Vec::new();
-    for d in &c.differences {
-        p.push(d.p_value);
-        p.extend(d.adjusted.as_ref().and_then(|a| a.cmh_p));
-    }
-    for b in c.before_after.iter().flatten() {
-        p.push(b.p);
-        p.extend(b.adjusted.as_ref().and_then(|a| a.cmh_p));
-    }
-    for d in c.did.iter().flatten() {
-        p.push(d.p);
-        p.extend(d.adjusted.as_ref().and_then(|a| a.p));
-    }
-    let mut adjusted = holm(&p).into_iter();
+    let mut adjusted = holm(&c.p_values()).into_iter();
     let mut next = || adjusted.next().expect("one adjusted p per test");
     for d in &mut c.differences {
         d.p_holm = next();

@@ -90,13 +90,6 @@ pub struct SplitResult {
     pub did: Vec<Did>,
 }
 
-fn pair(st: &[crate::StepReport], step: usize) -> Side {
-    Side {
-        persons: st[0].persons,
-        reached: st[step].persons,
-    }
-}
-
 /// The before/after changes and, with a control, the differences-in-differences.
 /// `plain`: the report broken down by `[by, SPLIT]`; `strata`: by `[by, SPLIT, adjust...]`.
 #[allow(clippy::too_many_arguments)]
@@ -125,16 +118,13 @@ pub(super) fn split(
         };
         let strata_halves = strata.map(|r| sides(r, g, adjust_for));
         for k in 1..spec.steps.len() {
-            let (before, after) = (
-                pair(plain_halves.0[&whole], k),
-                pair(plain_halves.1[&whole], k),
-            );
+            let at = |half| side(half, &whole, k).expect("both sides have persons (above)");
+            let (before, after) = (at(&plain_halves.0), at(&plain_halves.1));
             if spec.steps[k].optional && before.reached + after.reached == 0 {
                 // A step this group does not go through.
                 continue;
             }
             let (test_name, p) = test(after, before);
-            let rate = |s: Side| s.reached as f64 / s.persons as f64;
             let (lo, hi) = newcombe(
                 after.reached,
                 after.persons,
@@ -147,7 +137,7 @@ pub(super) fn split(
                 step: spec.steps[k].name.clone(),
                 before,
                 after,
-                difference: rate(after) - rate(before),
+                difference: after.rate() - before.rate(),
                 ci: [lo, hi],
                 test: test_name.to_string(),
                 p,
@@ -196,9 +186,9 @@ pub(super) fn split(
             if !has(g) || !has(&Some(control.to_string())) {
                 continue;
             }
+            // Before and after at this milestone, both with persons.
             let four = |(b, a): &Halves<'_>, value: &StratumValue| -> Option<[Side; 2]> {
-                Some([side(b, value, 0)?, side(a, value, 0)?])
-                    .map(|_| [pair(b[value], k), pair(a[value], k)])
+                Some([side(b, value, k)?, side(a, value, k)?])
             };
             let e = did(
                 four(plain_halves, &whole).expect("both sides have persons"),

@@ -172,7 +172,8 @@ pub struct Side {
 }
 
 impl Side {
-    fn rate(self) -> f64 {
+    /// reached / persons (the caller makes sure there are persons).
+    pub fn rate(self) -> f64 {
         self.reached as f64 / self.persons as f64
     }
 

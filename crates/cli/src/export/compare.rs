@@ -23,11 +23,13 @@ pub fn render(c: &Comparison, format: CompareFormat) -> String {
     }
 }
 
-fn pp(x: f64) -> String {
+/// A difference (a fraction) in percentage points: `+3.1 pp` (also the report's).
+pub(super) fn pp(x: f64) -> String {
     format!("{:+.1} pp", 100.0 * x)
 }
 
-fn label(v: &Option<String>) -> String {
+/// A group or stratum value, `(none)` for a missing one (also the report's).
+pub(super) fn label(v: &Option<String>) -> String {
     v.clone().unwrap_or_else(|| "(none)".into())
 }
 
@@ -196,11 +198,7 @@ fn stratum(v: &funnel_analysis::StratumValue) -> String {
 
 /// The adjusted differences and their strata (`--adjust-for`).
 fn adjusted_sections(c: &Comparison, markdown: bool, h: &dyn Fn(&str) -> String) -> String {
-    let Some(by) = c
-        .differences
-        .iter()
-        .find_map(|d| d.adjusted.as_ref().map(|a| a.by.join(", ")))
-    else {
+    let Some(by) = c.adjusted_by().map(|b| b.join(", ")) else {
         return String::new();
     };
     let mut out = h(&format!(
@@ -321,12 +319,11 @@ fn split_sections(c: &Comparison, markdown: bool, h: &dyn Fn(&str) -> String) ->
     let rows: Vec<Vec<String>> = before_after
         .iter()
         .map(|b| {
-            let rate = |s: &funnel_analysis::Side| s.reached as f64 / s.persons as f64;
             let mut row = vec![
                 label(&b.group),
                 b.step.clone(),
-                format!("{} ({})", pct(rate(&b.before)), thousands(b.before.persons)),
-                format!("{} ({})", pct(rate(&b.after)), thousands(b.after.persons)),
+                format!("{} ({})", pct(b.before.rate()), thousands(b.before.persons)),
+                format!("{} ({})", pct(b.after.rate()), thousands(b.after.persons)),
                 pp(b.difference),
                 format!("{} – {}", pp(b.ci[0]), pp(b.ci[1])),
                 format!("{} {:.4}", b.test, b.p),

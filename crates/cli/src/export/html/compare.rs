@@ -4,24 +4,13 @@
 
 use std::fmt::Write;
 
-use funnel_analysis::{Comparison, Side};
+use funnel_analysis::Comparison;
 
 use super::table;
+use crate::export::compare::{label, pp as points};
 use crate::export::pct;
 use crate::export::svg::{self, Estimate, esc};
 use crate::table::thousands;
-
-fn label(v: &Option<String>) -> &str {
-    v.as_deref().unwrap_or("(none)")
-}
-
-fn points(d: f64) -> String {
-    format!("{:+.1} pp", d * 100.0)
-}
-
-fn rate(s: &Side) -> f64 {
-    s.reached as f64 / s.persons as f64
-}
 
 pub(super) fn section(c: &Comparison) -> String {
     let mut s = format!(
@@ -127,11 +116,7 @@ pub(super) fn section(c: &Comparison) -> String {
 
 /// Raw and adjusted differences side by side, and the strata that disagree.
 fn adjusted(c: &Comparison) -> String {
-    let Some(by) = c
-        .differences
-        .iter()
-        .find_map(|d| d.adjusted.as_ref().map(|a| a.by.join(", ")))
-    else {
+    let Some(by) = c.adjusted_by().map(|b| b.join(", ")) else {
         return String::new();
     };
     let mut s = format!(
@@ -180,7 +165,7 @@ fn adjusted(c: &Comparison) -> String {
                 })
                 .collect();
             vec![
-                esc(label(&d.group)),
+                esc(&label(&d.group)),
                 esc(&d.step),
                 points(d.difference),
                 match (a.mh_risk_difference, a.mh_risk_difference_ci) {
@@ -258,7 +243,7 @@ fn before_after(c: &Comparison) -> String {
         let Some(b) = last(g) else { continue };
         let mut series = vec![(
             label(g).to_string(),
-            vec![Some(rate(&b.before)), Some(rate(&b.after))],
+            vec![Some(b.before.rate()), Some(b.after.rate())],
         )];
         if let Some(k) = control
             && let Some(cb) = ba
@@ -267,20 +252,20 @@ fn before_after(c: &Comparison) -> String {
         {
             series.push((
                 k.to_string(),
-                vec![Some(rate(&cb.before)), Some(rate(&cb.after))],
+                vec![Some(cb.before.rate()), Some(cb.after.rate())],
             ));
             series.push((
                 "counterfactual".to_string(),
                 vec![
-                    Some(rate(&b.before)),
-                    Some(rate(&b.before) + rate(&cb.after) - rate(&cb.before)),
+                    Some(b.before.rate()),
+                    Some(b.before.rate() + cb.after.rate() - cb.before.rate()),
                 ],
             ));
         }
         let _ = write!(
             s,
             "<h4>{} · {}</h4>{}",
-            esc(label(g)),
+            esc(&label(g)),
             esc(&b.step),
             svg::lines_dashed(&periods, &series, 2)
         );
@@ -289,14 +274,14 @@ fn before_after(c: &Comparison) -> String {
         .iter()
         .map(|b| {
             vec![
-                esc(label(&b.group)),
+                esc(&label(&b.group)),
                 esc(&b.step),
                 format!(
                     "{} of {}",
-                    pct(rate(&b.before)),
+                    pct(b.before.rate()),
                     thousands(b.before.persons)
                 ),
-                format!("{} of {}", pct(rate(&b.after)), thousands(b.after.persons)),
+                format!("{} of {}", pct(b.after.rate()), thousands(b.after.persons)),
                 format!(
                     "{} ({:+.1} – {:+.1})",
                     points(b.difference),
@@ -335,7 +320,7 @@ fn before_after(c: &Comparison) -> String {
             .iter()
             .map(|d| {
                 vec![
-                    esc(label(&d.group)),
+                    esc(&label(&d.group)),
                     esc(&d.step),
                     format!(
                         "{} ({:+.1} – {:+.1})",
