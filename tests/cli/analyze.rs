@@ -277,17 +277,7 @@ fn top_keeps_the_biggest_values_and_groups_the_rest() {
         analyze_json(&store, &by_item, &[])["groups"][0]
     );
     // The table shows 20 values and "(other)" by default; `top` in the file says otherwise.
-    let table = run(
-        &[
-            "analyze",
-            "--store",
-            store.to_str().unwrap(),
-            "--funnel",
-            by_item.to_str().unwrap(),
-        ],
-        0,
-    )
-    .0;
+    let table = analyze_file(&store, &by_item, &[], 0).0;
     assert_eq!(table.matches("item_id = ").count(), 21, "{table}");
     assert!(table.contains("item_id = (other)"), "{table}");
     let with_top = tmp.path().join("top3.toml");
@@ -296,16 +286,7 @@ fn top_keeps_the_biggest_values_and_groups_the_rest() {
     // Refused: top = 0, --top on two breakdown columns, top on a cluster engine.
     let zero = tmp.path().join("zero.toml");
     std::fs::write(&zero, funnel.replace("breakdown", "top = 0\nbreakdown")).unwrap();
-    let (_, err) = run(
-        &[
-            "analyze",
-            "--store",
-            store.to_str().unwrap(),
-            "--funnel",
-            zero.to_str().unwrap(),
-        ],
-        2,
-    );
+    let (_, err) = analyze_file(&store, &zero, &[], 2);
     assert!(err.contains("top"), "{err}");
     let two = tmp.path().join("two.toml");
     std::fs::write(
@@ -316,18 +297,7 @@ fn top_keeps_the_biggest_values_and_groups_the_rest() {
         ),
     )
     .unwrap();
-    let (_, err) = run(
-        &[
-            "analyze",
-            "--store",
-            store.to_str().unwrap(),
-            "--funnel",
-            two.to_str().unwrap(),
-            "--top",
-            "3",
-        ],
-        2,
-    );
+    let (_, err) = analyze_file(&store, &two, &["--top", "3"], 2);
     assert!(err.contains("--top"), "{err}");
     let (_, err) = run(
         &[
@@ -383,29 +353,18 @@ fn min_persons_suppresses_small_groups_and_keeps_totals() {
         assert!(seen > 0, "{section}: nothing under {k}");
     }
     // Every format says so; CSV marks the rows.
-    let table = run(
-        &[
-            "analyze",
-            "--store",
-            store.to_str().unwrap(),
-            "--funnel",
-            f.to_str().unwrap(),
-            "--interval",
-            "week",
-            "--min-persons",
-            "300",
-        ],
+    let table = analyze_file(
+        &store,
+        &f,
+        &["--interval", "week", "--min-persons", "300"],
         0,
     )
     .0;
     assert!(table.contains("suppressed"), "{table}");
-    let csv = run(
+    let csv = analyze_file(
+        &store,
+        &f,
         &[
-            "analyze",
-            "--store",
-            store.to_str().unwrap(),
-            "--funnel",
-            f.to_str().unwrap(),
             "--interval",
             "week",
             "--min-persons",
@@ -421,31 +380,15 @@ fn min_persons_suppresses_small_groups_and_keeps_totals() {
         csv.lines().any(|l| l.ends_with(",true")) && csv.lines().any(|l| l.ends_with(",false"))
     );
     // A comparison with a suppressed side is not computed; nothing of the group is shown.
-    let c: Value = serde_json::from_str(
-        &run(
-            &[
-                "compare",
-                "--store",
-                store.to_str().unwrap(),
-                "--funnel",
-                repo()
-                    .join("data/funnels/journeys_compared.toml")
-                    .to_str()
-                    .unwrap(),
-                "--by",
-                "journey",
-                "--baseline",
-                "wechat_native",
-                "--min-persons",
-                "1300",
-                "--format",
-                "json",
-            ],
-            0,
-        )
-        .0,
-    )
-    .unwrap();
+    let compared = repo().join("data/funnels/journeys_compared.toml");
+    let (out, _) = compare_run(
+        &store,
+        &compared,
+        ("journey", "wechat_native"),
+        &["--min-persons", "1300", "--format", "json"],
+        0,
+    );
+    let c: Value = serde_json::from_str(&out).unwrap();
     let small: Vec<&str> = c["groups"]
         .as_array()
         .unwrap()
@@ -537,32 +480,9 @@ fn dropped_next_says_where_those_who_stopped_went() {
         kinds.contains(&("warning".into(), "report".into())),
         "{kinds:?}"
     );
-    let table = run(
-        &[
-            "analyze",
-            "--store",
-            store.to_str().unwrap(),
-            "--funnel",
-            f.to_str().unwrap(),
-            "--next-by",
-            "warning_action",
-        ],
-        0,
-    )
-    .0;
+    let table = analyze_file(&store, &f, &["--next-by", "warning_action"], 0).0;
     assert!(table.contains("where the dropped went") && table.contains("warning: report"));
-    let (_, err) = run(
-        &[
-            "analyze",
-            "--store",
-            store.to_str().unwrap(),
-            "--funnel",
-            f.to_str().unwrap(),
-            "--next-by",
-            "no_such_column",
-        ],
-        2,
-    );
+    let (_, err) = analyze_file(&store, &f, &["--next-by", "no_such_column"], 2);
     assert!(
         err.contains("--next-by") && err.contains("no_such_column"),
         "{err}"

@@ -35,12 +35,11 @@ fn demo_runs_on_the_shipped_sample() {
 #[test]
 fn version_names_the_git_revision() {
     let (out, _) = run(&["--version"], 0);
-    let re = regex_lite(&out);
-    assert!(re, "{out}");
+    assert!(is_version_line(&out), "{out}");
 }
 
 /// `funnel X.Y.Z (git REV)` where REV is hex (12 digits, maybe `-dirty`) or `unknown`.
-fn regex_lite(out: &str) -> bool {
+fn is_version_line(out: &str) -> bool {
     let Some(rest) = out.trim().strip_prefix("funnel ") else {
         return false;
     };
@@ -57,23 +56,16 @@ fn regex_lite(out: &str) -> bool {
 fn compare_reports_differences_and_extra_step_costs() {
     let store = sample_store();
     let f = repo().join("data/funnels/journeys_compared.toml");
-    let args = |baseline: &str, format: &str| {
-        vec![
-            "compare".to_string(),
-            "--store".into(),
-            store.display().to_string(),
-            "--funnel".into(),
-            f.display().to_string(),
-            "--by".into(),
-            "journey".into(),
-            "--baseline".into(),
-            baseline.into(),
-            "--format".into(),
-            format.into(),
-        ]
+    let call = |baseline: &str, format: &str, code: i32| {
+        compare_run(
+            &store,
+            &f,
+            ("journey", baseline),
+            &["--format", format],
+            code,
+        )
     };
-    let a = args("wechat_native", "json");
-    let (out, _) = run(&a.iter().map(String::as_str).collect::<Vec<_>>(), 0);
+    let (out, _) = call("wechat_native", "json", 0);
     let c: Value = serde_json::from_str(&out).unwrap();
     let groups: Vec<&str> = c["groups"]
         .as_array()
@@ -120,20 +112,8 @@ fn compare_reports_differences_and_extra_step_costs() {
         c["report"]["groups"][1]["steps"][0]["persons"]
     );
     // Markdown and table render; an unknown baseline is a usage error naming the values.
-    run(
-        &args("wechat_native", "markdown")
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-        0,
-    );
-    let (_, err) = run(
-        &args("carrier_pigeon", "table")
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-        2,
-    );
+    call("wechat_native", "markdown", 0);
+    let (_, err) = call("carrier_pigeon", "table", 2);
     assert!(
         err.contains("carrier_pigeon") && err.contains("wechat_native"),
         "{err}"
@@ -144,25 +124,8 @@ fn compare_reports_differences_and_extra_step_costs() {
 fn compare_adjusted_and_before_after_on_the_sample() {
     let store = sample_store();
     let f = repo().join("data/funnels/external_link_to_purchase.toml");
-    let args = |extra: &[&str]| {
-        let mut a = vec![
-            "compare".to_string(),
-            "--store".into(),
-            store.display().to_string(),
-            "--funnel".into(),
-            f.display().to_string(),
-            "--by".into(),
-            "chat_type".into(),
-            "--baseline".into(),
-            "group".into(),
-        ];
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
-    };
-    let call = |extra: &[&str], code: i32| {
-        let a = args(extra);
-        run(&a.iter().map(String::as_str).collect::<Vec<_>>(), code)
-    };
+    let call =
+        |extra: &[&str], code: i32| compare_run(&store, &f, ("chat_type", "group"), extra, code);
     let full = [
         "--adjust-for",
         "campaign",

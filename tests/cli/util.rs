@@ -237,18 +237,22 @@ pub fn sample_store() -> PathBuf {
 }
 
 /// `funnel analyze --store STORE --funnel FUNNEL --format json EXTRA...`, parsed.
-pub fn analyze_json(store: &Path, funnel: &Path, extra: &[&str]) -> Value {
+/// `funnel analyze --store STORE --funnel FUNNEL EXTRA...`, expecting exit `code`.
+pub fn analyze_file(store: &Path, funnel: &Path, extra: &[&str], code: i32) -> (String, String) {
     let mut args = vec![
         "analyze",
         "--store",
         store.to_str().unwrap(),
         "--funnel",
         funnel.to_str().unwrap(),
-        "--format",
-        "json",
     ];
     args.extend_from_slice(extra);
-    serde_json::from_str(&run(&args, 0).0).unwrap()
+    run(&args, code)
+}
+
+pub fn analyze_json(store: &Path, funnel: &Path, extra: &[&str]) -> Value {
+    let args = [&["--format", "json"], extra].concat();
+    serde_json::from_str(&analyze_file(store, funnel, &args, 0).0).unwrap()
 }
 
 pub fn analyze(store: &Path, funnels: &[&str], format: &str) -> String {
@@ -268,4 +272,28 @@ pub fn analyze(store: &Path, funnels: &[&str], format: &str) -> String {
         args.push(p);
     }
     run(&args, 0).0
+}
+
+/// `funnel compare --store STORE --funnel FUNNEL --by BY --baseline BASELINE EXTRA...`,
+/// expecting exit `code`.
+pub fn compare_run(
+    store: &Path,
+    funnel: &Path,
+    (by, baseline): (&str, &str),
+    extra: &[&str],
+    code: i32,
+) -> (String, String) {
+    let mut args = vec![
+        "compare",
+        "--store",
+        store.to_str().unwrap(),
+        "--funnel",
+        funnel.to_str().unwrap(),
+        "--by",
+        by,
+        "--baseline",
+        baseline,
+    ];
+    args.extend_from_slice(extra);
+    run(&args, code)
 }
