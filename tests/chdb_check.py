@@ -150,6 +150,9 @@ def generated_sql(store, funnel, tmp, fold_level=False):
     hist = {}
     for line in q(sql).splitlines():
         row = json.loads(line)
+        if int(row["what"]) != 0:  # the time-to-convert rows
+            continue
+        row["level"] = row["step"]
         key = "{}" if int(row["grp"]) == 0 else json.dumps(
             {c: row[f"k{i}"] for i, c in enumerate(cols)}, sort_keys=True)
         levels_of = hist.setdefault(key, {})

@@ -311,9 +311,11 @@ fn top_keeps_the_biggest_values_and_groups_the_rest() {
             "--funnel",
             with_top.to_str().unwrap(),
         ],
-        2,
+        1,
     );
-    assert!(err.contains("top"), "{err}");
+    // The cluster engines compute `top` too (two queries, tests/cluster_check.py): the funnel
+    // is accepted, and only the server is missing.
+    assert!(err.contains("cannot reach clickhouse"), "{err}");
 }
 
 #[test]

@@ -97,8 +97,18 @@ fn cluster_engines_run_the_compiled_query_or_refuse_clearly() {
         e.contains("hold_constant cannot be computed exactly in SQL"),
         "{e}"
     );
-    let e = unreachable(&["--store", s, "--funnel", plain, "--interval", "week"], 2);
-    assert!(e.contains("--interval"), "{e}");
+    let e = unreachable(
+        &[
+            "--store",
+            s,
+            "--funnel",
+            plain,
+            "--persons-out",
+            "/tmp/never.parquet",
+        ],
+        2,
+    );
+    assert!(e.contains("--persons-out"), "{e}");
     let e = unreachable(&["--store", s, "--funnel", plain], 1);
     assert!(e.contains("cannot reach clickhouse"), "{e}");
     let spark_code = if cfg!(feature = "spark") { 1 } else { 2 };
@@ -119,10 +129,15 @@ fn cluster_engines_run_the_compiled_query_or_refuse_clearly() {
     assert!(e.contains("spark"), "{e}");
 
     // An old server: the JSON fallback, and the rows become the embedded engine's report shape.
+    // Levels (what 0), and the times from the previous step (what 1) and from step 1 (what 2).
     let (url, queries) = old_clickhouse(concat!(
-        "{\"grp\":0,\"level\":1,\"window_open\":0,\"persons\":\"6\",\"cutoff_ms\":\"1633881017474\"}\n",
-        "{\"grp\":0,\"level\":3,\"window_open\":1,\"persons\":\"4\",\"cutoff_ms\":\"1633881017474\"}\n",
-        "{\"grp\":0,\"level\":4,\"window_open\":0,\"persons\":\"10\",\"cutoff_ms\":\"1633881017474\"}\n",
+        "{\"grp\":0,\"what\":0,\"step\":1,\"ms\":0,\"window_open\":0,\"persons\":\"6\",\"cutoff_ms\":\"1633881017474\"}\n",
+        "{\"grp\":0,\"what\":0,\"step\":3,\"ms\":0,\"window_open\":1,\"persons\":\"4\",\"cutoff_ms\":\"1633881017474\"}\n",
+        "{\"grp\":0,\"what\":0,\"step\":4,\"ms\":0,\"window_open\":0,\"persons\":\"10\",\"cutoff_ms\":\"1633881017474\"}\n",
+        "{\"grp\":0,\"what\":1,\"step\":1,\"ms\":2000,\"window_open\":0,\"persons\":\"10\",\"cutoff_ms\":\"1633881017474\"}\n",
+        "{\"grp\":0,\"what\":1,\"step\":1,\"ms\":9000,\"window_open\":1,\"persons\":\"4\",\"cutoff_ms\":\"1633881017474\"}\n",
+        "{\"grp\":0,\"what\":2,\"step\":1,\"ms\":2000,\"window_open\":0,\"persons\":\"10\",\"cutoff_ms\":\"1633881017474\"}\n",
+        "{\"grp\":0,\"what\":2,\"step\":1,\"ms\":9000,\"window_open\":1,\"persons\":\"4\",\"cutoff_ms\":\"1633881017474\"}\n",
     ));
     let (out, _) = run(
         &[
@@ -151,6 +166,13 @@ fn cluster_engines_run_the_compiled_query_or_refuse_clearly() {
     assert_eq!(persons, vec![20, 14, 14, 10]);
     assert_eq!(steps[3]["pending"], 4);
     assert_eq!(steps[1]["dropped_from_previous"], 6);
-    assert!(steps[2]["time_to_convert"].is_null());
+    // Time to convert from the distribution: 10 persons at 2 s, 4 at 9 s.
+    let ttc = &steps[1]["time_to_convert"]["from_previous"];
+    assert_eq!(ttc["persons"], 14);
+    assert_eq!(ttc["median"], 2.0);
+    assert_eq!(ttc["p90"], 9.0);
+    assert_eq!(ttc["mean"], 4.0);
+    assert_eq!(ttc["histogram"][1], 10);
+    assert!(steps[2]["time_to_convert"]["from_previous"].is_null());
     assert_eq!(report["cutoff"], "2021-10-10T15:50:17.474Z");
 }

@@ -36,7 +36,7 @@ pub use inspect::{CountRow, StoreSummary, inspect};
 pub use kernel::{Kernel, Scratch};
 pub use report::{
     Destination, Durations, FunnelReport, GroupReport, HISTOGRAM_BOUNDS_SECS, NOTHING_MORE,
-    StepReport, TimeToConvert, WINDOW_OPEN, report_from_levels, suppress,
+    StepReport, TimeToConvert, WINDOW_OPEN, other_last, report_from_levels, suppress, top_values,
 };
 pub use stats::{
     Estimate, Pooled, Side, Table, Z95, chi2_sf, did, fisher_exact, holm, mantel_haenszel,

@@ -7,7 +7,7 @@ use funnel_analysis::{AnalyzeOptions, Interval};
 use funnel_core::{Generation, StoreLayout, load_funnel, time};
 
 use crate::UsageError;
-use crate::cluster::{self, Cluster, Source};
+use crate::cluster::{self, EngineArgs, Source};
 use crate::export::{Format, render};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -17,31 +17,14 @@ pub enum IntervalArg {
     Month,
 }
 
-/// Where a funnel is computed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Engine {
-    /// This process, over the store.
-    Embedded,
-    /// A Spark cluster over Spark Connect (`--spark-remote`).
-    Spark,
-    /// A ClickHouse server over HTTP (`--clickhouse-url`).
-    Clickhouse,
-}
-
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Store directory (written by `funnel ingest`). With a cluster engine, the store must be
     /// readable by the cluster under the same path.
     #[arg(long, required_unless_present_any = ["path", "table"])]
     pub store: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = Engine::Embedded)]
-    pub engine: Engine,
-    /// Spark Connect endpoint for `--engine spark`, e.g. sc://127.0.0.1:15002.
-    #[arg(long, value_name = "sc://HOST:PORT")]
-    pub spark_remote: Option<String>,
-    /// ClickHouse HTTP endpoint for `--engine clickhouse`, e.g. http://127.0.0.1:8123.
-    #[arg(long, value_name = "URL")]
-    pub clickhouse_url: Option<String>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Cluster engines: Parquet files (path or glob the cluster can read) with the store's
     /// columns, instead of --store.
     #[arg(long, conflicts_with_all = ["store", "table"])]
@@ -177,22 +160,8 @@ pub fn run(args: Args) -> Result<()> {
         .iter()
         .map(|p| load_funnel(p))
         .collect::<Result<Vec<_>, _>>()?;
-    if args.engine != Engine::Embedded {
-        if let Some(s) = specs.iter().find(|s| s.top.is_some()) {
-            return Err(UsageError(format!(
-                "top (funnel {:?}) is computed by the embedded engine only",
-                s.name
-            ))
-            .into());
-        }
-        if args.top.is_some() {
-            return Err(UsageError("--top is computed by the embedded engine only".into()).into());
-        }
-    } else {
-        let default =
-            matches!(args.format, Format::Table | Format::Markdown).then_some(DEFAULT_TOP);
-        apply_top(&mut specs, args.top, default)?;
-    }
+    let default = matches!(args.format, Format::Table | Format::Markdown).then_some(DEFAULT_TOP);
+    apply_top(&mut specs, args.top, default)?;
     // One generation, leased, from the options' time zone to the last file read (the cluster
     // engines read the same one).
     let store = args
@@ -208,7 +177,7 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     opts.dropped_next = args.dropped_next || args.next_by.is_some();
     opts.next_by = args.next_by.clone();
-    let reports = if args.engine == Engine::Embedded {
+    let reports = if args.engine.cluster().is_none() {
         let Some(store) = &store else {
             return Err(UsageError("--engine embedded needs --store".into()).into());
         };
@@ -242,20 +211,8 @@ fn on_cluster(
     opts: &AnalyzeOptions,
 ) -> Result<Vec<funnel_analysis::FunnelReport>> {
     let usage = |m: String| -> anyhow::Error { UsageError(m).into() };
-    let engine = match args.engine {
-        Engine::Spark => "spark",
-        _ => "clickhouse",
-    };
-    if args.interval.is_some() {
-        return Err(usage(format!(
-            "--interval is computed by the embedded engine only, not by --engine {engine}"
-        )));
-    }
-    if args.persons_out.is_some() {
-        return Err(usage(format!(
-            "--persons-out is written by the embedded engine only, not by --engine {engine}"
-        )));
-    }
+    let cluster = args.engine.cluster().expect("a cluster engine");
+    let engine = cluster.name();
     if args.dropped_next || args.next_by.is_some() {
         return Err(usage(format!(
             "--dropped-next is computed by the embedded engine only, not by --engine {engine}"
@@ -267,9 +224,9 @@ fn on_cluster(
         (Some(store), None, None) => Source::Store(store),
         (None, None, None) => return Err(usage("--store, --path or --table is required".into())),
     };
-    let cluster = match args.engine {
-        Engine::Spark => Cluster::Spark(args.spark_remote.as_deref()),
-        _ => Cluster::ClickHouse(args.clickhouse_url.as_deref()),
-    };
-    cluster::analyze(cluster, source, specs, opts)
+    let persons_out = args
+        .persons_out
+        .as_ref()
+        .map(|p| p.to_string_lossy().into_owned());
+    cluster::analyze(cluster, source, specs, opts, persons_out.as_deref())
 }

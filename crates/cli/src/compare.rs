@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use funnel_analysis::{AnalyzeOptions, CompareOptions, Split, compare};
+use funnel_analysis::{
+    AnalyzeOptions, CompareOptions, Split, analyze_options, compare, compare_reports,
+    comparison_specs,
+};
 use funnel_core::{Attribution, StoreLayout, load_funnel, time};
 
 use crate::UsageError;
@@ -23,6 +26,9 @@ pub struct Args {
     /// Store directory (written by `funnel ingest`).
     #[arg(long)]
     pub store: PathBuf,
+    /// Where the compared funnels are computed (the statistics are computed here).
+    #[command(flatten)]
+    pub engine: crate::cluster::EngineArgs,
     /// Funnel definition (TOML).
     #[arg(long)]
     pub funnel: PathBuf,
@@ -111,7 +117,21 @@ pub fn run(args: Args) -> Result<()> {
         min_persons: args.min_persons,
         analyze,
     };
-    let c = compare(&store, &spec, &opts)?;
+    let c = match args.engine.cluster() {
+        None => compare(&store, &spec, &opts)?,
+        // The same funnels on the cluster, and the same statistics on their reports.
+        Some(cluster) => {
+            let specs = comparison_specs(&spec, &opts);
+            let reports = crate::cluster::analyze(
+                cluster,
+                crate::cluster::Source::Store(&store),
+                &specs,
+                &analyze_options(&opts),
+                None,
+            )?;
+            compare_reports(&specs, reports, &opts)?
+        }
+    };
     let text = export::compare::render(&c, args.format);
     match &args.out {
         Some(path) => {

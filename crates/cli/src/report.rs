@@ -15,9 +15,13 @@ use crate::table::thousands;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Store directory (written by `funnel ingest`).
+    /// Store directory (written by `funnel ingest`). With a cluster engine, the store must be
+    /// readable by the cluster under the same path.
     #[arg(long)]
     pub store: PathBuf,
+    /// Where the funnels (and the comparison) are computed; the store summary is read here.
+    #[command(flatten)]
+    pub engine: crate::cluster::EngineArgs,
     /// Funnel definitions to show (repeatable).
     #[arg(long = "funnel", required = true)]
     pub funnels: Vec<PathBuf>,
@@ -103,7 +107,28 @@ pub fn write(args: &Args) -> Result<Option<funnel_analysis::Comparison>> {
         }
         None => None,
     };
-    let mut analysis = funnel_analysis::analyze(&store, &specs, &opts)?;
+    let mut analysis = match args.engine.cluster() {
+        None => funnel_analysis::analyze(&store, &specs, &opts)?,
+        Some(cluster) => {
+            if opts.dropped_next {
+                return Err(crate::UsageError(format!(
+                    "--dropped-next is computed by the embedded engine only, not by --engine {}",
+                    cluster.name()
+                ))
+                .into());
+            }
+            funnel_analysis::Analysis {
+                reports: crate::cluster::analyze(
+                    cluster,
+                    crate::cluster::Source::Store(&store),
+                    &specs,
+                    &opts,
+                    None,
+                )?,
+                audit: Vec::new(),
+            }
+        }
+    };
     let comparison = match compared {
         Some((cspecs, copts)) => {
             let first = analysis.reports.len() - cspecs.len();

@@ -13,7 +13,8 @@
 //! - [`bucket_of`]: the person-hash that assigns a person to a bucket file.
 //! - [`FunnelSpec`]: a validated funnel definition ([`load_funnel`]), shared by every executor;
 //!   its [`ModeSet`] and its one "needs the extended kernel" rule ([`FunnelSpec::extension`]).
-//! - [`LevelCount`]: what a cluster engine returns for a funnel.
+//! - [`Interval`]: calendar periods of trends and their labels.
+//! - [`LevelCount`] and [`DurationCount`]: what a cluster engine returns for a funnel.
 
 mod checksum;
 mod error;
@@ -21,18 +22,20 @@ pub mod lease;
 mod levels;
 mod manifest;
 mod mode;
+mod period;
 pub mod schema;
 mod spec;
 pub mod time;
 
 pub use checksum::{FileSum, SumWriter};
 pub use error::CoreError;
-pub use levels::LevelCount;
+pub use levels::{DurationCount, LevelCount};
 pub use manifest::{
     Counts, EventFile, Generation, IdFile, InputFile, MANIFEST_FILE, Manifest, RunRecord,
     STORE_FORMAT, STORE_FORMAT_VERSION, StoreLayout, bucket_of,
 };
 pub use mode::{Mode, ModeSet};
+pub use period::Interval;
 pub use schema::RejectReason;
 pub use spec::{
     Attribution, CountUnit, Exclusion, Filter, FunnelSpec, MAX_STEPS, MAX_WINDOW_MS, Order,

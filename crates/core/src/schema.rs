@@ -19,6 +19,9 @@ pub const CURRENCY: &str = "currency";
 /// instant (`AnalyzeOptions::split_at_ms`) by the event's time. Only a breakdown may name it;
 /// the parentheses keep it apart from every column a store can have.
 pub const SPLIT: &str = "(split)";
+/// The values of [`SPLIT`]: events before the instant, and at or after it.
+pub const SPLIT_BEFORE: &str = "before";
+pub const SPLIT_AFTER: &str = "after";
 
 /// The breakdown value of the group of every value outside a funnel's `top` (CONTRACT §9).
 pub const OTHER: &str = "(other)";

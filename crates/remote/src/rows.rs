@@ -1,10 +1,11 @@
-//! The query's result columns (`grp`, `k0..`, `level`, `window_open`, `persons`) as rows.
+//! The query's result columns (`grp`, `kp`, `k0..`, `what`, `step`, `ms`, `window_open`,
+//! `persons`, `cutoff_ms`) as level counts and time-to-convert distributions.
 
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type};
 use arrow::record_batch::RecordBatch;
-use funnel_core::LevelCount;
+use funnel_core::{DurationCount, LevelCount};
 
 use crate::RemoteError;
 
@@ -40,11 +41,76 @@ fn column(
 pub struct Answer {
     /// Sorted.
     pub rows: Vec<LevelCount>,
+    /// Sorted.
+    pub durations: Vec<DurationCount>,
     /// The latest event the query read (`None` when no person reached step 1).
     pub max_ts_ms: Option<i64>,
 }
 
-/// Rows of Arrow batches answering a query with `breakdown` key columns.
+/// One result row, as read from either format.
+struct Row {
+    grp: i64,
+    period: Option<String>,
+    keys: Vec<Option<String>>,
+    what: i64,
+    step: i64,
+    ms: i64,
+    window_open: bool,
+    persons: u64,
+}
+
+impl Answer {
+    fn new(
+        mut rows: Vec<Row>,
+        max_ts_ms: Option<i64>,
+        engine: &'static str,
+    ) -> Result<Answer, RemoteError> {
+        let mut levels = Vec::new();
+        let mut durations = Vec::new();
+        for row in rows.drain(..) {
+            let key = (row.grp & 1 != 0).then_some(row.keys);
+            let period = if row.grp & 2 != 0 { row.period } else { None };
+            let step = u32::try_from(row.step).map_err(|_| RemoteError::Answer {
+                engine,
+                message: format!("step {} out of range", row.step),
+            })?;
+            match row.what {
+                0 => levels.push(LevelCount {
+                    key,
+                    period,
+                    level: step,
+                    window_open: row.window_open,
+                    persons: row.persons,
+                }),
+                1 | 2 => durations.push(DurationCount {
+                    key,
+                    period,
+                    step,
+                    from_first: row.what == 2,
+                    ms: row.ms,
+                    window_open: row.window_open,
+                    persons: row.persons,
+                }),
+                w => {
+                    return Err(RemoteError::Answer {
+                        engine,
+                        message: format!("unknown row kind {w}"),
+                    });
+                }
+            }
+        }
+        levels.sort();
+        durations.sort();
+        Ok(Answer {
+            rows: levels,
+            durations,
+            max_ts_ms,
+        })
+    }
+}
+
+/// Rows of Arrow batches answering a query with `breakdown` key columns (and `kp`, the
+/// period, where the query has trends).
 pub fn from_batches(
     batches: &[RecordBatch],
     breakdown: usize,
@@ -61,40 +127,40 @@ pub fn from_batches(
         let int = |name: &str| -> Result<ArrayRef, RemoteError> {
             column(batch, name, &DataType::Int64, engine)
         };
-        let (grp, level, open, persons) = (
+        let (grp, what, step, ms, open, persons) = (
             int("grp")?,
-            int("level")?,
+            int("what")?,
+            int("step")?,
+            int("ms")?,
             int("window_open")?,
             int("persons")?,
         );
         let keys: Vec<ArrayRef> = (0..breakdown)
             .map(|i| column(batch, &format!("k{i}"), &DataType::Utf8, engine))
             .collect::<Result<_, _>>()?;
+        let period = match batch.column_by_name("kp") {
+            Some(_) => Some(column(batch, "kp", &DataType::Utf8, engine)?),
+            None => None,
+        };
         let i64s = |a: &ArrayRef, i: usize| a.as_primitive::<Int64Type>().value(i);
+        let text = |a: &ArrayRef, i: usize| {
+            let a = a.as_string::<i32>();
+            (!a.is_null(i)).then(|| a.value(i).to_string())
+        };
         for i in 0..batch.num_rows() {
-            out.push(LevelCount {
-                key: (i64s(&grp, i) != 0).then(|| {
-                    keys.iter()
-                        .map(|k| {
-                            let k = k.as_string::<i32>();
-                            (!k.is_null(i)).then(|| k.value(i).to_string())
-                        })
-                        .collect()
-                }),
-                level: u32::try_from(i64s(&level, i)).map_err(|_| RemoteError::Answer {
-                    engine,
-                    message: format!("level {} out of range", i64s(&level, i)),
-                })?,
+            out.push(Row {
+                grp: i64s(&grp, i),
+                period: period.as_ref().and_then(|p| text(p, i)),
+                keys: keys.iter().map(|k| text(k, i)).collect(),
+                what: i64s(&what, i),
+                step: i64s(&step, i),
+                ms: i64s(&ms, i),
                 window_open: i64s(&open, i) != 0,
                 persons: i64s(&persons, i) as u64,
             });
         }
     }
-    out.sort();
-    Ok(Answer {
-        rows: out,
-        max_ts_ms,
-    })
+    Answer::new(out, max_ts_ms, engine)
 }
 
 /// Batches of Arrow IPC data: the stream format, or the file format (`ARROW1` magic).
@@ -138,22 +204,20 @@ pub fn from_json_lines(
             .ok_or_else(|| answer(format!("no integer {name:?} in {line}")))
         };
         max_ts_ms = Some(int("cutoff_ms")?);
-        out.push(LevelCount {
-            key: (int("grp")? != 0).then(|| {
-                (0..breakdown)
-                    .map(|i| v[format!("k{i}")].as_str().map(str::to_string))
-                    .collect()
-            }),
-            level: int("level")? as u32,
+        out.push(Row {
+            grp: int("grp")?,
+            period: v["kp"].as_str().map(str::to_string),
+            keys: (0..breakdown)
+                .map(|i| v[format!("k{i}")].as_str().map(str::to_string))
+                .collect(),
+            what: int("what")?,
+            step: int("step")?,
+            ms: int("ms")?,
             window_open: int("window_open")? != 0,
             persons: int("persons")? as u64,
         });
     }
-    out.sort();
-    Ok(Answer {
-        rows: out,
-        max_ts_ms,
-    })
+    Answer::new(out, max_ts_ms, engine)
 }
 
 #[cfg(test)]
@@ -170,26 +234,51 @@ mod tests {
     #[test]
     fn arrow_and_json_answers_give_the_same_rows() {
         let batch = RecordBatch::try_from_iter(vec![
-            ("grp", Arc::new(UInt8Array::from(vec![0, 1, 1])) as ArrayRef),
             (
-                "k0",
-                Arc::new(BinaryArray::from(vec![None, Some(&b"wechat"[..]), None])) as ArrayRef,
+                "grp",
+                Arc::new(UInt8Array::from(vec![0, 1, 1, 3])) as ArrayRef,
             ),
             (
-                "level",
-                Arc::new(Int32Array::from(vec![2, 1, 3])) as ArrayRef,
+                "kp",
+                Arc::new(BinaryArray::from(vec![
+                    None,
+                    None,
+                    None,
+                    Some(&b"2021-09"[..]),
+                ])) as ArrayRef,
+            ),
+            (
+                "k0",
+                Arc::new(BinaryArray::from(vec![
+                    None,
+                    Some(&b"wechat"[..]),
+                    None,
+                    Some(&b"wechat"[..]),
+                ])) as ArrayRef,
+            ),
+            (
+                "what",
+                Arc::new(Int32Array::from(vec![0, 0, 0, 2])) as ArrayRef,
+            ),
+            (
+                "step",
+                Arc::new(Int32Array::from(vec![2, 1, 3, 1])) as ArrayRef,
+            ),
+            (
+                "ms",
+                Arc::new(Int64Array::from(vec![0, 0, 0, 1500])) as ArrayRef,
             ),
             (
                 "window_open",
-                Arc::new(BooleanArray::from(vec![true, false, false])) as ArrayRef,
+                Arc::new(BooleanArray::from(vec![true, false, false, false])) as ArrayRef,
             ),
             (
                 "persons",
-                Arc::new(UInt64Array::from(vec![5, 7, 1])) as ArrayRef,
+                Arc::new(UInt64Array::from(vec![5, 7, 1, 4])) as ArrayRef,
             ),
             (
                 "cutoff_ms",
-                Arc::new(Int64Array::from(vec![9, 9, 9])) as ArrayRef,
+                Arc::new(Int64Array::from(vec![9, 9, 9, 9])) as ArrayRef,
             ),
         ])
         .unwrap();
@@ -199,9 +288,10 @@ mod tests {
         w.finish().unwrap();
         drop(w);
         let from_arrow = from_batches(&read_ipc(&bytes, "test").unwrap(), 1, "test").unwrap();
-        let json = "{\"grp\":0,\"k0\":null,\"level\":2,\"window_open\":1,\"persons\":\"5\",\"cutoff_ms\":9}\n\
-                    {\"grp\":1,\"k0\":\"wechat\",\"level\":1,\"window_open\":false,\"persons\":7,\"cutoff_ms\":9}\n\
-                    {\"grp\":1,\"k0\":null,\"level\":3,\"window_open\":0,\"persons\":1,\"cutoff_ms\":\"9\"}\n";
+        let json = "{\"grp\":0,\"kp\":null,\"k0\":null,\"what\":0,\"step\":2,\"ms\":0,\"window_open\":1,\"persons\":\"5\",\"cutoff_ms\":9}\n\
+                    {\"grp\":1,\"kp\":null,\"k0\":\"wechat\",\"what\":0,\"step\":1,\"ms\":\"0\",\"window_open\":false,\"persons\":7,\"cutoff_ms\":9}\n\
+                    {\"grp\":1,\"k0\":null,\"what\":0,\"step\":3,\"ms\":0,\"window_open\":0,\"persons\":1,\"cutoff_ms\":\"9\"}\n\
+                    {\"grp\":3,\"kp\":\"2021-09\",\"k0\":\"wechat\",\"what\":2,\"step\":1,\"ms\":1500,\"window_open\":0,\"persons\":4,\"cutoff_ms\":9}\n";
         let from_json = from_json_lines(json, 1, "test").unwrap();
         assert_eq!(from_arrow, from_json);
         assert_eq!(from_arrow.max_ts_ms, Some(9));
@@ -210,6 +300,18 @@ mod tests {
         assert_eq!(rows[0].key, None);
         assert!(rows[0].window_open);
         assert_eq!(rows[2].key, Some(vec![Some("wechat".to_string())]));
+        assert_eq!(
+            from_arrow.durations,
+            vec![DurationCount {
+                key: Some(vec![Some("wechat".to_string())]),
+                period: Some("2021-09".to_string()),
+                step: 1,
+                from_first: true,
+                ms: 1500,
+                window_open: false,
+                persons: 4,
+            }]
+        );
         assert!(from_json_lines("{\"grp\":0}", 0, "test").is_err());
     }
 }

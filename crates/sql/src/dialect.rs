@@ -234,6 +234,65 @@ impl Dialect {
         }
     }
 
+    /// The first element as a one-element array (empty for an empty array).
+    pub fn keep_first(self, array: &str) -> String {
+        match self {
+            Dialect::Spark => format!("slice({array}, 1, 1)"),
+            Dialect::ClickHouse => format!("arraySlice({array}, 1, 1)"),
+        }
+    }
+
+    /// `FROM table` with one row per element `alias` of the table's array column `array`
+    /// (rows with an empty array left out).
+    pub fn explode(self, table: &str, array: &str, alias: &str) -> String {
+        match self {
+            Dialect::Spark => format!("{table} LATERAL VIEW explode({array}) exploded AS {alias}"),
+            Dialect::ClickHouse => format!("{table} ARRAY JOIN {array} AS {alias}"),
+        }
+    }
+
+    /// The label of the calendar period (`funnel_core::Interval::label`) holding the instant
+    /// `ms` (an epoch-milliseconds expression) in the time zone `tz`. The local day is counted
+    /// from the local wall clock (the instant shifted by the zone's offset at that instant),
+    /// with floor division, so instants before 1970 fall in their own day too; neither engine's
+    /// session time zone is read.
+    pub fn period(self, interval: funnel_core::Interval, tz: &str, ms: &str) -> String {
+        const DAY: i64 = 86_400_000;
+        let local = match self {
+            Dialect::Spark => format!(
+                "unix_millis(from_utc_timestamp(timestamp_millis({ms}), {}))",
+                self.string(tz)
+            ),
+            Dialect::ClickHouse => format!(
+                "({ms} + 1000 * toInt64(timeZoneOffset(fromUnixTimestamp64Milli({ms}, {}))))",
+                self.string(tz)
+            ),
+        };
+        let floor_mod = match self {
+            Dialect::Spark => "pmod",
+            Dialect::ClickHouse => "positiveModulo",
+        };
+        // Days since 1970-01-01 of the local date (an exact division).
+        let whole_days = format!("({local} - {floor_mod}({local}, {DAY}))");
+        let day = match self {
+            Dialect::Spark => format!("({whole_days} DIV {DAY})"),
+            Dialect::ClickHouse => format!("intDiv({whole_days}, {DAY})"),
+        };
+        // 1970-01-01 was a Thursday: Monday-based weekday = (day + 3) mod 7.
+        let monday = format!("({day} - {floor_mod}({day} + 3, 7))");
+        let date = |days: &str| match self {
+            Dialect::Spark => format!("CAST(date_from_unix_date(CAST({days} AS INT)) AS STRING)"),
+            Dialect::ClickHouse => {
+                format!("toString(addDays(toDate32('1970-01-01'), toInt64({days})))")
+            }
+        };
+        match interval {
+            funnel_core::Interval::Day => date(&day),
+            funnel_core::Interval::Week => date(&monday),
+            funnel_core::Interval::Month => format!("substring({}, 1, 7)", date(&day)),
+        }
+    }
+
     pub fn array(self, items: &[String]) -> String {
         match self {
             Dialect::Spark => format!("array({})", items.join(", ")),
@@ -286,6 +345,37 @@ impl Dialect {
         match self {
             Dialect::Spark => format!("COALESCE({column} IN ({list}), false)"),
             Dialect::ClickHouse => format!("ifNull({column} IN ({list}), 0)"),
+        }
+    }
+
+    /// `value` where it is one of `kept` (null among them, if kept), else `"(other)"`.
+    pub fn kept_or_other(self, value: &str, kept: &[Option<String>]) -> String {
+        let other = self.string(funnel_core::schema::OTHER);
+        let texts: Vec<String> = kept.iter().flatten().cloned().collect();
+        let null = if kept.iter().any(Option::is_none) {
+            self.null_text().to_string()
+        } else {
+            other.clone()
+        };
+        let listed = if texts.is_empty() {
+            self.bool_lit(false).to_string()
+        } else {
+            self.is_in(value, &texts)
+        };
+        self.cases(
+            &[
+                (format!("{value} IS NULL"), null),
+                (listed, value.to_string()),
+            ],
+            &other,
+        )
+    }
+
+    /// An empty array of strings.
+    pub fn empty_texts(self) -> &'static str {
+        match self {
+            Dialect::Spark => "CAST(array() AS ARRAY<STRING>)",
+            Dialect::ClickHouse => "CAST([], 'Array(String)')",
         }
     }
 

@@ -13,4 +13,4 @@ mod query;
 
 pub use error::SqlError;
 pub use plan::{Dialect, Plan, PlanOptions};
-pub use query::query;
+pub use query::{audit_query, query};

@@ -4,7 +4,7 @@
 //! `--cutoff`). Both dialects render the same plan, and the embedded engine reads the same spec,
 //! so the three cannot drift apart in what they accept.
 
-use funnel_core::{Attribution, FunnelSpec, MAX_STEPS, ModeSet};
+use funnel_core::{Attribution, FunnelSpec, Interval, MAX_STEPS, ModeSet};
 
 use crate::SqlError;
 
@@ -22,6 +22,15 @@ pub struct PlanOptions {
     /// give it (always so beyond 32 steps). For servers whose `windowFunnel` lacks a mode, and
     /// for checking the fold against `windowFunnel`.
     pub fold_level: bool,
+    /// Trends: also the groups of each calendar period of the step-1 events (alone and with
+    /// each breakdown value), as the embedded engine's `--interval` gives them.
+    pub interval: Option<Interval>,
+    /// IANA time zone of the periods (`UTC` when empty).
+    pub timezone: String,
+    /// The instant (epoch ms) of the derived [`funnel_core::schema::SPLIT`] breakdown column.
+    pub split_at_ms: Option<i64>,
+    /// The fold also keeps the event ids of the chains, for the audit table ([`crate::audit`]).
+    pub audit: bool,
 }
 
 /// The cluster dialects.
@@ -46,6 +55,9 @@ pub struct Plan<'s> {
     pub spec: &'s FunnelSpec,
     pub options: PlanOptions,
     pub(crate) modes: ModeSet,
+    /// `top`: the breakdown values kept (one breakdown column); every other value, null
+    /// included unless kept, is read as `"(other)"` ([`funnel_core::schema::OTHER`]).
+    pub(crate) kept: Option<Vec<Option<String>>>,
 }
 
 impl<'s> Plan<'s> {
@@ -67,6 +79,17 @@ impl<'s> Plan<'s> {
                 "only the step-1 breakdown rule is compiled; use --engine embedded",
             ));
         }
+        if spec
+            .breakdown
+            .iter()
+            .any(|c| c == funnel_core::schema::SPLIT)
+            && options.split_at_ms.is_none()
+        {
+            return Err(unsupported(
+                "breakdown",
+                "the derived (split) column needs the instant of the split",
+            ));
+        }
         if spec.steps.len() > MAX_STEPS {
             return Err(unsupported("steps", &format!("at most {MAX_STEPS} steps")));
         }
@@ -74,7 +97,20 @@ impl<'s> Plan<'s> {
             spec,
             options,
             modes: spec.mode_set(),
+            kept: None,
         })
+    }
+
+    /// The plan with its one breakdown column folded to the `kept` values and `"(other)"` (the
+    /// second pass of a `top = N` funnel; the values come from the first).
+    pub fn keeping(mut self, kept: Vec<Option<String>>) -> Plan<'s> {
+        debug_assert_eq!(
+            self.spec.breakdown.len(),
+            1,
+            "top needs one breakdown column"
+        );
+        self.kept = Some(kept);
+        self
     }
 
     pub fn steps(&self) -> usize {

@@ -1,23 +1,31 @@
-//! The query: per person (and per breakdown value of the step-1 events), the person's events as
-//! a sorted list of `(ts, step, event_id)` entries, walked by a fold that is the embedded
-//! kernel's state machine written in SQL.
+//! The query: per person (and per breakdown value, or trend period, of the step-1 events), the
+//! person's events as a sorted list of `(ts, step, event_id)` entries, walked by a fold that is
+//! the embedded kernel's state machine written in SQL.
 //!
 //! Entries are what ClickHouse's windowFunnel walks: one per step an event satisfies, and under
 //! `strict_order` one "other" entry (step -1) for an event that satisfies none; sorted by
 //! timestamp, then step ("other" first), then event_id (the store's order of ties). The fold
-//! keeps, per level, the latest chain that reached it (its start and last timestamp); under
-//! `strict_once`, every chain per level with the events it used. The level is the highest level
-//! reached, and the reported chain's start tells whether its window was still open at the
-//! cutoff (CONTRACT §5, and `pending` of the embedded engine).
+//! keeps, per level, the latest chain that reached it (its start, last timestamp and the
+//! timestamps of its steps); under `strict_once`, every chain per level with the events it used.
+//! The level is the highest level reached; the reported chain (the one that gave the level, as
+//! the kernel reports it) tells whether its window was still open at the cutoff (CONTRACT §5,
+//! and `pending` of the embedded engine) and how long each step took (time to convert).
 //!
 //! The ClickHouse dialect takes the level from `windowFunnel` itself (up to its 32 conditions)
-//! and the start of the reported chain from the fold.
+//! and the reported chain from the fold.
 //!
-//! Result columns, one row per group, level and window state:
-//! `grp` (0: all persons, 1: a breakdown value), `k0..` (the breakdown values, NULL where the
-//! step-1 event lacks the column; NULL in the all-persons rows), `level` (1..=steps),
-//! `window_open`, `persons`, and `cutoff_ms` (the latest event read, the cutoff when none was
-//! given).
+//! Groups: all persons; each breakdown value; with trends (`PlanOptions::interval`) each
+//! calendar period of the step-1 events, alone and with each breakdown value. A group's step 1
+//! also requires its values, as in the embedded engine.
+//!
+//! Result columns, one row per group, window state and item: `grp` (bit 1: a breakdown value
+//! in `k0..`; bit 2: a period in `kp`), `kp` (with trends only), `k0..` (the breakdown values,
+//! NULL where the step-1 event lacks the column, and in rows without bit 1), `what` (0: persons
+//! at level `step`; 1: persons who took `ms` milliseconds from the previous step to step `step`
+//! (0-based); 2: the same from step 1), `step`, `ms`, `window_open`, `persons`, and `cutoff_ms`
+//! (the latest event read, the cutoff when none was given). Times to convert come back as a
+//! distribution of exact values, so the client computes the same median, percentiles and mean
+//! as the embedded engine; the answer grows with the distinct durations, not with the events.
 
 use funnel_core::schema;
 
@@ -41,6 +49,34 @@ pub fn query(plan: &Plan<'_>, dialect: Dialect, source: &str) -> String {
     Query { plan, d: dialect }.render(source)
 }
 
+/// The audit rows of `plan` (built with `PlanOptions::audit`) in Spark SQL over `source`: one
+/// row per person and group, as the embedded engine's `--persons-out` writes them (`funnel`,
+/// `group` as a JSON object, `person_id`, `level`, `window_open`, then `step_K_ts` and
+/// `step_K_event_id` for K in 1..=`steps`, null beyond the person's level). Every person of the
+/// source is in the all-persons group (level 0 without a chain); persons left out by
+/// `--closed-windows-only` are not audited, as in the embedded engine.
+pub fn audit_query(plan: &Plan<'_>, source: &str, steps: usize, closed_only: bool) -> String {
+    assert!(
+        plan.options.audit,
+        "an audit query needs PlanOptions::audit"
+    );
+    Query {
+        plan,
+        d: Dialect::Spark,
+    }
+    .render_audit(source, steps, closed_only)
+}
+
+/// A fold over a person's entries, and what is read from its final state `st` (whose level is
+/// `st_level`): the level, and the reported chain's start, timestamps and event ids.
+struct Fold {
+    fold: String,
+    level: String,
+    start: String,
+    chain: String,
+    ids: String,
+}
+
 struct Query<'p, 's> {
     plan: &'p Plan<'s>,
     d: Dialect,
@@ -59,14 +95,42 @@ impl Query<'_, '_> {
         self.spec().breakdown.len()
     }
 
-    /// Columns k0.. as a comma-prefixed list (empty without breakdown).
-    fn keys(&self, prefix: &str) -> String {
-        (0..self.breakdown())
-            .map(|i| format!(", {prefix}k{i}"))
-            .collect()
+    /// The groups the query counts persons in: all persons, each breakdown value, and with
+    /// trends each period alone and with each breakdown value. Per group set: its `grp` code
+    /// (bit 1: breakdown values in `k0..`, bit 2: a period in `kp`) and the event columns its
+    /// key reads (`b0..`, `bp`).
+    fn group_sets(&self) -> Vec<(u8, Vec<String>)> {
+        let b: Vec<String> = (0..self.breakdown()).map(|i| format!("b{i}")).collect();
+        let mut sets = vec![(0, Vec::new())];
+        if !b.is_empty() {
+            sets.push((1, b.clone()));
+        }
+        if self.plan.options.interval.is_some() {
+            sets.push((2, vec!["bp".to_string()]));
+            if !b.is_empty() {
+                let mut keys = vec!["bp".to_string()];
+                keys.extend(b);
+                sets.push((3, keys));
+            }
+        }
+        sets
     }
 
-    fn render(&self, source: &str) -> String {
+    /// The result's key columns: `kp` with trends, then `k0..`.
+    fn key_columns(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        if self.plan.options.interval.is_some() {
+            keys.push("kp".to_string());
+        }
+        keys.extend((0..self.breakdown()).map(|i| format!("k{i}")));
+        keys
+    }
+
+    /// The common table expressions of the query: `e` (the events), and per group set its
+    /// person rows `f{grp}` (`p`, the set's key columns, `level`, `window_open`, the reported
+    /// chain `ct` (and `ci`, its event ids, with the audit), the answer items `o`); with the
+    /// sets, as `(grp, key columns)`.
+    fn ctes(&self, source: &str) -> (Vec<String>, Vec<(u8, Vec<String>)>) {
         let d = self.d;
         let spec = self.spec();
         let ts = d.ident(schema::TS);
@@ -100,7 +164,30 @@ impl Query<'_, '_> {
             e_cols.push(format!("({}) AS c{k}", parts.join(" AND ")));
         }
         for (i, b) in spec.breakdown.iter().enumerate() {
-            e_cols.push(format!("{} AS b{i}", d.text(&d.ident(b))));
+            let value = match self.plan.options.split_at_ms {
+                // The derived before/after column (as the embedded scan derives it).
+                Some(at) if b == schema::SPLIT => d.iff(
+                    &format!("{} >= {at}", not_null(d.millis(&ts))),
+                    &d.text(&d.string(schema::SPLIT_AFTER)),
+                    &d.text(&d.string(schema::SPLIT_BEFORE)),
+                ),
+                _ => d.text(&d.ident(b)),
+            };
+            let value = match &self.plan.kept {
+                Some(kept) => d.kept_or_other(&value, kept),
+                None => value,
+            };
+            e_cols.push(format!("{value} AS b{i}"));
+        }
+        if let Some(interval) = self.plan.options.interval {
+            let tz = match self.plan.options.timezone.as_str() {
+                "" => "UTC",
+                tz => tz,
+            };
+            e_cols.push(format!(
+                "{} AS bp",
+                d.period(interval, tz, &not_null(d.millis(&ts)))
+            ));
         }
         // Without a cutoff, every event is read and the cutoff is the latest of them.
         let until = match self.plan.options.cutoff_ms {
@@ -112,76 +199,190 @@ impl Query<'_, '_> {
             e_cols.join(", "),
             d.source(source),
         )];
-        let conds: Vec<String> = (0..self.n()).map(|k| format!("c{k}")).collect();
-        let any_step = if self.plan.modes.strict_order {
-            String::new()
-        } else {
-            format!(" WHERE {}", conds.join(" OR "))
-        };
-        let cond_list = conds.join(", ");
-        ctes.push(format!(
-            "x0 AS (SELECT p, t, r, {cond_list} FROM e{any_step})"
-        ));
-        ctes.push(format!(
-            "f0 AS (SELECT p, {} FROM x0 GROUP BY p)",
-            self.person_columns()
-        ));
-        if self.breakdown() > 0 {
-            let distinct: Vec<String> = (0..self.breakdown())
-                .map(|i| format!("b{i} AS k{i}"))
-                .collect();
-            ctes.push(format!(
-                "g AS (SELECT DISTINCT p, {} FROM e WHERE c0)",
-                distinct.join(", ")
-            ));
-            // Step 1 also requires the group's breakdown values (CONTRACT §5).
-            let same: Vec<String> = (0..self.breakdown())
-                .map(|i| d.same(&format!("e.b{i}"), &format!("g.k{i}")))
-                .collect();
-            let rest: String = (1..self.n()).map(|k| format!(", e.c{k} AS c{k}")).collect();
-            let any_step = if self.plan.modes.strict_order {
+        let n = self.n();
+        let any_step = |prefix: &str| {
+            if self.plan.modes.strict_order {
                 String::new()
             } else {
-                let c: Vec<String> = (0..self.n()).map(|k| format!("e.c{k}")).collect();
+                let c: Vec<String> = (0..n).map(|k| format!("{prefix}c{k}")).collect();
                 format!(" WHERE {}", c.join(" OR "))
-            };
-            ctes.push(format!(
-                "x1 AS (SELECT g.p AS p{keys}, e.t AS t, e.r AS r, (e.c0 AND {same}) AS c0{rest} \
-                 FROM e INNER JOIN g ON e.p = g.p{any_step})",
-                keys = (0..self.breakdown())
-                    .map(|i| format!(", g.k{i} AS k{i}"))
-                    .collect::<String>(),
-                same = same.join(" AND "),
-            ));
-            ctes.push(format!(
-                "f1 AS (SELECT p{keys}, {cols} FROM x1 GROUP BY p{keys})",
-                keys = self.keys(""),
-                cols = self.person_columns()
-            ));
+            }
+        };
+        let mut sets = Vec::new();
+        for (grp, keys) in self.group_sets() {
+            // The set's key columns, named as in the result (`kp` for the period).
+            let named: Vec<String> = keys
+                .iter()
+                .map(|c| match c.as_str() {
+                    "bp" => "kp".to_string(),
+                    b => format!("k{}", &b[1..]),
+                })
+                .collect();
+            let (x, f) = (format!("x{grp}"), format!("f{grp}"));
+            if keys.is_empty() {
+                let conds: Vec<String> = (0..n).map(|k| format!("c{k}")).collect();
+                ctes.push(format!(
+                    "{x} AS (SELECT p, t, r, {} FROM e{})",
+                    conds.join(", "),
+                    any_step("")
+                ));
+                ctes.push(format!(
+                    "{f} AS (SELECT p, {} FROM {x} GROUP BY p)",
+                    self.person_columns()
+                ));
+            } else {
+                let g = format!("g{grp}");
+                let distinct: Vec<String> = keys
+                    .iter()
+                    .zip(&named)
+                    .map(|(c, k)| format!("{c} AS {k}"))
+                    .collect();
+                ctes.push(format!(
+                    "{g} AS (SELECT DISTINCT p, {} FROM e WHERE c0)",
+                    distinct.join(", ")
+                ));
+                // Step 1 also requires the group's key values (CONTRACT §5).
+                let same: Vec<String> = keys
+                    .iter()
+                    .zip(&named)
+                    .map(|(c, k)| d.same(&format!("e.{c}"), &format!("{g}.{k}")))
+                    .collect();
+                let rest: String = (1..n).map(|k| format!(", e.c{k} AS c{k}")).collect();
+                let carried: String = named.iter().map(|k| format!(", {g}.{k} AS {k}")).collect();
+                ctes.push(format!(
+                    "{x} AS (SELECT {g}.p AS p{carried}, e.t AS t, e.r AS r, (e.c0 AND {same}) AS c0{rest} \
+                     FROM e INNER JOIN {g} ON e.p = {g}.p{})",
+                    any_step("e."),
+                    same = same.join(" AND "),
+                ));
+                let by: String = named.iter().map(|k| format!(", {k}")).collect();
+                ctes.push(format!(
+                    "{f} AS (SELECT p{by}, {cols} FROM {x} GROUP BY p{by})",
+                    cols = self.person_columns()
+                ));
+            }
+            sets.push((grp, named));
         }
-        let null_keys: String = (0..self.breakdown())
-            .map(|i| format!(", {} AS k{i}", d.null_text()))
-            .collect();
-        let mut selects = vec![format!(
-            "SELECT 0 AS grp{null_keys}, level, window_open, count(*) AS persons FROM f0 \
-             WHERE level > 0 GROUP BY level, window_open"
-        )];
-        if self.breakdown() > 0 {
+        (ctes, sets)
+    }
+
+    fn render(&self, source: &str) -> String {
+        let d = self.d;
+        let (ctes, sets) = self.ctes(source);
+        let key_columns = self.key_columns();
+        let mut selects = Vec::new();
+        for (grp, named) in sets {
+            let f = format!("f{grp}");
+            // The result's key columns: the set's own, NULL for the others.
+            let out_keys: String = key_columns
+                .iter()
+                .map(|k| {
+                    if named.contains(k) {
+                        format!(", {k}")
+                    } else {
+                        format!(", {} AS {k}", d.null_text())
+                    }
+                })
+                .collect();
+            let group_by: String = named.iter().map(|k| format!("{k}, ")).collect();
+            let row = "x";
+            let (what, step, ms) = (
+                d.field(row, "w", 1),
+                d.field(row, "i", 2),
+                d.field(row, "m", 3),
+            );
             selects.push(format!(
-                "SELECT 1 AS grp{keys}, level, window_open, count(*) AS persons FROM f1 \
-                 WHERE level > 0 GROUP BY {group}level, window_open",
-                keys = self.keys(""),
-                group = (0..self.breakdown())
-                    .map(|i| format!("k{i}, "))
-                    .collect::<String>(),
+                "SELECT {grp} AS grp{out_keys}, {what} AS what, {step} AS step, {ms} AS ms, \
+                 window_open, count(*) AS persons FROM {} WHERE level > 0 \
+                 GROUP BY {group_by}{what}, {step}, {ms}, window_open",
+                d.explode(&f, "o", row),
             ));
         }
+        let order: String = key_columns.iter().map(|k| format!(", {k}")).collect();
         format!(
-            "WITH {}\nSELECT *, (SELECT max(t) FROM e) AS cutoff_ms FROM (\n{}\n) AS result\nORDER BY grp{}, level, window_open\n",
+            "WITH {}\nSELECT *, (SELECT max(t) FROM e) AS cutoff_ms FROM (\n{}\n) AS result\nORDER BY grp{order}, what, step, ms, window_open\n",
             ctes.join(",\n"),
             selects.join("\nUNION ALL\n"),
-            self.keys(""),
         )
+    }
+
+    fn render_audit(&self, source: &str, steps: usize, closed_only: bool) -> String {
+        let d = self.d;
+        let (ctes, sets) = self.ctes(source);
+        let spec = self.spec();
+        let no_chain = "CAST(array() AS ARRAY<BIGINT>)";
+        let mut selects = Vec::new();
+        for (grp, named) in sets {
+            // The group key as the embedded engine writes it: a JSON object, keys in byte order.
+            let mut names: Vec<(String, String)> = named
+                .iter()
+                .map(|k| {
+                    let name = match k.as_str() {
+                        "kp" => "period".to_string(),
+                        k => spec.breakdown[k[1..].parse::<usize>().expect("k<i>")].clone(),
+                    };
+                    (name, k.clone())
+                })
+                .collect();
+            names.sort();
+            let group = if names.is_empty() {
+                d.string("{}")
+            } else {
+                let (keys, values): (Vec<String>, Vec<String>) =
+                    names.iter().map(|(n, k)| (d.string(n), k.clone())).unzip();
+                format!(
+                    "to_json(map_from_arrays(array({}), array({})))",
+                    keys.join(", "),
+                    values.join(", ")
+                )
+            };
+            // All persons: every person of the source, level 0 where no chain started.
+            let from = if grp == 0 {
+                format!(
+                    "(SELECT everyone.p AS p, COALESCE(f0.level, 0) AS level, \
+                     COALESCE(f0.window_open, false) AS window_open, COALESCE(f0.ct, {no_chain}) AS ct, \
+                     COALESCE(f0.ci, {texts}) AS ci FROM (SELECT DISTINCT p FROM e) AS everyone \
+                     LEFT JOIN f0 ON everyone.p = f0.p) AS a{grp}",
+                    texts = d.empty_texts()
+                )
+            } else {
+                format!("(SELECT * FROM f{grp} WHERE level > 0) AS a{grp}")
+            };
+            let mut cols = vec![
+                format!("{} AS funnel", d.string(&spec.name)),
+                format!("{group} AS `group`"),
+                "CAST(p AS STRING) AS person_id".to_string(),
+                "CAST(level AS INT) AS level".to_string(),
+                "window_open".to_string(),
+            ];
+            for k in 0..steps {
+                cols.push(format!(
+                    "IF(size(ct) > {k}, timestamp_millis(ct[{k}]), CAST(NULL AS TIMESTAMP)) AS step_{}_ts",
+                    k + 1
+                ));
+                cols.push(format!(
+                    "IF(size(ci) > {k}, ci[{k}], CAST(NULL AS STRING)) AS step_{}_event_id",
+                    k + 1
+                ));
+            }
+            let closed = if closed_only {
+                " WHERE NOT window_open"
+            } else {
+                ""
+            };
+            selects.push(format!("SELECT {} FROM {from}{closed}", cols.join(", ")));
+        }
+        format!(
+            "WITH {}\nSELECT * FROM (\n{}\n) AS audit",
+            ctes.join(",\n"),
+            selects.join("\nUNION ALL\n"),
+        )
+    }
+
+    /// A one-step funnel outside `strict_order` is complete at its first step-1 entry, and that
+    /// event's chain is the one reported (windowFunnel answers 1 at once; so does the kernel).
+    fn first_step_completes(&self) -> bool {
+        self.n() == 1 && !self.plan.modes.strict_order
     }
 
     /// `level` and `window_open` of one person (and group), from the rows of x0 or x1.
@@ -209,7 +410,13 @@ impl Query<'_, '_> {
         };
         let entry = d.record(&[("t", "t".into()), ("k", "v".into()), ("r", "r".into())]);
         let entries = d.sorted_flat_list(&d.map(&ks, "v", &entry));
-        let (fold, fold_level, start) = if self.plan.modes.strict_once {
+        let Fold {
+            fold,
+            level: fold_level,
+            start,
+            chain,
+            ids,
+        } = if self.plan.modes.strict_once {
             self.fold_strict_once(&entries)
         } else {
             self.fold_latest(&entries)
@@ -240,15 +447,52 @@ impl Query<'_, '_> {
             &format!("{start} + {window} > {cutoff}"),
             d.bool_lit(false),
         ));
+        // The reported chain's timestamps (none at level 0).
+        let no_chain = match d {
+            Dialect::Spark => "CAST(array() AS ARRAY<BIGINT>)",
+            Dialect::ClickHouse => "CAST([], 'Array(Int64)')",
+        };
+        let ct = d.iff("st_level > 0", &chain, no_chain);
+        // What the person adds to the answer: their level, and per step after the first the
+        // time from the previous step and from step 1 ((what, step, ms) records).
+        let item = |w: u8, i: &str, m: &str| {
+            let int = |e: &str| match d {
+                Dialect::Spark => format!("CAST({e} AS BIGINT)"),
+                Dialect::ClickHouse => format!("toInt64({e})"),
+            };
+            d.record(&[("w", int(&w.to_string())), ("i", int(i)), ("m", int(m))])
+        };
+        let after_first = |w: u8, from: &str| {
+            d.filter(
+                &d.map_indexed("ct", &item(w, "j", &format!("v - {from}"))),
+                "y",
+                &format!("{} > 0", d.field("y", "i", 2)),
+            )
+        };
+        let o = d.concat(
+            &d.array(&[item(0, "level", "0")]),
+            &d.concat(
+                &after_first(1, &d.get("ct", "greatest(j - 1, 0)")),
+                &after_first(2, &d.get("ct", "0")),
+            ),
+        );
         // The fold state is computed once per person: Spark and ClickHouse both allow a
         // select-list alias to be used later in the same list.
-        format!("{fold} AS st, {fold_level} AS st_level, {level} AS level, {open} AS window_open")
+        let ci = if self.plan.options.audit {
+            format!(", {} AS ci", d.iff("st_level > 0", &ids, d.empty_texts()))
+        } else {
+            String::new()
+        };
+        format!(
+            "{fold} AS st, {fold_level} AS st_level, {level} AS level, {open} AS window_open, \
+             {ct} AS ct, {o} AS o{ci}"
+        )
     }
 
     /// Latest chain per level. State: (lvl, stop, s: start per level, l: last per level).
     /// Returns (fold, the level from the fold state `st`, the reported chain's start from `st`
     /// and the level `st_level`).
-    fn fold_latest(&self, entries: &str) -> (String, String, String) {
+    fn fold_latest(&self, entries: &str) -> Fold {
         let d = self.d;
         let p = self.plan;
         let n = self.n();
@@ -257,42 +501,60 @@ impl Query<'_, '_> {
         let stop = d.field("acc", "stop", 2);
         let s = d.field("acc", "s", 3);
         let l = d.field("acc", "l", 4);
+        // Per level, the timestamps of its chain, step 1 first (for time to convert).
+        let c = d.field("acc", "c", 5);
+        // With the audit, also the event ids of each level's chain.
+        let audit = p.options.audit;
+        let ids = d.field("acc", "ids", 6);
         let t = d.field("x", "t", 1);
         let k = d.field("x", "k", 2);
-        let (int, bigint_array) = match d {
-            Dialect::Spark => ("CAST(0 AS INT)", "CAST(0 AS BIGINT)"),
-            Dialect::ClickHouse => ("toInt64(0)", "toInt64(0)"),
+        let r = d.field("x", "r", 3);
+        let (int, bigint_array, empty_chain) = match d {
+            Dialect::Spark => (
+                "CAST(0 AS INT)",
+                "CAST(0 AS BIGINT)",
+                "CAST(array() AS ARRAY<BIGINT>)",
+            ),
+            Dialect::ClickHouse => ("toInt64(0)", "toInt64(0)", "CAST([], 'Array(Int64)')"),
         };
-        let mk = |lvl: &str, stop: &str, s: &str, l: &str| -> String {
+        let mk = |lvl: &str, stop: &str, s: &str, l: &str, c: &str, ids: &str| -> String {
             let lvl = match d {
                 Dialect::Spark => lvl.to_string(),
                 Dialect::ClickHouse => format!("toInt64({lvl})"),
             };
-            d.record(&[
+            let mut fields = vec![
                 ("lvl", lvl),
                 ("stop", stop.to_string()),
                 ("s", s.to_string()),
                 ("l", l.to_string()),
-            ])
+                ("c", c.to_string()),
+            ];
+            if audit {
+                fields.push(("ids", ids.to_string()));
+            }
+            d.record(&fields)
         };
         let set = |array: &str, at: &str, value: &str| -> String {
             d.map_indexed(array, &d.iff(&format!("j = {at}"), value, "v"))
         };
-        let stopped = mk(&lvl, d.bool_lit(true), &s, &l);
+        let first_completes = self.first_step_completes();
+        let stopped = mk(&lvl, d.bool_lit(true), &s, &l, &c, &ids);
         let mut arms: Vec<(String, String)> = vec![(d.is_true(&stop), "acc".into())];
         if p.modes.strict_order {
             arms.push((
                 format!("{k} = -1"),
-                mk(&lvl, &d.boolean(&format!("{lvl} > 0")), &s, &l),
+                mk(&lvl, &d.boolean(&format!("{lvl} > 0")), &s, &l, &c, &ids),
             ));
         }
         arms.push((
             format!("{k} = 0"),
             mk(
                 &format!("greatest({lvl}, 1)"),
-                d.bool_lit(false),
+                d.bool_lit(first_completes),
                 &set(&s, "0", &t),
                 &set(&l, "0", &t),
+                &set(&c, "0", &d.array(std::slice::from_ref(&t))),
+                &set(&ids, "0", &d.array(std::slice::from_ref(&r))),
             ),
         ));
         if p.modes.strict_deduplication {
@@ -313,6 +575,8 @@ impl Query<'_, '_> {
                 &d.boolean(&format!("{k} + 1 = {n}")),
                 &set(&s, &k, &prev_start),
                 &set(&l, &k, &t),
+                &set(&c, &k, &d.append(&d.get(&c, &format!("{k} - 1")), &t)),
+                &set(&ids, &k, &d.append(&d.get(&ids, &format!("{k} - 1")), &r)),
             ),
         ));
         let body = d.cases(&arms, "acc");
@@ -321,16 +585,26 @@ impl Query<'_, '_> {
             d.bool_lit(false),
             &d.repeat(bigint_array, n),
             &d.repeat(bigint_array, n),
+            &d.repeat(empty_chain, n),
+            &d.repeat(d.empty_texts(), n),
         );
         let fold = d.fold(entries, &init, &body);
         let level = d.field("st", "lvl", 1);
         let start = d.get(&d.field("st", "s", 3), "st_level - 1");
-        (fold, level, start)
+        let chain = d.get(&d.field("st", "c", 5), "st_level - 1");
+        let ids = d.get(&d.field("st", "ids", 6), "st_level - 1");
+        Fold {
+            fold,
+            level,
+            start,
+            chain,
+            ids,
+        }
     }
 
     /// strict_once: every chain per level. State: (lv: per level, chains (start, last, used
-    /// event_ids); stop). Returns as [`Query::fold_latest`] does.
-    fn fold_strict_once(&self, entries: &str) -> (String, String, String) {
+    /// event_ids, timestamps); stop). Returns as [`Query::fold_latest`] does.
+    fn fold_strict_once(&self, entries: &str) -> Fold {
         let d = self.d;
         let p = self.plan;
         let n = self.n();
@@ -342,11 +616,12 @@ impl Query<'_, '_> {
         let r = d.field("x", "r", 3);
         let mk =
             |lv: &str, stop: &str| d.record(&[("lv", lv.to_string()), ("stop", stop.to_string())]);
-        let chain = |s: &str, l: &str, u: &str| {
+        let chain = |s: &str, l: &str, u: &str, c: &str| {
             d.record(&[
                 ("s", s.to_string()),
                 ("l", l.to_string()),
                 ("u", u.to_string()),
+                ("c", c.to_string()),
             ])
         };
         let nonempty = |a: &str| format!("{} > 0", d.size(a));
@@ -368,13 +643,22 @@ impl Query<'_, '_> {
         if p.modes.strict_increase {
             usable.push_str(&format!(" AND {} < {t}", d.field("c", "l", 2)));
         }
+        // The last step: the first chain to complete it is the one reported (the kernel
+        // returns at once).
+        let usable_chains = d.filter(&kept, "c", &usable);
+        let usable_chains = d.iff(
+            &format!("{k} + 1 = {n}"),
+            &d.keep_first(&usable_chains),
+            &usable_chains,
+        );
         let new_chains = d.map(
-            &d.filter(&kept, "c", &usable),
+            &usable_chains,
             "c",
             &chain(
                 &d.field("c", "s", 1),
                 &t,
                 &d.append(&d.field("c", "u", 3), &r),
+                &d.append(&d.field("c", "c", 4), &t),
             ),
         );
         let extended = d.map_indexed(
@@ -392,12 +676,17 @@ impl Query<'_, '_> {
         if p.modes.strict_order {
             arms.push((format!("{k} = -1"), mk(&lv, &d.boolean(&nonempty(&first)))));
         }
-        let started = chain(&t, &t, &d.array(std::slice::from_ref(&r)));
+        let started = chain(
+            &t,
+            &t,
+            &d.array(std::slice::from_ref(&r)),
+            &d.array(std::slice::from_ref(&t)),
+        );
         arms.push((
             format!("{k} = 0"),
             mk(
                 &d.map_indexed(&lv, &d.iff("j = 0", &d.append("v", &started), "v")),
-                d.bool_lit(false),
+                d.bool_lit(self.first_step_completes()),
             ),
         ));
         if p.modes.strict_deduplication {
@@ -415,10 +704,11 @@ impl Query<'_, '_> {
         let body = d.cases(&arms, "acc");
         let empty = match d {
             Dialect::Spark => {
-                "CAST(array() AS ARRAY<STRUCT<s: BIGINT, l: BIGINT, u: ARRAY<STRING>>>)".to_string()
+                "CAST(array() AS ARRAY<STRUCT<s: BIGINT, l: BIGINT, u: ARRAY<STRING>, c: ARRAY<BIGINT>>>)"
+                    .to_string()
             }
             Dialect::ClickHouse => {
-                "CAST([], 'Array(Tuple(Int64, Int64, Array(String)))')".to_string()
+                "CAST([], 'Array(Tuple(Int64, Int64, Array(String), Array(Int64)))')".to_string()
             }
         };
         let init = mk(&d.repeat(&empty, n), d.bool_lit(false));
@@ -428,12 +718,17 @@ impl Query<'_, '_> {
             "a",
             &format!("{} > 0", d.size("a")),
         );
-        let start = d.field(
-            &d.last(&d.get(&d.field("st", "lv", 1), "st_level - 1")),
-            "s",
-            1,
-        );
-        (fold, level, start)
+        let reported = d.last(&d.get(&d.field("st", "lv", 1), "st_level - 1"));
+        let start = d.field(&reported, "s", 1);
+        let chain = d.field(&reported, "c", 4);
+        let ids = d.field(&reported, "u", 3);
+        Fold {
+            fold,
+            level,
+            start,
+            chain,
+            ids,
+        }
     }
 }
 
@@ -520,6 +815,7 @@ event_type = "purchase"
             to_ms: Some(2000),
             cutoff_ms: Some(5000),
             fold_level: false,
+            ..PlanOptions::default()
         };
         let plan = Plan::new(&f, opts).unwrap();
         let ch = query(&plan, Dialect::ClickHouse, "events");
@@ -547,5 +843,82 @@ event_type = "purchase"
         );
         // Without strict_order, events that match no step are left out before the fold.
         assert!(spark.contains("WHERE c0 OR c1"), "{spark}");
+        // Without trends: the all-persons group only, and no period column.
+        assert!(!spark.contains("g2") && !spark.contains("kp"), "{spark}");
+    }
+
+    #[test]
+    fn the_audit_reads_every_person_and_the_chains_event_ids() {
+        let f = spec(
+            "name = \"x\"\nwindow = \"1h\"\nbreakdown = \"journey\"\n[[steps]]\nname = \"a\"\nevent_type = \"click\"\n[[steps]]\nname = \"b\"\nevent_type = \"purchase\"\n",
+        );
+        let options = PlanOptions {
+            interval: Some(funnel_core::Interval::Day),
+            audit: true,
+            ..PlanOptions::default()
+        };
+        let plan = Plan::new(&f, options).unwrap();
+        let sql = audit_query(&plan, "events", 3, false);
+        // Every person of the source is in the all-persons group.
+        assert!(
+            sql.contains("FROM (SELECT DISTINCT p FROM e) AS everyone"),
+            "{sql}"
+        );
+        // Group keys in byte order, as the embedded engine's JSON: journey before period.
+        assert!(
+            sql.contains("map_from_arrays(array('journey', 'period'), array(k0, kp))"),
+            "{sql}"
+        );
+        // The fold keeps the event ids, and three steps of columns are written.
+        assert!(
+            sql.contains("'ids'") && sql.contains("step_3_event_id"),
+            "{sql}"
+        );
+        // The counting query does not carry them.
+        let counts = Plan::new(
+            &f,
+            PlanOptions {
+                audit: false,
+                ..plan.options.clone()
+            },
+        )
+        .unwrap();
+        assert!(!query(&counts, Dialect::Spark, "events").contains("'ids'"));
+    }
+
+    #[test]
+    fn trends_add_period_groups_in_the_zone_given() {
+        let f = spec(
+            "name = \"x\"\nwindow = \"1h\"\nbreakdown = \"journey\"\n[[steps]]\nname = \"a\"\nevent_type = \"click\"\n[[steps]]\nname = \"b\"\nevent_type = \"purchase\"\n",
+        );
+        let plan = Plan::new(
+            &f,
+            PlanOptions {
+                interval: Some(funnel_core::Interval::Week),
+                timezone: "America/New_York".into(),
+                ..PlanOptions::default()
+            },
+        )
+        .unwrap();
+        for d in [Dialect::Spark, Dialect::ClickHouse] {
+            let sql = query(&plan, d, "events");
+            // All persons, by value, by period, by period and value.
+            for grp in [
+                "SELECT 0 AS grp",
+                "SELECT 1 AS grp",
+                "SELECT 2 AS grp",
+                "SELECT 3 AS grp",
+            ] {
+                assert!(sql.contains(grp), "{grp} in {d:?}:\n{sql}");
+            }
+            assert!(
+                sql.contains("'America/New_York'") && sql.contains(" AS bp"),
+                "{sql}"
+            );
+            assert!(
+                sql.contains("ORDER BY grp, kp, k0, what, step, ms, window_open"),
+                "{sql}"
+            );
+        }
     }
 }

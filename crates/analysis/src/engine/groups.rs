@@ -3,49 +3,11 @@
 
 use std::collections::HashMap;
 
-use chrono::{Datelike, TimeZone};
-use chrono_tz::Tz;
 use foldhash::fast::FixedState;
 use funnel_core::FunnelSpec;
 
 use super::scan::{Coded, Events, Recodes};
 use crate::report::Key;
-
-/// Calendar periods for trends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Interval {
-    Day,
-    /// ISO weeks, labelled by their Monday.
-    Week,
-    Month,
-}
-
-impl Interval {
-    pub fn name(self) -> &'static str {
-        match self {
-            Interval::Day => "day",
-            Interval::Week => "week",
-            Interval::Month => "month",
-        }
-    }
-
-    pub(super) fn label(self, ms: i64, tz: &Tz) -> String {
-        let local = tz
-            .timestamp_millis_opt(ms)
-            .single()
-            .expect("UTC instants map to one local time")
-            .date_naive();
-        match self {
-            Interval::Day => local.format("%Y-%m-%d").to_string(),
-            Interval::Week => {
-                let monday =
-                    local - chrono::Days::new(u64::from(local.weekday().num_days_from_monday()));
-                monday.format("%Y-%m-%d").to_string()
-            }
-            Interval::Month => local.format("%Y-%m").to_string(),
-        }
-    }
-}
 
 /// Codes of equal value tuples of `columns`, per row (0 for every row when there are no
 /// columns), and the first row of each code.

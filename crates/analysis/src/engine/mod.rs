@@ -19,7 +19,7 @@ mod walk;
 use chrono_tz::Tz;
 use funnel_core::{FunnelSpec, Generation};
 
-pub use groups::Interval;
+pub use funnel_core::Interval;
 
 use crate::AnalysisError;
 use crate::audit::AuditRow;
@@ -127,21 +127,15 @@ pub fn analyze(
         let spec = &specs[*i];
         let column = &spec.breakdown[0];
         let n = spec.top.expect("a top funnel");
-        let mut values: Vec<(u64, &Option<String>)> = report.groups[1..]
-            .iter()
-            .map(|g| (g.steps[0].persons, &g.key[column]))
-            .collect();
-        if values.len() <= n {
+        let Some(kept) = crate::report::top_values(report, column, n) else {
             continue;
-        }
-        // Most step-1 persons first; ties by value order (null first, as keys sort).
-        values.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        };
         let derived = format!("(top {n} of {column} #{i})");
         recodes.insert(
             derived.clone(),
             scan::Recode {
                 column: column.clone(),
-                kept: values[..n].iter().map(|(_, v)| (*v).clone()).collect(),
+                kept: kept.into_iter().collect(),
             },
         );
         second[*i].breakdown = vec![derived];

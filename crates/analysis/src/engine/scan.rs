@@ -627,9 +627,9 @@ fn split_column(ts: &[i64], at: i64) -> Coded {
     for t in ts {
         let side = usize::from(*t >= at);
         let c = *code[side].get_or_insert_with(|| {
-            coded
-                .values
-                .push(Some(["before", "after"][side].to_string()));
+            coded.values.push(Some(
+                [schema::SPLIT_BEFORE, schema::SPLIT_AFTER][side].to_string(),
+            ));
             (coded.values.len() - 1) as u32
         });
         coded.codes.push(c);

@@ -67,34 +67,26 @@ fn assemble(
     }
 }
 
-/// The report of a funnel computed elsewhere (a cluster engine): persons per group, exact
-/// level and window state at `cutoff_ms`. Time to convert is not known (`None`).
+/// The report of a funnel computed elsewhere (a cluster engine): persons per group (total,
+/// breakdown values, trend periods), exact level and window state at `cutoff_ms`, and the
+/// distribution of the reported chains' times to convert, from which the same median,
+/// percentiles, mean and histogram are computed as from the embedded engine's samples.
 pub fn report_from_levels(
     spec: &FunnelSpec,
     rows: &[funnel_core::LevelCount],
+    durations: &[funnel_core::DurationCount],
     opts: &AnalyzeOptions,
     cutoff_ms: i64,
 ) -> FunnelReport {
     let n = spec.steps.len();
-    let untimed = || GroupAcc {
-        timed: false,
-        ..GroupAcc::new(n)
+    let mut groups = Groups {
+        spec,
+        total: GroupAcc::new(n),
+        by_key: BTreeMap::new(),
+        trend: BTreeMap::new(),
     };
-    let mut total = untimed();
-    let mut by_key: BTreeMap<Key, GroupAcc> = BTreeMap::new();
     for row in rows {
-        let acc = match &row.key {
-            None => &mut total,
-            Some(values) => by_key
-                .entry(
-                    spec.breakdown
-                        .iter()
-                        .cloned()
-                        .zip(values.iter().cloned())
-                        .collect(),
-                )
-                .or_insert_with(untimed),
-        };
+        let acc = groups.get(&row.key, &row.period);
         let level = (row.level as usize).min(n);
         if opts.closed_windows_only && row.window_open {
             acc.excluded += row.persons;
@@ -108,20 +100,77 @@ pub fn report_from_levels(
             *m += row.persons;
         }
     }
+    for d in durations {
+        let step = d.step as usize;
+        if (opts.closed_windows_only && d.window_open) || step == 0 || step >= n {
+            continue;
+        }
+        let acc = groups.get(&d.key, &d.period);
+        let samples = if d.from_first {
+            &mut acc.from_first[step]
+        } else {
+            &mut acc.from_previous[step]
+        };
+        samples.push_count(d.ms, d.persons);
+    }
+    let Groups {
+        total,
+        by_key,
+        trend,
+        ..
+    } = groups;
     let mut groups = vec![total.report(spec, Key::new(), None)];
     groups.extend(
         sorted(by_key)
             .into_iter()
             .map(|(k, a)| a.report(spec, k, None)),
     );
+    let trend = sorted(trend)
+        .into_iter()
+        .map(|(k, a)| a.report(spec, k, None))
+        .collect();
     assemble(
         spec,
         opts,
         cutoff_ms,
         opts.timezone.as_deref().unwrap_or("UTC"),
         groups,
-        Vec::new(),
+        trend,
     )
+}
+
+/// The accumulators of a cluster engine's answer, by group.
+struct Groups<'s> {
+    spec: &'s FunnelSpec,
+    total: GroupAcc,
+    by_key: BTreeMap<Key, GroupAcc>,
+    trend: BTreeMap<Key, GroupAcc>,
+}
+
+impl Groups<'_> {
+    /// The group of an answer row: all persons, a breakdown value, or a trend period (alone or
+    /// with a breakdown value).
+    fn get(&mut self, key: &Option<Vec<Option<String>>>, period: &Option<String>) -> &mut GroupAcc {
+        let n = self.spec.steps.len();
+        let mut values: Key = self
+            .spec
+            .breakdown
+            .iter()
+            .cloned()
+            .zip(key.iter().flatten().cloned())
+            .collect();
+        match (key, period) {
+            (None, None) => &mut self.total,
+            (Some(_), None) => self
+                .by_key
+                .entry(values)
+                .or_insert_with(|| GroupAcc::new(n)),
+            (_, Some(label)) => {
+                values.insert("period".into(), Some(label.clone()));
+                self.trend.entry(values).or_insert_with(|| GroupAcc::new(n))
+            }
+        }
+    }
 }
 
 /// Human descriptions of the extensions a funnel uses.

@@ -91,6 +91,49 @@ impl Durations {
         })
     }
 
+    /// From (milliseconds, persons) pairs in any order (reordered in place); `None` for no
+    /// persons. The same order statistics, mean and histogram as [`Durations::of_unsorted`]
+    /// over the values repeated, computed with the same arithmetic (a cluster engine's answer
+    /// is a distribution of this kind).
+    fn of_counts(counts: &mut [(i64, u64)]) -> Option<Durations> {
+        counts.sort_unstable();
+        let n: u64 = counts.iter().map(|(_, c)| c).sum();
+        if n == 0 {
+            return None;
+        }
+        let n = n as usize;
+        let secs = |ms: f64| ms / 1000.0;
+        // The value at 0-based position k of the sorted, repeated values.
+        let value = |k: usize| -> f64 {
+            let mut seen = 0usize;
+            for &(v, c) in counts.iter() {
+                seen += c as usize;
+                if k < seen {
+                    return v as f64;
+                }
+            }
+            unreachable!("position {k} of {n}")
+        };
+        let rank = |p: f64| ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
+        let median = (value(n.saturating_sub(1) / 2) + value(n / 2)) / 2.0;
+        let sum: i128 = counts
+            .iter()
+            .map(|&(v, c)| i128::from(v) * i128::from(c))
+            .sum();
+        let mut histogram = vec![0u64; HISTOGRAM_BOUNDS_SECS.len() + 1];
+        for &(ms, c) in counts.iter() {
+            histogram[HISTOGRAM_BOUNDS_SECS.partition_point(|b| b * 1000 < ms)] += c;
+        }
+        Some(Durations {
+            persons: n as u64,
+            median: secs(median),
+            p90: secs(value(rank(0.9))),
+            p99: secs(value(rank(0.99))),
+            mean: secs(sum as f64 / n as f64),
+            histogram,
+        })
+    }
+
     /// From milliseconds in ascending order; `None` for no values (the reference of
     /// [`Durations::of_unsorted`]).
     #[cfg(test)]
@@ -135,6 +178,8 @@ impl Durations {
 pub(crate) struct Samples {
     narrow: Vec<u32>,
     wide: Vec<i64>,
+    /// (milliseconds, persons): a distribution read from a cluster engine.
+    counted: Vec<(i64, u64)>,
 }
 
 impl Samples {
@@ -145,12 +190,24 @@ impl Samples {
         }
     }
 
+    /// `persons` durations of `ms` each.
+    pub fn push_count(&mut self, ms: i64, persons: u64) {
+        self.counted.push((ms, persons));
+    }
+
     pub fn append(&mut self, other: Samples) {
         self.narrow.extend(other.narrow);
         self.wide.extend(other.wide);
+        self.counted.extend(other.counted);
     }
 
     fn durations(&mut self) -> Option<Durations> {
+        if !self.counted.is_empty() {
+            let mut all = std::mem::take(&mut self.counted);
+            all.extend(self.narrow.iter().map(|v| (i64::from(*v), 1)));
+            all.extend(self.wide.iter().map(|v| (*v, 1)));
+            return Durations::of_counts(&mut all);
+        }
         if self.wide.is_empty() {
             return Durations::of_unsorted(&mut self.narrow);
         }
@@ -295,9 +352,25 @@ fn destinations(next: Option<&BTreeMap<Next, u64>>, with_value: bool) -> Vec<Des
     out
 }
 
+/// The values a `top = n` breakdown by `column` keeps, from the funnel's report broken down by
+/// that column alone: the `n` with the most step-1 persons, ties by value order (null first, as
+/// keys sort). `None` when there are no more than `n` values (nothing to fold into
+/// `"(other)"`). The embedded engine and the cluster engines rank with this one rule.
+pub fn top_values(report: &FunnelReport, column: &str, n: usize) -> Option<Vec<Option<String>>> {
+    let mut values: Vec<(u64, Option<String>)> = report.groups[1..]
+        .iter()
+        .map(|g| (g.steps[0].persons, g.key.get(column).cloned().flatten()))
+        .collect();
+    if values.len() <= n {
+        return None;
+    }
+    values.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    Some(values.into_iter().take(n).map(|(_, v)| v).collect())
+}
+
 /// Orders the groups of `report` by key again with `"(other)"` after every value (keys sort
 /// `"("` before letters).
-pub(crate) fn other_last(report: &mut FunnelReport) {
+pub fn other_last(report: &mut FunnelReport) {
     let order = |k: &Key| -> Vec<(String, bool, Option<String>)> {
         k.iter()
             .map(|(c, v)| {
@@ -324,9 +397,6 @@ pub(crate) struct GroupAcc {
     /// Per step (index 1..), milliseconds from the previous step and from step 1.
     pub from_previous: Vec<Samples>,
     pub from_first: Vec<Samples>,
-    /// False where the chains' times are not known (a cluster engine's counts): the report then
-    /// has no time to convert at all, rather than empty distributions.
-    pub timed: bool,
     /// Per exact level: what the persons stopped there did next (`--dropped-next` only).
     pub next: Option<Vec<BTreeMap<Next, u64>>>,
 }
@@ -340,7 +410,6 @@ impl GroupAcc {
             excluded: 0,
             from_previous: vec![Samples::default(); steps],
             from_first: vec![Samples::default(); steps],
-            timed: true,
             next: None,
         }
     }
@@ -419,7 +488,7 @@ impl GroupAcc {
                         self.open[i]
                     },
                     stopped_before: if i == 0 { 0 } else { self.levels[i] },
-                    time_to_convert: (i > 0 && self.timed).then(|| TimeToConvert {
+                    time_to_convert: (i > 0).then(|| TimeToConvert {
                         from_previous: self.from_previous[i].durations(),
                         from_first: self.from_first[i].durations(),
                     }),
@@ -516,6 +585,29 @@ mod tests {
                 Durations::of_unsorted(&mut values),
                 Durations::of_sorted(&sorted)
             );
+        }
+
+        /// A distribution of (value, persons) gives exactly what the values repeated give,
+        /// however it is split between counted and single samples.
+        #[test]
+        fn counted_durations_equal_repeated_ones(
+            pairs in proptest::collection::vec((-5i64..200_000, 1u64..6), 0..60),
+            singles in proptest::collection::vec(0i64..200_000, 0..20),
+        ) {
+            let mut repeated: Vec<i64> = pairs
+                .iter()
+                .flat_map(|&(v, c)| std::iter::repeat_n(v, c as usize))
+                .chain(singles.iter().copied())
+                .collect();
+            let mut mixed = Samples::default();
+            for &(v, c) in &pairs {
+                mixed.push_count(v, c);
+            }
+            for &v in &singles {
+                mixed.push(v);
+            }
+            repeated.sort_unstable();
+            proptest::prop_assert_eq!(mixed.durations(), Durations::of_sorted(&repeated));
         }
     }
 }

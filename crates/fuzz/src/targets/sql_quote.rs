@@ -41,6 +41,10 @@ pub fn sql_quote(input: &[u8]) -> Result<(), String> {
         to_ms: Some(253_402_300_799_999),
         cutoff_ms: (modes & 0x80 != 0).then_some(-1),
         fold_level: modes & 0x40 != 0,
+        interval: (modes & 0x20 != 0).then_some(funnel_core::Interval::Week),
+        timezone: "Asia/Shanghai".to_string(),
+        split_at_ms: None,
+        audit: modes & 0x10 != 0,
     };
     let plan = Plan::new(&hostile, options.clone()).map_err(|e| e.to_string())?;
     let plan0 = Plan::new(&harmless, options).map_err(|e| e.to_string())?;
