@@ -27,10 +27,20 @@ pub fn spark(remote: &str, sql: &str, breakdown: usize) -> Result<Answer, Remote
     // The Arrow IPC stream is read with this workspace's arrow, not the client's.
     let bytes = session
         .sql(sql)
-        .map_err(refused)?
-        .to_arrow()
-        .map_err(refused)?;
+        .map_err(refused)
+        .and_then(|df| df.to_arrow().map_err(refused));
+    release(&session);
+    let bytes = bytes?;
     crate::rows::from_batches(&crate::rows::read_ipc(&bytes, ENGINE)?, breakdown, ENGINE)
+}
+
+/// Ends the session on the server, which otherwise keeps it (and what it holds: plans,
+/// temporary views) in the driver's memory until an idle timeout; many runs against a shared
+/// cluster would fill its heap. The answer is already read, so a failure here changes nothing
+/// the caller asked for.
+#[cfg(feature = "spark")]
+fn release(session: &spark_connect::SparkSession) {
+    let _ = session.stop();
 }
 
 /// Without the `spark` feature: always [`RemoteError::SparkNotBuilt`].
@@ -52,19 +62,21 @@ pub fn spark_execute(remote: &str, statements: &[String]) -> Result<(), RemoteEr
             url: remote.to_string(),
             message: e.to_string(),
         })?;
-    for sql in statements {
-        let refused = |e: spark_connect::SparkError| RemoteError::Query {
-            engine: ENGINE,
-            url: remote.to_string(),
-            message: e.to_string(),
-        };
+    let refused = |e: spark_connect::SparkError| RemoteError::Query {
+        engine: ENGINE,
+        url: remote.to_string(),
+        message: e.to_string(),
+    };
+    let done = statements.iter().try_for_each(|sql| {
         session
             .sql(sql)
             .map_err(refused)?
             .to_arrow()
-            .map_err(refused)?;
-    }
-    Ok(())
+            .map(drop)
+            .map_err(refused)
+    });
+    release(&session);
+    done
 }
 
 /// Without the `spark` feature: always [`RemoteError::SparkNotBuilt`].
