@@ -781,6 +781,37 @@ event_type = "purchase"
 "#;
 
     #[test]
+    fn hostile_store_values_kept_by_top_stay_data() {
+        let f = spec(
+            "name = \"x\"\nwindow = \"1h\"\nbreakdown = \"journ`ey\"\n[[steps]]\nname = \"a\"\nevent_type = \"click\"\n[[steps]]\nname = \"b\"\nevent_type = \"purchase\"\n",
+        );
+        let options = PlanOptions {
+            interval: Some(funnel_core::Interval::Month),
+            timezone: "Asia/Shanghai') OR 1=1 --".into(),
+            ..PlanOptions::default()
+        };
+        // Kept values come from the store's data: as hostile as any export.
+        let plan = Plan::new(&f, options).unwrap().keeping(vec![
+            Some("x') OR 1=1 --".into()),
+            Some("back\\slash'quote`tick DROP".into()),
+            None,
+        ]);
+        for d in [Dialect::Spark, Dialect::ClickHouse] {
+            let sql = query(&plan, d, "events");
+            let outside = outside_quotes(&sql, d);
+            for bad in ["1=1", "--", "DROP", "tick"] {
+                assert!(
+                    !outside.contains(bad),
+                    "{bad} outside quotes in {d:?}:\n{outside}"
+                );
+            }
+            assert!(sql.contains("'(other)'"), "{sql}");
+            assert!(sql.contains(r"'x\') OR 1=1 --'"), "{sql}");
+            assert!(sql.contains(r"'Asia/Shanghai\') OR 1=1 --'"), "{sql}");
+        }
+    }
+
+    #[test]
     fn a_hostile_funnel_stays_data() {
         let f = spec(HOSTILE);
         let plan = Plan::new(&f, PlanOptions::default()).unwrap();
