@@ -5,8 +5,9 @@ with such chains before and across 1970, every example funnel in every windowFun
 of random funnels, a hostile funnel, and the scope options (--from/--to, --cutoff,
 --closed-windows-only), `funnel analyze --engine E` must print the same JSON as `funnel analyze`
 (embedded), byte for byte once parsed: every group and trend period (--interval, in several
-time zones), step for step: persons, conversion, drop-off, pending, excluded persons, and time to
-convert (median, percentiles, mean, histogram). On Spark, the --persons-out audit table must
+time zones), step for step: persons, conversion, drop-off, pending, excluded persons, time to
+convert (median, percentiles, mean, histogram) and where the dropped went (--dropped-next,
+--next-by). On Spark, the --persons-out audit table must
 hold the embedded engine's rows (every person and group, level, window state, the reported
 chain's timestamps and event ids). `funnel report --engine E` must write the embedded engine's
 HTML and Markdown byte for byte. Funnels with extensions SQL cannot compute exactly must be
@@ -201,6 +202,10 @@ with tempfile.TemporaryDirectory() as tmp:
         check(f"generated / {name} / closed windows only", store, path,
               ["--cutoff", "2021-10-03T00:00:00Z", "--closed-windows-only"])
         check(f"generated / {name} / weekly trend", store, path, ["--interval", "week"])
+        check(f"generated / {name} / where the dropped went", store, path,
+              ["--next-by", "warning_action", "--cutoff", "2021-10-03T00:00:00Z"])
+        check(f"adversarial / {name} / where the dropped went, closed windows", adv, path,
+              ["--dropped-next", "--closed-windows-only"])
         if isinstance(tomllib.load(open(path, "rb")).get("breakdown"), str):
             for n in (1, 2):
                 check(f"generated / {name} / top {n}, weekly trend", store, path,
@@ -269,7 +274,8 @@ with tempfile.TemporaryDirectory() as tmp:
         r = subprocess.run([FUNNEL, "report", "--store", store, *[a for p in shown for a in ("--funnel", p)],
                             "--out", f"{out}.html", "--markdown", f"{out}.md", "--compare", compare,
                             "--adjust-for", "chat_type", "--split-at", "2021-09-25", "--control",
-                            "wechat_native", *engine], capture_output=True, text=True)
+                            "wechat_native", "--next-by", "warning_action", *engine],
+                           capture_output=True, text=True)
         if engine:
             seconds.append(time.monotonic() - started)
         return r

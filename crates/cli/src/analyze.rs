@@ -212,12 +212,6 @@ fn on_cluster(
 ) -> Result<Vec<funnel_analysis::FunnelReport>> {
     let usage = |m: String| -> anyhow::Error { UsageError(m).into() };
     let cluster = args.engine.cluster().expect("a cluster engine");
-    let engine = cluster.name();
-    if args.dropped_next || args.next_by.is_some() {
-        return Err(usage(format!(
-            "--dropped-next is computed by the embedded engine only, not by --engine {engine}"
-        )));
-    }
     let source = match (store, &args.path, &args.table) {
         (_, Some(path), _) => Source::Path(path),
         (_, _, Some(table)) => Source::Table(table),

@@ -92,6 +92,13 @@ pub fn analyze(
                 .canonicalize()
                 .with_context(|| format!("resolving {}", store.dir().display()))?;
             store_cutoff = store.manifest().max_ts_ms();
+            if let Some(c) = &opts.next_by
+                && !funnel_core::is_text_column(c, &store.manifest().properties)
+            {
+                return Err(usage(format!(
+                    "invalid --next-by {c:?}: not a text column of the store"
+                )));
+            }
             format!("{}/events/*/*.parquet", dir.display())
         }
     };
@@ -104,6 +111,7 @@ pub fn analyze(
         timezone: opts.timezone.clone().unwrap_or_default(),
         split_at_ms: opts.split_at_ms,
         audit: false,
+        next_by: opts.dropped_next.then(|| opts.next_by.clone()),
     };
     // Every funnel is checked before the cluster is asked anything.
     let plans = specs
@@ -145,6 +153,7 @@ pub fn analyze(
             spec,
             &answer.rows,
             &answer.durations,
+            &answer.nexts,
             opts,
             cutoff,
         ))

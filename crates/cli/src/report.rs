@@ -109,25 +109,16 @@ pub fn write(args: &Args) -> Result<Option<funnel_analysis::Comparison>> {
     };
     let mut analysis = match args.engine.cluster() {
         None => funnel_analysis::analyze(&store, &specs, &opts)?,
-        Some(cluster) => {
-            if opts.dropped_next {
-                return Err(crate::UsageError(format!(
-                    "--dropped-next is computed by the embedded engine only, not by --engine {}",
-                    cluster.name()
-                ))
-                .into());
-            }
-            funnel_analysis::Analysis {
-                reports: crate::cluster::analyze(
-                    cluster,
-                    crate::cluster::Source::Store(&store),
-                    &specs,
-                    &opts,
-                    None,
-                )?,
-                audit: Vec::new(),
-            }
-        }
+        Some(cluster) => funnel_analysis::Analysis {
+            reports: crate::cluster::analyze(
+                cluster,
+                crate::cluster::Source::Store(&store),
+                &specs,
+                &opts,
+                None,
+            )?,
+            audit: Vec::new(),
+        },
     };
     let comparison = match compared {
         Some((cspecs, copts)) => {

@@ -31,3 +31,19 @@ pub struct DurationCount {
     pub window_open: bool,
     pub persons: u64,
 }
+
+/// Where the persons of one group who stopped at `level` (short of the last step) went next
+/// ("where the dropped went").
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NextCount {
+    /// As [`LevelCount::key`].
+    pub key: Option<Vec<Option<String>>>,
+    /// As [`LevelCount::period`].
+    pub period: Option<String>,
+    pub level: u32,
+    pub window_open: bool,
+    /// `Some((event type, its value of the next_by column))`: the event that followed their
+    /// chain within the window; `None`: nothing did.
+    pub next: Option<(Option<String>, Option<String>)>,
+    pub persons: u64,
+}

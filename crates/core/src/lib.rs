@@ -29,7 +29,7 @@ pub mod time;
 
 pub use checksum::{FileSum, SumWriter};
 pub use error::CoreError;
-pub use levels::{DurationCount, LevelCount};
+pub use levels::{DurationCount, LevelCount, NextCount};
 pub use manifest::{
     Counts, EventFile, Generation, IdFile, InputFile, MANIFEST_FILE, Manifest, RunRecord,
     STORE_FORMAT, STORE_FORMAT_VERSION, StoreLayout, bucket_of,

@@ -5,7 +5,7 @@ use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type};
 use arrow::record_batch::RecordBatch;
-use funnel_core::{DurationCount, LevelCount};
+use funnel_core::{DurationCount, LevelCount, NextCount};
 
 use crate::RemoteError;
 
@@ -43,6 +43,8 @@ pub struct Answer {
     pub rows: Vec<LevelCount>,
     /// Sorted.
     pub durations: Vec<DurationCount>,
+    /// Sorted ("where the dropped went", when the query asks for it).
+    pub nexts: Vec<NextCount>,
     /// The latest event the query read (`None` when no person reached step 1).
     pub max_ts_ms: Option<i64>,
 }
@@ -57,6 +59,10 @@ struct Row {
     ms: i64,
     window_open: bool,
     persons: u64,
+    /// What followed a stopped chain: `nk` 0 (an event: `nt`, `nv`), otherwise nothing.
+    next_kind: i64,
+    next_type: Option<String>,
+    next_value: Option<String>,
 }
 
 impl Answer {
@@ -67,6 +73,7 @@ impl Answer {
     ) -> Result<Answer, RemoteError> {
         let mut levels = Vec::new();
         let mut durations = Vec::new();
+        let mut nexts = Vec::new();
         for row in rows.drain(..) {
             let key = (row.grp & 1 != 0).then_some(row.keys);
             let period = if row.grp & 2 != 0 { row.period } else { None };
@@ -91,6 +98,14 @@ impl Answer {
                     window_open: row.window_open,
                     persons: row.persons,
                 }),
+                3 => nexts.push(NextCount {
+                    key,
+                    period,
+                    level: step,
+                    window_open: row.window_open,
+                    next: (row.next_kind == 0).then_some((row.next_type, row.next_value)),
+                    persons: row.persons,
+                }),
                 w => {
                     return Err(RemoteError::Answer {
                         engine,
@@ -101,9 +116,11 @@ impl Answer {
         }
         levels.sort();
         durations.sort();
+        nexts.sort();
         Ok(Answer {
             rows: levels,
             durations,
+            nexts,
             max_ts_ms,
         })
     }
@@ -138,10 +155,16 @@ pub fn from_batches(
         let keys: Vec<ArrayRef> = (0..breakdown)
             .map(|i| column(batch, &format!("k{i}"), &DataType::Utf8, engine))
             .collect::<Result<_, _>>()?;
-        let period = match batch.column_by_name("kp") {
-            Some(_) => Some(column(batch, "kp", &DataType::Utf8, engine)?),
-            None => None,
+        let optional = |name: &str, to: &DataType| match batch.column_by_name(name) {
+            Some(_) => column(batch, name, to, engine).map(Some),
+            None => Ok(None),
         };
+        let period = optional("kp", &DataType::Utf8)?;
+        let (nk, nt, nv) = (
+            optional("nk", &DataType::Int64)?,
+            optional("nt", &DataType::Utf8)?,
+            optional("nv", &DataType::Utf8)?,
+        );
         let i64s = |a: &ArrayRef, i: usize| a.as_primitive::<Int64Type>().value(i);
         let text = |a: &ArrayRef, i: usize| {
             let a = a.as_string::<i32>();
@@ -157,6 +180,9 @@ pub fn from_batches(
                 ms: i64s(&ms, i),
                 window_open: i64s(&open, i) != 0,
                 persons: i64s(&persons, i) as u64,
+                next_kind: nk.as_ref().map_or(1, |a| i64s(a, i)),
+                next_type: nt.as_ref().and_then(|a| text(a, i)),
+                next_value: nv.as_ref().and_then(|a| text(a, i)),
             });
         }
     }
@@ -215,6 +241,9 @@ pub fn from_json_lines(
             ms: int("ms")?,
             window_open: int("window_open")? != 0,
             persons: int("persons")? as u64,
+            next_kind: int("nk").unwrap_or(1),
+            next_type: v["nt"].as_str().map(str::to_string),
+            next_value: v["nv"].as_str().map(str::to_string),
         });
     }
     Answer::new(out, max_ts_ms, engine)

@@ -325,6 +325,22 @@ impl Dialect {
         }
     }
 
+    /// `e` as a 64-bit integer.
+    pub fn int64(self, e: &str) -> String {
+        match self {
+            Dialect::Spark => format!("CAST({e} AS BIGINT)"),
+            Dialect::ClickHouse => format!("toInt64({e})"),
+        }
+    }
+
+    /// The per-group list of `item`, sorted ascending.
+    pub fn sorted_list(self, item: &str) -> String {
+        match self {
+            Dialect::Spark => format!("array_sort(collect_list({item}))"),
+            Dialect::ClickHouse => format!("arraySort(groupArray({item}))"),
+        }
+    }
+
     /// Null-safe equality.
     pub fn same(self, a: &str, b: &str) -> String {
         match self {

@@ -29,8 +29,12 @@ pub struct PlanOptions {
     pub timezone: String,
     /// The instant (epoch ms) of the derived [`funnel_core::schema::SPLIT`] breakdown column.
     pub split_at_ms: Option<i64>,
-    /// The fold also keeps the event ids of the chains, for the audit table ([`crate::audit`]).
+    /// The fold also keeps the event ids of the chains, for the audit table
+    /// ([`crate::audit_query`]).
     pub audit: bool,
+    /// Where the dropped went (`--dropped-next`): `Some(None)` for the next event's type,
+    /// `Some(Some(column))` for its type and value of `column`.
+    pub next_by: Option<Option<String>>,
 }
 
 /// The cluster dialects.

@@ -189,6 +189,14 @@ impl Query<'_, '_> {
                 d.period(interval, tz, &not_null(d.millis(&ts)))
             ));
         }
+        if let Some(next_by) = &self.plan.options.next_by {
+            e_cols.push(format!("{} AS ty", d.text(&d.ident(schema::EVENT_TYPE))));
+            let nb = match next_by {
+                Some(column) => d.text(&d.ident(column)),
+                None => d.null_text().to_string(),
+            };
+            e_cols.push(format!("{nb} AS nb"));
+        }
         // Without a cutoff, every event is read and the cutoff is the latest of them.
         let until = match self.plan.options.cutoff_ms {
             Some(c) => format!(" WHERE {} <= {c}", d.millis(&ts)),
@@ -199,6 +207,20 @@ impl Query<'_, '_> {
             e_cols.join(", "),
             d.source(source),
         )];
+        if self.plan.options.next_by.is_some() {
+            // Every event of a person in the store's order (time, then event_id), for what
+            // followed a chain.
+            let item = d.record(&[
+                ("t", "t".into()),
+                ("r", "r".into()),
+                ("ty", "ty".into()),
+                ("nb", "nb".into()),
+            ]);
+            ctes.push(format!(
+                "pe AS (SELECT p, {} AS evs FROM e GROUP BY p)",
+                d.sorted_list(&item)
+            ));
+        }
         let n = self.n();
         let any_step = |prefix: &str| {
             if self.plan.modes.strict_order {
@@ -291,12 +313,24 @@ impl Query<'_, '_> {
                 d.field(row, "i", 2),
                 d.field(row, "m", 3),
             );
+            let no_next = if self.plan.options.next_by.is_some() {
+                format!(
+                    ", {} AS nk, {null} AS nt, {null} AS nv",
+                    d.int64("0"),
+                    null = d.null_text()
+                )
+            } else {
+                String::new()
+            };
             selects.push(format!(
                 "SELECT {grp} AS grp{out_keys}, {what} AS what, {step} AS step, {ms} AS ms, \
-                 window_open, count(*) AS persons FROM {} WHERE level > 0 \
+                 window_open{no_next}, count(*) AS persons FROM {} WHERE level > 0 \
                  GROUP BY {group_by}{what}, {step}, {ms}, window_open",
                 d.explode(&f, "o", row),
             ));
+            if self.plan.options.next_by.is_some() {
+                selects.push(self.next_select(grp, &named, &out_keys, &group_by));
+            }
         }
         let order: String = key_columns.iter().map(|k| format!(", {k}")).collect();
         format!(
@@ -377,6 +411,66 @@ impl Query<'_, '_> {
             ctes.join(",\n"),
             selects.join("\nUNION ALL\n"),
         )
+    }
+
+    /// "Where the dropped went" of group set `grp`: per level short of the last, persons by the
+    /// event that followed their chain's last event (the next in the store's order, if within
+    /// the window from the chain's first event): `what` 3, `nk` 0 with its type `nt` and
+    /// `next_by` value `nv`; else `nk` 2 where the window is still open, 1 where it closed.
+    fn next_select(&self, grp: u8, named: &[String], out_keys: &str, group_by: &str) -> String {
+        let d = self.d;
+        let n = self.n();
+        let w = self.spec().window_ms;
+        let keys: String = named.iter().map(|k| format!("{k}, ")).collect();
+        let last_t = d.get("ct", "st_level - 1");
+        let last_r = d.get("ci", "st_level - 1");
+        let (xt, xr) = (d.field("x", "t", 1), d.field("x", "r", 2));
+        let after = d.filter(
+            "evs",
+            "x",
+            &format!("{xt} > {last_t} OR ({xt} = {last_t} AND {xr} > {last_r})"),
+        );
+        let first = d.get("nx", "0");
+        let has = d.iff(
+            &format!("{} > 0", d.size("nx")),
+            &format!("{} <= {} + {w}", d.field(&first, "t", 1), d.get("ct", "0")),
+            d.bool_lit(false),
+        );
+        let nk = d.int64(&d.iff(
+            &d.is_true("has"),
+            "0",
+            &d.iff(&d.is_true("window_open"), "2", "1"),
+        ));
+        let text = |field: &str, position: usize| {
+            d.iff(
+                &d.is_true("has"),
+                &d.text(&d.field(&first, field, position)),
+                d.null_text(),
+            )
+        };
+        format!(
+            "SELECT {grp} AS grp{out_keys}, {} AS what, {} AS step, {} AS ms, window_open, nk, nt, \
+             nv, count(*) AS persons FROM (SELECT {keys}level, window_open, {nk} AS nk, {nt} AS nt, \
+             {nv} AS nv FROM (SELECT {keys}level, window_open, ct, {after} AS nx, {has} AS has FROM \
+             (SELECT {fkeys}f.level AS level, f.window_open AS window_open, f.st_level AS st_level, \
+             f.ct AS ct, f.ci AS ci, pe.evs AS evs FROM f{grp} AS f INNER JOIN pe ON f.p = pe.p \
+             WHERE f.level > 0 AND f.level < {n}) AS y0) AS y1) AS y2 \
+             GROUP BY {group_by}level, window_open, nk, nt, nv",
+            d.int64("3"),
+            d.int64("level"),
+            d.int64("0"),
+            fkeys = named
+                .iter()
+                .map(|k| format!("f.{k} AS {k}, "))
+                .collect::<String>(),
+            nt = text("ty", 3),
+            nv = text("nb", 4),
+        )
+    }
+
+    /// Whether the fold keeps the chains' event ids (`ci`).
+    fn keeps_ids(&self) -> bool {
+        self.plan.options.audit || self.plan.options.next_by.is_some()
     }
 
     /// A one-step funnel outside `strict_order` is complete at its first step-1 entry, and that
@@ -478,7 +572,7 @@ impl Query<'_, '_> {
         );
         // The fold state is computed once per person: Spark and ClickHouse both allow a
         // select-list alias to be used later in the same list.
-        let ci = if self.plan.options.audit {
+        let ci = if self.keeps_ids() {
             format!(", {} AS ci", d.iff("st_level > 0", &ids, d.empty_texts()))
         } else {
             String::new()
@@ -503,8 +597,9 @@ impl Query<'_, '_> {
         let l = d.field("acc", "l", 4);
         // Per level, the timestamps of its chain, step 1 first (for time to convert).
         let c = d.field("acc", "c", 5);
-        // With the audit, also the event ids of each level's chain.
-        let audit = p.options.audit;
+        // With the audit (and "where the dropped went"), also the event ids of each level's
+        // chain.
+        let audit = self.keeps_ids();
         let ids = d.field("acc", "ids", 6);
         let t = d.field("x", "t", 1);
         let k = d.field("x", "k", 2);
@@ -915,6 +1010,35 @@ event_type = "purchase"
         )
         .unwrap();
         assert!(!query(&counts, Dialect::Spark, "events").contains("'ids'"));
+    }
+
+    #[test]
+    fn where_the_dropped_went_reads_every_event_after_the_chain() {
+        let f = spec(
+            "name = \"x\"\nwindow = \"1h\"\n[[steps]]\nname = \"a\"\nevent_type = \"click\"\n[[steps]]\nname = \"b\"\nevent_type = \"purchase\"\n",
+        );
+        let plain = Plan::new(&f, PlanOptions::default()).unwrap();
+        let next = Plan::new(
+            &f,
+            PlanOptions {
+                next_by: Some(Some("warning_action".into())),
+                ..PlanOptions::default()
+            },
+        )
+        .unwrap();
+        for d in [Dialect::Spark, Dialect::ClickHouse] {
+            let sql = query(&next, d, "events");
+            assert!(
+                sql.contains("pe AS (SELECT p, ") && sql.contains("`warning_action`"),
+                "{sql}"
+            );
+            // Only persons who stopped short of the last step, with their chain's event ids.
+            assert!(
+                sql.contains("f.level < 2") && sql.contains(" AS ci"),
+                "{sql}"
+            );
+            assert!(!query(&plain, d, "events").contains("pe AS"));
+        }
     }
 
     #[test]

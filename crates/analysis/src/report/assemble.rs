@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use funnel_core::{Attribution, CountUnit, FunnelSpec, Order};
 
-use super::{FunnelReport, GroupAcc, GroupReport, Key};
+use super::{FunnelReport, GroupAcc, GroupReport, Key, Next};
 use crate::AnalyzeOptions;
 
 /// The report of one funnel from the embedded engine's accumulated groups: the total, one per
@@ -20,10 +20,7 @@ pub(crate) fn from_groups(
     trend: BTreeMap<Key, GroupAcc>,
 ) -> FunnelReport {
     let n = spec.steps.len();
-    // Where the dropped went: persons mode, chains in order.
-    let next_by =
-        (opts.dropped_next && spec.count == CountUnit::Persons && spec.order != Order::Any)
-            .then_some(opts.next_by.as_deref());
+    let next_by = next_by(spec, opts);
     let mut groups =
         vec![
             total
@@ -40,6 +37,13 @@ pub(crate) fn from_groups(
         .map(|(k, a)| a.report(spec, k, next_by))
         .collect();
     assemble(spec, opts, cutoff, tz_name, groups, trend)
+}
+
+/// "Where the dropped went" in the report: persons mode, chains in order; `Some` naming the
+/// `next_by` column, if any.
+fn next_by<'o>(spec: &FunnelSpec, opts: &'o AnalyzeOptions) -> Option<Option<&'o str>> {
+    (opts.dropped_next && spec.count == CountUnit::Persons && spec.order != Order::Any)
+        .then_some(opts.next_by.as_deref())
 }
 
 fn assemble(
@@ -75,6 +79,7 @@ pub fn report_from_levels(
     spec: &FunnelSpec,
     rows: &[funnel_core::LevelCount],
     durations: &[funnel_core::DurationCount],
+    nexts: &[funnel_core::NextCount],
     opts: &AnalyzeOptions,
     cutoff_ms: i64,
 ) -> FunnelReport {
@@ -113,21 +118,36 @@ pub fn report_from_levels(
         };
         samples.push_count(d.ms, d.persons);
     }
+    for x in nexts {
+        let level = x.level as usize;
+        if (opts.closed_windows_only && x.window_open) || level == 0 || level >= n {
+            continue;
+        }
+        let acc = groups.get(&x.key, &x.period);
+        let dest = match &x.next {
+            Some((event_type, value)) => Next::Event(event_type.clone(), value.clone()),
+            None if x.window_open => Next::Open,
+            None => Next::Nothing,
+        };
+        let by_level = acc.next.get_or_insert_with(|| vec![BTreeMap::new(); n]);
+        *by_level[level].entry(dest).or_insert(0) += x.persons;
+    }
+    let next_by = next_by(spec, opts);
     let Groups {
         total,
         by_key,
         trend,
         ..
     } = groups;
-    let mut groups = vec![total.report(spec, Key::new(), None)];
+    let mut groups = vec![total.report(spec, Key::new(), next_by)];
     groups.extend(
         sorted(by_key)
             .into_iter()
-            .map(|(k, a)| a.report(spec, k, None)),
+            .map(|(k, a)| a.report(spec, k, next_by)),
     );
     let trend = sorted(trend)
         .into_iter()
-        .map(|(k, a)| a.report(spec, k, None))
+        .map(|(k, a)| a.report(spec, k, next_by))
         .collect();
     assemble(
         spec,

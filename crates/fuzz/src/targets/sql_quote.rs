@@ -45,6 +45,7 @@ pub fn sql_quote(input: &[u8]) -> Result<(), String> {
         timezone: "Asia/Shanghai".to_string(),
         split_at_ms: None,
         audit: modes & 0x10 != 0,
+        next_by: (modes & 0x08 != 0).then(|| Some("warning_action".to_string())),
     };
     let plan = Plan::new(&hostile, options.clone()).map_err(|e| e.to_string())?;
     let plan0 = Plan::new(&harmless, options).map_err(|e| e.to_string())?;
