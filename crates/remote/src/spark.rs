@@ -10,28 +10,46 @@ pub const SPARK_AVAILABLE: bool = cfg!(feature = "spark");
 /// server at `remote` (`sc://HOST:PORT`).
 #[cfg(feature = "spark")]
 pub fn spark(remote: &str, sql: &str, breakdown: usize) -> Result<Answer, RemoteError> {
-    const ENGINE: &str = "spark";
-    let session = spark_connect::SparkSession::builder()
+    let session = connect(remote)?;
+    // The Arrow IPC stream is read with this workspace's arrow, not the client's.
+    let bytes = run(&session, remote, sql);
+    release(&session);
+    crate::rows::from_batches(&crate::rows::read_ipc(&bytes?, ENGINE)?, breakdown, ENGINE)
+}
+
+#[cfg(feature = "spark")]
+const ENGINE: &str = "spark";
+
+/// A Spark Connect session at `remote`.
+#[cfg(feature = "spark")]
+fn connect(remote: &str) -> Result<spark_connect::SparkSession, RemoteError> {
+    spark_connect::SparkSession::builder()
         .remote(remote)
         .get_or_create()
         .map_err(|e| RemoteError::Connect {
             engine: ENGINE,
             url: remote.to_string(),
             message: e.to_string(),
-        })?;
+        })
+}
+
+/// Runs `sql` in `session` to completion: its result as an Arrow IPC stream.
+#[cfg(feature = "spark")]
+fn run(
+    session: &spark_connect::SparkSession,
+    remote: &str,
+    sql: &str,
+) -> Result<Vec<u8>, RemoteError> {
     let refused = |e: spark_connect::SparkError| RemoteError::Query {
         engine: ENGINE,
         url: remote.to_string(),
         message: e.to_string(),
     };
-    // The Arrow IPC stream is read with this workspace's arrow, not the client's.
-    let bytes = session
+    session
         .sql(sql)
+        .map_err(refused)?
+        .to_arrow()
         .map_err(refused)
-        .and_then(|df| df.to_arrow().map_err(refused));
-    release(&session);
-    let bytes = bytes?;
-    crate::rows::from_batches(&crate::rows::read_ipc(&bytes, ENGINE)?, breakdown, ENGINE)
 }
 
 /// Ends the session on the server, which otherwise keeps it (and what it holds: plans,
@@ -53,28 +71,10 @@ pub fn spark(_remote: &str, _sql: &str, _breakdown: usize) -> Result<Answer, Rem
 /// views and the command that uses them), each to completion.
 #[cfg(feature = "spark")]
 pub fn spark_execute(remote: &str, statements: &[String]) -> Result<(), RemoteError> {
-    const ENGINE: &str = "spark";
-    let session = spark_connect::SparkSession::builder()
-        .remote(remote)
-        .get_or_create()
-        .map_err(|e| RemoteError::Connect {
-            engine: ENGINE,
-            url: remote.to_string(),
-            message: e.to_string(),
-        })?;
-    let refused = |e: spark_connect::SparkError| RemoteError::Query {
-        engine: ENGINE,
-        url: remote.to_string(),
-        message: e.to_string(),
-    };
-    let done = statements.iter().try_for_each(|sql| {
-        session
-            .sql(sql)
-            .map_err(refused)?
-            .to_arrow()
-            .map(drop)
-            .map_err(refused)
-    });
+    let session = connect(remote)?;
+    let done = statements
+        .iter()
+        .try_for_each(|sql| run(&session, remote, sql).map(drop));
     release(&session);
     done
 }

@@ -836,6 +836,13 @@ mod tests {
         funnel_core::parse_funnel(text, "f.toml").unwrap()
     }
 
+    /// A funnel "x" of a click then a purchase within an hour, `head` (TOML lines) added.
+    fn two_steps(head: &str) -> funnel_core::FunnelSpec {
+        spec(&format!(
+            "name = \"x\"\nwindow = \"1h\"\n{head}[[steps]]\nname = \"a\"\nevent_type = \"click\"\n[[steps]]\nname = \"b\"\nevent_type = \"purchase\"\n"
+        ))
+    }
+
     /// The query text outside string literals and quoted identifiers.
     fn outside_quotes(sql: &str, d: Dialect) -> String {
         let mut out = String::new();
@@ -877,9 +884,7 @@ event_type = "purchase"
 
     #[test]
     fn hostile_store_values_kept_by_top_stay_data() {
-        let f = spec(
-            "name = \"x\"\nwindow = \"1h\"\nbreakdown = \"journ`ey\"\n[[steps]]\nname = \"a\"\nevent_type = \"click\"\n[[steps]]\nname = \"b\"\nevent_type = \"purchase\"\n",
-        );
+        let f = two_steps("breakdown = \"journ`ey\"\n");
         let options = PlanOptions {
             interval: Some(funnel_core::Interval::Month),
             timezone: "Asia/Shanghai') OR 1=1 --".into(),
@@ -975,9 +980,7 @@ event_type = "purchase"
 
     #[test]
     fn the_audit_reads_every_person_and_the_chains_event_ids() {
-        let f = spec(
-            "name = \"x\"\nwindow = \"1h\"\nbreakdown = \"journey\"\n[[steps]]\nname = \"a\"\nevent_type = \"click\"\n[[steps]]\nname = \"b\"\nevent_type = \"purchase\"\n",
-        );
+        let f = two_steps("breakdown = \"journey\"\n");
         let options = PlanOptions {
             interval: Some(funnel_core::Interval::Day),
             audit: true,
@@ -1014,9 +1017,7 @@ event_type = "purchase"
 
     #[test]
     fn where_the_dropped_went_reads_every_event_after_the_chain() {
-        let f = spec(
-            "name = \"x\"\nwindow = \"1h\"\n[[steps]]\nname = \"a\"\nevent_type = \"click\"\n[[steps]]\nname = \"b\"\nevent_type = \"purchase\"\n",
-        );
+        let f = two_steps("");
         let plain = Plan::new(&f, PlanOptions::default()).unwrap();
         let next = Plan::new(
             &f,
@@ -1043,9 +1044,7 @@ event_type = "purchase"
 
     #[test]
     fn trends_add_period_groups_in_the_zone_given() {
-        let f = spec(
-            "name = \"x\"\nwindow = \"1h\"\nbreakdown = \"journey\"\n[[steps]]\nname = \"a\"\nevent_type = \"click\"\n[[steps]]\nname = \"b\"\nevent_type = \"purchase\"\n",
-        );
+        let f = two_steps("breakdown = \"journey\"\n");
         let plan = Plan::new(
             &f,
             PlanOptions {

@@ -37,15 +37,43 @@ pub const HISTOGRAM_BOUNDS_SECS: [i64; 15] = [
     1, 5, 10, 30, 60, 300, 600, 1800, 3600, 10_800, 21_600, 43_200, 86_400, 259_200, 604_800,
 ];
 
-/// The histogram of milliseconds `values` (any order).
-fn histogram<T: Copy + Into<i64>>(values: &[T]) -> Vec<u64> {
+/// The histogram of (milliseconds, persons) pairs (any order).
+fn histogram(values: impl IntoIterator<Item = (i64, u64)>) -> Vec<u64> {
     let mut out = vec![0u64; HISTOGRAM_BOUNDS_SECS.len() + 1];
-    for v in values {
-        let ms: i64 = (*v).into();
-        let bucket = HISTOGRAM_BOUNDS_SECS.partition_point(|b| b * 1000 < ms);
-        out[bucket] += 1;
+    for (ms, persons) in values {
+        out[HISTOGRAM_BOUNDS_SECS.partition_point(|b| b * 1000 < ms)] += persons;
     }
     out
+}
+
+/// 0-based positions, among `n` sorted values, of the nearest-rank percentile `p`.
+fn rank(n: usize, p: f64) -> usize {
+    ((p * n as f64).ceil() as usize).clamp(1, n) - 1
+}
+
+/// The positions the statistics read: the two middle values, p90 and p99.
+fn positions(n: usize) -> [usize; 4] {
+    [n.saturating_sub(1) / 2, n / 2, rank(n, 0.9), rank(n, 0.99)]
+}
+
+/// The distribution of `n` (at least 1) values, given the value at each of [`positions`]
+/// (`value`), their sum (milliseconds) and their histogram.
+fn from_order_statistics(
+    n: usize,
+    value: impl Fn(usize) -> f64,
+    sum: i128,
+    histogram: Vec<u64>,
+) -> Durations {
+    let secs = |ms: f64| ms / 1000.0;
+    let [lo, hi, p90, p99] = positions(n);
+    Durations {
+        persons: n as u64,
+        median: secs((value(lo) + value(hi)) / 2.0),
+        p90: secs(value(p90)),
+        p99: secs(value(p99)),
+        mean: secs(sum as f64 / n as f64),
+        histogram,
+    }
 }
 
 impl Durations {
@@ -64,12 +92,10 @@ impl Durations {
             return None;
         }
         let n = values.len();
-        let secs = |ms: f64| ms / 1000.0;
-        let rank = |p: f64| ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
         // The positions needed, ascending: each selection leaves the values ranked after it to
         // its right, so the next one searches only there (a repeated position finds the same
         // value again: the smallest of what is left).
-        let mut wanted = [n.saturating_sub(1) / 2, n / 2, rank(0.9), rank(0.99)];
+        let mut wanted = positions(n);
         wanted.sort_unstable();
         let mut at = [0i64; 4];
         let mut from = 0;
@@ -79,16 +105,9 @@ impl Durations {
             from = k;
         }
         let value = |k: usize| at[wanted.iter().position(|w| *w == k).expect("selected")] as f64;
-        let median = (value(n.saturating_sub(1) / 2) + value(n / 2)) / 2.0;
         let sum: i128 = values.iter().map(|v| i128::from((*v).into())).sum();
-        Some(Durations {
-            persons: n as u64,
-            median: secs(median),
-            p90: secs(value(rank(0.9))),
-            p99: secs(value(rank(0.99))),
-            mean: secs(sum as f64 / n as f64),
-            histogram: histogram(values),
-        })
+        let histogram = histogram(values.iter().map(|v| ((*v).into(), 1)));
+        Some(from_order_statistics(n, value, sum, histogram))
     }
 
     /// From (milliseconds, persons) pairs in any order (reordered in place); `None` for no
@@ -97,12 +116,10 @@ impl Durations {
     /// is a distribution of this kind).
     fn of_counts(counts: &mut [(i64, u64)]) -> Option<Durations> {
         counts.sort_unstable();
-        let n: u64 = counts.iter().map(|(_, c)| c).sum();
+        let n = counts.iter().map(|(_, c)| c).sum::<u64>() as usize;
         if n == 0 {
             return None;
         }
-        let n = n as usize;
-        let secs = |ms: f64| ms / 1000.0;
         // The value at 0-based position k of the sorted, repeated values.
         let value = |k: usize| -> f64 {
             let mut seen = 0usize;
@@ -114,24 +131,16 @@ impl Durations {
             }
             unreachable!("position {k} of {n}")
         };
-        let rank = |p: f64| ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
-        let median = (value(n.saturating_sub(1) / 2) + value(n / 2)) / 2.0;
         let sum: i128 = counts
             .iter()
             .map(|&(v, c)| i128::from(v) * i128::from(c))
             .sum();
-        let mut histogram = vec![0u64; HISTOGRAM_BOUNDS_SECS.len() + 1];
-        for &(ms, c) in counts.iter() {
-            histogram[HISTOGRAM_BOUNDS_SECS.partition_point(|b| b * 1000 < ms)] += c;
-        }
-        Some(Durations {
-            persons: n as u64,
-            median: secs(median),
-            p90: secs(value(rank(0.9))),
-            p99: secs(value(rank(0.99))),
-            mean: secs(sum as f64 / n as f64),
-            histogram,
-        })
+        Some(from_order_statistics(
+            n,
+            value,
+            sum,
+            histogram(counts.iter().copied()),
+        ))
     }
 
     /// From milliseconds in ascending order; `None` for no values (the reference of
