@@ -13,6 +13,7 @@
 //! - [`bucket_of`]: the person-hash that assigns a person to a bucket file.
 //! - [`FunnelSpec`]: a validated funnel definition ([`load_funnel`]), shared by every executor;
 //!   its [`ModeSet`] and its one "needs the extended kernel" rule ([`FunnelSpec::extension`]).
+//! - [`rules`]: the row rules of the contract as one table, which both ingests follow.
 //! - [`Interval`]: calendar periods of trends and their labels.
 //! - [`LevelCount`] and [`DurationCount`]: what a cluster engine returns for a funnel.
 
@@ -23,6 +24,7 @@ mod levels;
 mod manifest;
 mod mode;
 mod period;
+pub mod rules;
 pub mod schema;
 mod spec;
 pub mod time;

@@ -64,6 +64,10 @@ pub const DEFAULT_CURRENCY: &str = "CNY";
 
 /// The event type that links a user_id to an account_id (CONTRACT §2).
 pub const LOGIN: &str = "login";
+/// The event type of a purchase: the rows with an order and an amount.
+pub const PURCHASE: &str = "purchase";
+/// The event type of WeChat's external-link warning page: the rows with a `warning_action`.
+pub const WARNING: &str = "warning";
 
 /// Valid values of `warning_action`.
 pub const WARNING_ACTIONS: [&str; 4] = ["shown", "continue", "return", "report"];

@@ -1,8 +1,5 @@
-//! Validation and normalisation of one row (CONTRACT §1).
-//!
-//! Checks run in a fixed order and the first failure is the row's reason:
-//! required columns (event_id, user_id, event_type, ts), event_type pattern, ts parse, then the
-//! per-type rules (warning_action, account_id, order_id, amount).
+//! Validation and normalisation of one row (CONTRACT §1), by the rule table of
+//! [`funnel_core::rules`]: its rules run in order and the first failure is the row's reason.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -10,7 +7,8 @@ use std::sync::Arc;
 
 use chrono_tz::Tz;
 use funnel_core::RejectReason;
-use funnel_core::schema::{self, WARNING_ACTIONS, is_valid_event_type};
+use funnel_core::rules::{Check, DEFAULTS, ROW_RULES, UNPARSED_AMOUNT};
+use funnel_core::schema::{self, is_valid_event_type};
 
 use crate::event::{Event, parse_amount};
 use crate::read::{Cell, Column, Role};
@@ -108,113 +106,118 @@ fn split<'a>(cells: &'a [(&'a Column, Cell<'a>)]) -> Fields<'a> {
     f
 }
 
-/// Validates and normalises one row; the event borrows the row's text.
+impl<'a> Fields<'a> {
+    /// The text of a contract field a rule reads (`ts` is read by [`parse_cell`]).
+    fn get(&self, field: &str) -> Option<&Text<'a>> {
+        match field {
+            schema::EVENT_ID => self.event_id.as_ref(),
+            schema::USER_ID => self.user_id.as_ref(),
+            schema::EVENT_TYPE => self.event_type.as_ref(),
+            schema::WARNING_ACTION => self.warning_action.as_ref(),
+            schema::ACCOUNT_ID => self.account_id.as_ref(),
+            schema::ORDER_ID => self.order_id.as_ref(),
+            schema::AMOUNT => self.amount.as_ref(),
+            _ => unreachable!("no row rule reads {field}"),
+        }
+    }
+}
+
+/// A timestamp cell in epoch milliseconds (UTC), or why not, with the offending text.
+fn parse_cell(cell: &Cell<'_>, tz: &Tz) -> Result<i64, (String, String)> {
+    match cell {
+        Cell::Str(s) => parse_ts(s, tz).map_err(|m| (s.to_string(), m)),
+        // A Parquet instant: in range like every other (a saturated unit conversion is not).
+        Cell::TsUtcMs(ms) => check_range(*ms).map_err(|m| (ms.to_string(), m)),
+        Cell::TsLocalMs(ms) => local_ms_to_utc_ms(*ms, tz).map_err(|m| (ms.to_string(), m)),
+    }
+}
+
+/// Validates and normalises one row; the event borrows the row's text. The checks are the
+/// rows of [`ROW_RULES`], in order.
 pub(crate) fn normalize<'a>(
     cells: &'a [(&'a Column, Cell<'a>)],
     tz: &Tz,
     lineage: &Lineage,
 ) -> Result<Event<'a>, Rejection> {
-    use RejectReason::*;
     let mut f = split(cells);
-    let event_id = f
-        .event_id
-        .take()
-        .ok_or_else(|| Rejection::new(MissingEventId, None, "event_id is absent or empty"))?;
-    let user_id = f
-        .user_id
-        .take()
-        .ok_or_else(|| Rejection::new(MissingUserId, None, "user_id is absent or empty"))?;
-    let event_type = f
-        .event_type
-        .take()
-        .ok_or_else(|| Rejection::new(MissingEventType, None, "event_type is absent or empty"))?;
-    let ts =
-        f.ts.take()
-            .ok_or_else(|| Rejection::new(MissingTs, None, "ts is absent or empty"))?;
-    if !is_valid_event_type(&event_type) {
-        return Err(Rejection::new(
-            BadEventType,
-            Some(&event_type),
-            "event_type does not match [a-z][a-z0-9_]*",
-        ));
-    }
-    let ts_ms = match ts {
-        Cell::Str(s) => parse_ts(s, tz).map_err(|m| Rejection::new(BadTimestamp, Some(s), m))?,
-        // A Parquet instant: in range like every other (a saturated unit conversion is not).
-        Cell::TsUtcMs(ms) => {
-            check_range(*ms).map_err(|m| Rejection::new(BadTimestamp, Some(&ms.to_string()), m))?
+    let mut ts_ms = None;
+    let mut amount = None;
+    for rule in &ROW_RULES {
+        if rule.on.is_some_and(|t| f.event_type.as_deref() != Some(t)) {
+            continue;
         }
-        Cell::TsLocalMs(ms) => local_ms_to_utc_ms(*ms, tz)
-            .map_err(|m| Rejection::new(BadTimestamp, Some(&ms.to_string()), m))?,
+        // A present value that fails: the rule's message, else its parser's.
+        let fail = |value: &str, message: &str| {
+            Err(Rejection::new(
+                rule.reason,
+                Some(value),
+                rule.invalid.unwrap_or(message),
+            ))
+        };
+        if rule.check == Check::Timestamp {
+            match f.ts.map(|cell| parse_cell(cell, tz)) {
+                Some(Ok(ms)) => ts_ms = Some(ms),
+                Some(Err((text, message))) => return fail(&text, &message),
+                None => {}
+            }
+            continue;
+        }
+        let value = if rule.field() == schema::TS {
+            f.ts.map(|_| "")
+        } else {
+            f.get(rule.field()).map(AsRef::as_ref)
+        };
+        let Some(value) = value else {
+            match rule.absent {
+                Some(message) => return Err(Rejection::new(rule.reason, None, message)),
+                None => continue,
+            }
+        };
+        match rule.check {
+            Check::Any | Check::Timestamp => {}
+            Check::EventType if is_valid_event_type(value) => {}
+            Check::OneOf(values) if values.contains(&value) => {}
+            Check::Amount => match parse_amount(value) {
+                Ok(units) => amount = Some(units),
+                Err(message) => return fail(value, &message),
+            },
+            Check::NonNegative if amount.is_none_or(|units| units >= 0) => {}
+            Check::EventType | Check::OneOf(_) | Check::NonNegative => {
+                return fail(value, "");
+            }
+        }
+    }
+    let (Some(event_id), Some(user_id), Some(event_type), Some(ts_ms)) = (
+        f.event_id.take(),
+        f.user_id.take(),
+        f.event_type.take(),
+        ts_ms,
+    ) else {
+        unreachable!("the row rules require event_id, user_id, event_type and ts")
     };
-    match event_type.as_ref() {
-        "warning" => match f.warning_action.as_deref() {
-            Some(a) if WARNING_ACTIONS.contains(&a) => {}
-            Some(a) => {
-                return Err(Rejection::new(
-                    BadWarningAction,
-                    Some(a),
-                    "warning_action is not one of shown, continue, return, report",
-                ));
-            }
-            None => {
-                return Err(Rejection::new(
-                    BadWarningAction,
-                    None,
-                    "warning row without warning_action",
-                ));
-            }
-        },
-        schema::LOGIN if f.account_id.is_none() => {
-            return Err(Rejection::new(
-                MissingAccountId,
-                None,
-                "login row without account_id",
-            ));
-        }
-        "purchase" if f.order_id.is_none() => {
-            return Err(Rejection::new(
-                MissingOrderId,
-                None,
-                "purchase row without order_id",
-            ));
-        }
-        _ => {}
-    }
-    let is_purchase = event_type == "purchase";
-    let amount = match f.amount.take() {
-        None if is_purchase => {
-            return Err(Rejection::new(
-                BadAmount,
-                None,
-                "purchase row without amount",
-            ));
-        }
-        None => None,
-        Some(text) => match parse_amount(&text) {
-            Ok(units) if units < 0 && is_purchase => {
-                return Err(Rejection::new(
-                    NegativeAmount,
-                    Some(&text),
-                    "purchase amount is negative",
-                ));
-            }
+    // An amount no rule parsed: kept when it parses, else its text is kept as a property.
+    let amount = match (amount, f.amount.take()) {
+        (Some(units), _) => Some(units),
+        (None, None) => None,
+        (None, Some(text)) => match parse_amount(&text) {
             Ok(units) => Some(units),
-            Err(m) if is_purchase => return Err(Rejection::new(BadAmount, Some(&text), m)),
-            // Not a purchase: the contract does not reject the row; keep the text as a property.
             Err(_) => {
-                f.properties.insert(
-                    Cow::Owned(format!("{}amount", schema::RENAMED_PROPERTY_PREFIX)),
-                    text,
-                );
+                f.properties.insert(Cow::Borrowed(UNPARSED_AMOUNT), text);
                 None
             }
         },
     };
-    let currency = match f.currency.take() {
-        None if is_purchase => Some(Cow::Borrowed(schema::DEFAULT_CURRENCY)),
-        c => c,
-    };
+    let mut currency = f.currency.take();
+    for (field, on, value) in DEFAULTS {
+        debug_assert_eq!(
+            field,
+            schema::CURRENCY,
+            "the one default the event has a slot for"
+        );
+        if currency.is_none() && event_type == on {
+            currency = Some(Cow::Borrowed(value));
+        }
+    }
     let mut event = Event {
         event_id,
         user_id,
@@ -245,6 +248,7 @@ pub(crate) fn normalize<'a>(
 mod tests {
     use super::*;
     use crate::parse_timezone;
+    use funnel_core::schema::WARNING_ACTIONS;
 
     /// A column that lives as long as the test.
     fn col(name: &str) -> &'static Column {
@@ -392,6 +396,39 @@ mod tests {
                 &[]
             ),
             Some((NegativeAmount, Some("-1.00".into())))
+        );
+    }
+
+    #[test]
+    fn messages_of_an_absent_and_of_a_bad_value_differ() {
+        let message = |extra: &[(&str, &str)]| {
+            let v = with(extra, &[]);
+            let pairs: Vec<(&str, &str)> = v.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            run(&pairs).unwrap_err().message
+        };
+        assert_eq!(
+            message(&[("event_type", "warning")]),
+            "warning row without warning_action"
+        );
+        assert_eq!(
+            message(&[("event_type", "warning"), ("warning_action", "x")]),
+            "warning_action is not one of shown, continue, return, report"
+        );
+        assert_eq!(
+            message(&[("event_type", "purchase"), ("order_id", "o")]),
+            "purchase row without amount"
+        );
+        assert_eq!(
+            message(&[
+                ("event_type", "purchase"),
+                ("order_id", "o"),
+                ("amount", "x")
+            ]),
+            "not a decimal number"
+        );
+        assert_eq!(
+            message(&[("ts", "x")]),
+            "not RFC 3339, epoch milliseconds or a local date-time"
         );
     }
 
