@@ -2,7 +2,7 @@
 //! milliseconds, or a naive local time read in a given time zone), shared by ingest and the
 //! analysis options (`--cutoff`, `--from`, `--to`).
 
-use chrono::{DateTime, LocalResult, NaiveDate, NaiveDateTime, TimeZone};
+use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone};
 pub use chrono_tz::Tz;
 
 /// The zone in which timestamps without an offset are read when none is named (`funnel ingest
@@ -17,26 +17,36 @@ pub fn parse_timezone(name: &str) -> Result<Tz, String> {
 /// Like [`parse_ts`], and also a bare date (`2021-09-17`: local midnight in `tz`).
 pub fn parse_instant(text: &str, tz: &Tz) -> Result<i64, String> {
     let s = text.trim();
-    if !s.is_empty() && !is_integer(s) {
-        four_digit_year(s)?;
-    }
-    match NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        Ok(d) => local_to_utc_ms(d.and_hms_opt(0, 0, 0).expect("midnight exists"), tz),
-        Err(_) => parse_ts(text, tz),
+    let b = s.as_bytes();
+    if b.len() == 10 && b[4] == b'-' && b[7] == b'-' {
+        parse_ts(&format!("{s} 00:00"), tz)
+    } else {
+        parse_ts(text, tz)
     }
 }
 
-const NAIVE_FORMATS: [&str; 4] = [
-    "%Y-%m-%dT%H:%M:%S%.f",
-    "%Y-%m-%d %H:%M:%S%.f",
-    "%Y-%m-%dT%H:%M",
-    "%Y-%m-%d %H:%M",
-];
+/// The textual forms of a timestamp, after surrounding (Unicode) whitespace is trimmed, as a
+/// regular expression: the one statement of the grammar. [`parse_ts`] reads exactly this
+/// language by hand; the cluster ingest's SQL matches this pattern (`funnel-sql`), and the
+/// Spark check compares the two on random text.
+///
+/// ```text
+/// epoch      -?[0-9]+                                    integer epoch milliseconds
+/// date-time  YYYY-MM-DD (T|t|space) hh:mm[:ss[.f...]] [[space] offset]
+/// offset     Z | z | (+|-)hh[:]mm
+/// ```
+///
+/// Groups: 1 epoch; 2-4 year, month, day; 5-7 hour, minute, second; 8 fraction; 9 `Z`;
+/// 10-12 offset sign, hours, minutes. A value that matches must also be a real calendar date
+/// and clock time (hour 0-23, minute 0-59, second 0-60, offset up to 23:59); second 60 (a leap
+/// second) is the first second of the next minute; digits past milliseconds are truncated.
+/// Without an offset the time is local in the ingest's zone: a wall-clock time that falls in a
+/// daylight-saving gap is rejected, one that repeats is the earlier instant.
+pub const TIMESTAMP_PATTERN: &str = r"^(?:(-?[0-9]+)|([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]+))?)?(?: ?(?:([Zz])|([+-])([0-9]{2}):?([0-9]{2})))?)$";
 
-const OFFSET_FORMATS: [&str; 2] = ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%.f%z"];
-
-/// Parses a textual timestamp into epoch milliseconds (UTC). Sub-millisecond digits are
-/// truncated toward the past, as the engine compares times at millisecond precision.
+/// Parses a textual timestamp ([`TIMESTAMP_PATTERN`]) into epoch milliseconds (UTC).
+/// Sub-millisecond digits are truncated toward the past, as the engine compares times at
+/// millisecond precision.
 pub fn parse_ts(text: &str, tz: &Tz) -> Result<i64, String> {
     let s = text.trim();
     if s.is_empty() {
@@ -48,74 +58,136 @@ pub fn parse_ts(text: &str, tz: &Tz) -> Result<i64, String> {
             .map_err(|_| "epoch milliseconds out of range".to_string())
             .and_then(check_range);
     }
-    four_digit_year(s)?;
-    if let Some(naive) = fast_naive(s) {
-        return local_to_utc_ms(naive, tz);
-    }
-    if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
-        return check_range(dt.timestamp_millis());
-    }
-    for f in OFFSET_FORMATS {
-        if let Ok(dt) = DateTime::parse_from_str(s, f) {
-            return check_range(dt.timestamp_millis());
-        }
-    }
-    for f in NAIVE_FORMATS {
-        if let Ok(naive) = NaiveDateTime::parse_from_str(s, f) {
-            return local_to_utc_ms(naive, tz);
-        }
-    }
-    Err(NOT_A_TIMESTAMP.into())
-}
-
-const NOT_A_TIMESTAMP: &str = "not RFC 3339, epoch milliseconds or a local date-time";
-
-/// Every date form starts with a four-digit year and a dash; chrono's `%Y` would also read
-/// `21-09-17` (as the year 21) or `+2021-09-17`.
-fn four_digit_year(s: &str) -> Result<(), String> {
-    let b = s.as_bytes();
-    if b.len() > 4 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-' {
-        Ok(())
-    } else {
-        Err(NOT_A_TIMESTAMP.into())
+    let f = DateTimeText::read(s.as_bytes()).ok_or(NOT_A_TIMESTAMP)?;
+    let local = f.local_ms().ok_or(NOT_A_TIMESTAMP)?;
+    match f.offset_minutes {
+        Some(offset) => check_range(local - i64::from(offset) * 60_000),
+        None => local_ms_to_utc_ms(local, tz),
     }
 }
 
-/// The common export form `YYYY-MM-DD HH:MM:SS[.fff]` (or with `T`), without an offset, read
-/// without the format machinery; anything else (or anything invalid) is left to the general path,
-/// so the result is always the one `NAIVE_FORMATS` would give.
-fn fast_naive(s: &str) -> Option<NaiveDateTime> {
-    let b = s.as_bytes();
-    if b.len() < 19
-        || !matches!(b[10], b' ' | b'T')
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
+/// Message of text that is not in the grammar, or names no real date and time.
+pub const NOT_A_TIMESTAMP: &str = "not RFC 3339, epoch milliseconds or a local date-time";
+
+/// The fields of a date-time of the grammar, not yet checked against the calendar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DateTimeText {
+    year: u32,
+    month: u32,
+    day: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+    milli: u32,
+    /// East of UTC, in minutes; `None` for a local time.
+    offset_minutes: Option<i32>,
+    /// Whether the offset's hours and minutes are in range (true without an offset).
+    offset_valid: bool,
+}
+
+impl DateTimeText {
+    /// The fields of `b`, when it is a date-time of [`TIMESTAMP_PATTERN`].
+    fn read(b: &[u8]) -> Option<DateTimeText> {
+        let num = |at: usize, width: usize| -> Option<u32> {
+            b.get(at..at + width)?.iter().try_fold(0u32, |acc, c| {
+                c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+            })
+        };
+        let at = |i: usize, c: u8| b.get(i) == Some(&c);
+        let separators = at(4, b'-') && at(7, b'-') && at(13, b':');
+        if !(separators && matches!(b.get(10), Some(b'T' | b't' | b' '))) {
+            return None;
+        }
+        let mut f = DateTimeText {
+            year: num(0, 4)?,
+            month: num(5, 2)?,
+            day: num(8, 2)?,
+            hour: num(11, 2)?,
+            minute: num(14, 2)?,
+            second: 0,
+            milli: 0,
+            offset_minutes: None,
+            offset_valid: true,
+        };
+        let mut i = 16;
+        if at(i, b':') {
+            f.second = num(i + 1, 2)?;
+            i += 3;
+            if at(i, b'.') {
+                let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+                if digits == 0 {
+                    return None;
+                }
+                for k in 0..3 {
+                    let d = if k < digits { b[i + 1 + k] - b'0' } else { 0 };
+                    f.milli = f.milli * 10 + u32::from(d);
+                }
+                i += 1 + digits;
+            }
+        }
+        if i == b.len() {
+            return Some(f);
+        }
+        if at(i, b' ') {
+            i += 1;
+        }
+        match b.get(i) {
+            Some(b'Z' | b'z') if i + 1 == b.len() => f.offset_minutes = Some(0),
+            Some(&sign @ (b'+' | b'-')) => {
+                let hours = num(i + 1, 2)?;
+                let colon = usize::from(at(i + 3, b':'));
+                let minutes = num(i + 3 + colon, 2)?;
+                if i + 5 + colon != b.len() {
+                    return None;
+                }
+                f.offset_valid = hours <= 23 && minutes <= 59;
+                let east = (hours * 60 + minutes) as i32;
+                f.offset_minutes = Some(if sign == b'-' { -east } else { east });
+            }
+            _ => return None,
+        }
+        Some(f)
     }
-    let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        b[r].iter().try_fold(0u32, |acc, c| {
-            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
-        })
-    };
-    let mut milli = 0;
-    if b.len() > 19 {
-        let frac = &b[20..];
-        if b[19] != b'.'
-            || frac.is_empty()
-            || frac.len() > 9
-            || !frac.iter().all(u8::is_ascii_digit)
+
+    /// Milliseconds since the epoch of the wall clock the fields name, when they name a real
+    /// date and clock time (and a valid offset).
+    fn local_ms(&self) -> Option<i64> {
+        let y = self.year;
+        let leap = y.is_multiple_of(4) && (!y.is_multiple_of(100) || y.is_multiple_of(400));
+        let days_in_month = match self.month {
+            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+            4 | 6 | 9 | 11 => 30,
+            2 if leap => 29,
+            2 => 28,
+            _ => return None,
+        };
+        if !(1..=days_in_month).contains(&self.day)
+            || self.hour > 23
+            || self.minute > 59
+            || self.second > 60
+            || !self.offset_valid
         {
             return None;
         }
-        for i in 0..3 {
-            milli = milli * 10 + frac.get(i).map_or(0, |c| u32::from(c - b'0'));
-        }
+        let days = days_from_civil(
+            i64::from(self.year),
+            i64::from(self.month),
+            i64::from(self.day),
+        );
+        let seconds = i64::from((self.hour * 60 + self.minute) * 60 + self.second);
+        Some((days * 86_400 + seconds) * 1000 + i64::from(self.milli))
     }
-    let date = NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
-    date.and_hms_milli_opt(num(11..13)?, num(14..16)?, num(17..19)?, milli)
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// Reads a naive local time (milliseconds since the epoch of the local wall clock) in `tz`.
@@ -165,6 +237,7 @@ pub fn format_ms(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Datelike;
 
     fn sh() -> Tz {
         parse_timezone("Asia/Shanghai").unwrap()
@@ -229,57 +302,93 @@ mod tests {
         }
     }
 
+    /// The grammar by example: what each part admits, and the forms the chrono-format parser
+    /// of earlier versions accepted by accident and this grammar does not.
     #[test]
-    fn fast_path_agrees_with_the_formats() {
-        let mut cases = vec![
-            "2021-09-17 10:00:00".to_string(),
-            "2021-09-17T10:00:00.5".into(),
-            "2021-09-17 10:00:00.123456789".into(),
-            "2021-09-17 10:00:00.".into(),
-            "2021-09-17 10:00:00.1234567890".into(),
-            "2021-02-29 10:00:00".into(),
-            "2021-09-17 24:00:00".into(),
-            "2021-09-17 23:59:60".into(),
-            "2021-09-17 10:00:00Z".into(),
-            "2021-09-17 10:0a:00".into(),
-            "+021-09-17 10:00:00".into(),
-        ];
-        let mut x = 7u64;
-        for _ in 0..2000 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-            let d = |m: u64| (x >> (m * 5)) % 10;
-            cases.push(format!(
-                "20{}{}-{}{}-{}{} {}{}:{}{}:{}{}.{}",
-                d(1),
-                d(2),
-                d(3) % 2,
-                d(4),
-                d(5) % 4,
-                d(6),
-                d(7) % 3,
-                d(8),
-                d(9) % 7,
-                d(10),
-                d(11) % 7,
-                d(12),
-                d(0)
-            ));
+    fn the_grammar_of_timestamps() {
+        let utc = parse_timezone("UTC").unwrap();
+        let ok = |s: &str| parse_ts(s, &utc).unwrap_or_else(|e| panic!("{s:?}: {e}"));
+        let base = ok("2021-09-17T10:00:00Z");
+        for (s, plus_ms) in [
+            ("2021-09-17t10:00:00z", 0),
+            ("2021-09-17 10:00:00", 0),
+            ("2021-09-17t10:00", 0),
+            ("2021-09-17T10:00Z", 0),
+            ("2021-09-17T10:00 Z", 0),
+            ("2021-09-17 10:00:00 +00:00", 0),
+            ("2021-09-17T12:00:00+0200", 0),
+            ("2021-09-17T09:30:00-00:30", 0),
+            ("2021-09-17T10:00:00.1", 100),
+            ("2021-09-17T10:00:00.0129999", 12),
+            ("2021-09-17T09:59:60", 0),
+            ("\u{3000}2021-09-17T10:00:00\t", 0),
+        ] {
+            assert_eq!(ok(s), base + plus_ms, "{s:?}");
         }
-        assert!(
-            fast_naive("2021-09-17 10:00:00.123").is_some()
-                && fast_naive("2021-09-17T10:00:00").is_some()
+        for s in [
+            "2021-9-17 10:00:00",
+            "2021-09-7 10:00:00",
+            "2021-09-17 1:00:00",
+            "2021-09-17 10:0:00",
+            "2021-09-17 10:00:0",
+            "2021-09-1710:00:00",
+            "2021-09-17  10:00:00",
+            "2021-09-17T10:00:00.",
+            "2021-09-17T10:00:00,5",
+            "2021-09-17T10:00:00+08",
+            "2021-09-17T10:00:00+8:00",
+            "2021-09-17T10:00:00+08:00:00",
+            "2021-09-17T10:00:00+24:00",
+            "2021-09-17T10:00:00+08:60",
+            "2021-09-17T10:00:00  Z",
+            "2021-09-17T10:00:00UTC",
+            "2021-09-17T10:00:61",
+            "2021-09-17T10:60",
+            "2021-09-17T24:00",
+            "2021-00-17T10:00",
+            "2021-09-00T10:00",
+            "2100-02-29T10:00",
+            "10000-01-01T00:00:00Z",
+        ] {
+            assert_eq!(parse_ts(s, &utc), Err(NOT_A_TIMESTAMP.to_string()), "{s:?}");
+        }
+        assert_eq!(ok("2000-02-29 00:00"), 951_782_400_000);
+        assert_eq!(
+            parse_ts("0000-12-31T23:59:59Z", &utc),
+            Err("timestamp outside years 1..9999".to_string())
         );
-        for c in cases {
-            let general = NAIVE_FORMATS
-                .iter()
-                .find_map(|f| NaiveDateTime::parse_from_str(&c, f).ok());
-            if let Some(fast) = fast_naive(&c) {
-                assert_eq!(
-                    Some(fast.and_utc().timestamp_millis()),
-                    general.map(|g| g.and_utc().timestamp_millis()),
-                    "{c}"
-                );
+    }
+
+    /// Random real dates and times, written in the canonical forms, read as chrono reads them.
+    #[test]
+    fn canonical_forms_agree_with_chrono() {
+        let mut x = 7u64;
+        for _ in 0..20_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let ms = MIN_MS + (x >> 1) as i64 % (MAX_MS - MIN_MS);
+            let offset = ((x >> 40) % (2 * 1439 + 1)) as i32 - 1439;
+            let dt = DateTime::from_timestamp_millis(ms).unwrap();
+            let fixed = chrono::FixedOffset::east_opt(offset * 60).unwrap();
+            let local = dt.with_timezone(&fixed);
+            for (form, want) in [
+                ("%Y-%m-%dT%H:%M:%S%.3f%:z", ms),
+                ("%Y-%m-%d %H:%M:%S%.3f%z", ms),
+                ("%Y-%m-%dT%H:%M:%S%.9fZ", ms),
+            ] {
+                let text = if form.ends_with('Z') {
+                    dt.format(form).to_string()
+                } else {
+                    local.format(form).to_string()
+                };
+                if local.year() < 1 || local.year() > 9999 {
+                    continue;
+                }
+                assert_eq!(parse_ts(&text, &Tz::UTC), Ok(want), "{text}");
             }
+            let naive = dt.naive_utc().format("%Y-%m-%d %H:%M:%S%.3f").to_string();
+            assert_eq!(parse_ts(&naive, &Tz::UTC), Ok(ms), "{naive}");
         }
     }
 
