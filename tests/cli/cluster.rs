@@ -68,6 +68,39 @@ fn cluster_engines_run_the_compiled_query_or_refuse_clearly() {
         "{e}"
     );
 
+    // The cluster ingest's row rules: every reason of the table, in the named zone; Spark only.
+    let (rules, _) = run(
+        &[
+            "sql",
+            "--dialect",
+            "spark",
+            "--rules",
+            "--source",
+            "src",
+            "--timezone",
+            "Europe/Berlin",
+        ],
+        0,
+    );
+    for reason in ["missing_event_id", "bad_timestamp", "negative_amount"] {
+        assert!(rules.contains(&format!("'{reason}'")), "{reason}");
+    }
+    assert!(rules.contains("'Europe/Berlin'") && rules.contains("FROM `src`"));
+    let (_, e) = run(&["sql", "--dialect", "clickhouse", "--rules"], 2);
+    assert!(e.contains("Spark only"), "{e}");
+    let (_, e) = run(
+        &[
+            "sql",
+            "--dialect",
+            "spark",
+            "--rules",
+            "--timezone",
+            "Mars/Base",
+        ],
+        2,
+    );
+    assert!(e.contains("Mars/Base"), "{e}");
+
     // `analyze` on ClickHouse at an address where nothing listens, with `args` after it.
     let unreachable = |args: &[&str], code: i32| -> String {
         let base = [

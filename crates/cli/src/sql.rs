@@ -28,8 +28,15 @@ pub struct Args {
     #[arg(long, value_enum)]
     pub dialect: Dialect,
     /// Funnel definition (TOML).
-    #[arg(long)]
-    pub funnel: PathBuf,
+    #[arg(long, required_unless_present = "rules")]
+    pub funnel: Option<PathBuf>,
+    /// Print instead the cluster ingest's validation of export rows (the row rules of the
+    /// contract, Spark only) over SOURCE, whose contract columns are text.
+    #[arg(long, conflicts_with_all = ["funnel", "fold_level"])]
+    pub rules: bool,
+    /// With --rules: the zone of timestamps without an offset.
+    #[arg(long, default_value = funnel_core::time::DEFAULT_TIMEZONE, requires = "rules")]
+    pub timezone: String,
     /// Table name (`db.table`) or Parquet path/glob with the store's columns.
     #[arg(long, default_value = "events")]
     pub source: String,
@@ -39,7 +46,21 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let spec = load_funnel(&args.funnel)?;
+    if args.rules {
+        if args.dialect != Dialect::Spark {
+            return Err(UsageError("--rules: the cluster ingest runs on Spark only".into()).into());
+        }
+        let tz = funnel_core::time::parse_timezone(&args.timezone)
+            .map_err(|e| UsageError(format!("--timezone {}: {e}", args.timezone)))?;
+        let source = funnel_sql::Dialect::Spark.source(&args.source);
+        out!("{}", funnel_sql::rules_query(&source, tz.name()));
+        return Ok(());
+    }
+    let funnel = args
+        .funnel
+        .as_deref()
+        .expect("clap requires --funnel without --rules");
+    let spec = load_funnel(funnel)?;
     let options = PlanOptions {
         fold_level: args.fold_level,
         ..PlanOptions::default()

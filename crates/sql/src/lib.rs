@@ -5,12 +5,17 @@
 //! query in either dialect ([`query`]): Spark SQL with higher-order functions (`aggregate`,
 //! `transform`, `filter`), or ClickHouse with `windowFunnel` and `arrayFold`. Every value and
 //! column name from a funnel file is a quoted literal or identifier, never spliced raw.
+//!
+//! [`rules_query`] compiles the row rules of the contract (`funnel_core::rules`) to the Spark
+//! SQL that validates and normalises export rows in the cluster ingest.
 
 mod dialect;
 mod error;
 mod plan;
 mod query;
+mod rules;
 
 pub use error::SqlError;
 pub use plan::{Dialect, Plan, PlanOptions};
 pub use query::{audit_query, query};
+pub use rules::rules_query;
