@@ -32,6 +32,7 @@ mod ingest;
 mod inspect;
 mod report;
 mod sql;
+mod stitch;
 mod table;
 mod verify;
 

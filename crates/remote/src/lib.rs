@@ -13,4 +13,4 @@ mod spark;
 pub use clickhouse::clickhouse;
 pub use error::RemoteError;
 pub use rows::Answer;
-pub use spark::{SPARK_AVAILABLE, spark, spark_execute};
+pub use spark::{SPARK_AVAILABLE, SparkSession, spark, spark_execute};

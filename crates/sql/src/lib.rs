@@ -7,15 +7,18 @@
 //! column name from a funnel file is a quoted literal or identifier, never spliced raw.
 //!
 //! [`rules_query`] compiles the row rules of the contract (`funnel_core::rules`) to the Spark
-//! SQL that validates and normalises export rows in the cluster ingest.
+//! SQL that validates and normalises export rows in the cluster ingest; [`Stitch`] is the
+//! cluster ingest's identity stitching (connected components, by minimum-label hooking and shortcutting).
 
 mod dialect;
 mod error;
 mod plan;
 mod query;
 mod rules;
+mod stitch;
 
 pub use error::SqlError;
 pub use plan::{Dialect, Plan, PlanOptions};
 pub use query::{audit_query, query};
 pub use rules::rules_query;
+pub use stitch::Stitch;
