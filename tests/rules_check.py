@@ -1,19 +1,24 @@
 #!/usr/bin/env python3
-"""The cluster ingest's row rules on Spark give the embedded ingest's outcome, row by row.
+"""The cluster ingest's row rules and deduplication on Spark give the embedded ingest's outcome,
+row by row.
 
     rules_check.py FUNNEL --spark sc://HOST:PORT [--rows N] [--seed S] [--work DIR]
 
-Writes N random export rows (text columns: hostile timestamps in every form of the grammar and
-around it, daylight-saving gaps and repeats, leap seconds, bad calendars, amounts of every
-shape, bad and absent types, actions, accounts and orders) to a Parquet file, ingests it with
-`funnel ingest` in several zones, and runs `funnel sql --dialect spark --rules` on the same
-file on Spark. For every row: a stored row must have the same instant, amount, currency and
-`src_amount`; a quarantined one the same reason, field, value and message. Exits 1 and prints
-the first differences otherwise.
+Writes two batches of random export rows (text columns: hostile timestamps in every form of the
+grammar and around it, daylight-saving gaps and repeats, leap seconds, bad calendars, amounts of
+every shape, bad and absent types, actions, accounts and orders, a property column; batch 1
+repeats 5% of its own event_ids, batch 2 30% of batch 1's and its own, half as exact copies
+and half with one field changed) to Parquet files, ingests them one after the other with
+`funnel ingest` in several zones, and runs `funnel sql --dialect spark --rules` and `--dedup`
+(batch 2 against the store's events after batch 1) on the same files on Spark. For every row:
+a stored row must have the same instant, amount, currency and `src_amount`; a quarantined one
+the same reason, field, value and message (`duplicate_conflict` included); a duplicate must be
+a duplicate on both. Exits 1 and prints the first differences otherwise.
 """
 import argparse
 import json
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -105,12 +110,32 @@ def random_row(r, i):
         "order_id": r.choice([f"o{i}", "", None]),
         "amount": r.choice(AMOUNTS + [None, None, f"{r.randint(0, 10**6)}.{r.randint(0, 99):02d}"]),
         "currency": r.choice([None, "", "USD", "CNY"]),
+        "campaign": r.choice([None, "", "autumn", "member_day"]),
+        "platform": r.choice([None, "", "wechat", "taobao"]),
+        "journey": r.choice([None, "external_link", "mini_program"]),
+        "chat_type": r.choice([None, "", "group"]),
     }
     return row
 
 
-def ingest(funnel, work, path, zone):
-    store = work / f"store-{zone.replace('/', '_')}"
+def with_repeats(r, rows, earlier, share):
+    """`rows` where a `share` of them repeat an event_id of `earlier` or of an earlier row:
+    an exact copy (a duplicate) or a copy with one field changed (a conflict)."""
+    out = []
+    for row in rows:
+        pool = earlier + out
+        if pool and r.random() < share:
+            row = dict(r.choice(pool))
+            if r.random() < 0.5:
+                field = r.choice(["platform", "amount", "campaign", "ts", "user_id"])
+                row[field] = r.choice(["x", "", None, "7", "2021-09-17T10:00:00Z"])
+        out.append(row)
+    return out
+
+
+def ingest(funnel, store, path, zone, run):
+    """Ingests `path` as run `run` of `store`: the outcome of each of its rows by row number
+    (rows neither stored nor rejected are duplicates)."""
     out = subprocess.run([funnel, "ingest", "--store", str(store), "--timezone", zone,
                           "--format", "json", str(path)], capture_output=True, text=True)
     if out.returncode != 0:
@@ -121,6 +146,8 @@ def ingest(funnel, work, path, zone):
         t = pq.read_table(f)
         cols = t.column_names
         for rec in t.to_pylist():
+            if rec["_ingest_run"] != run:
+                continue
             amount = rec["amount"]
             outcome[rec["_source_line"]] = (
                 "stored",
@@ -131,7 +158,9 @@ def ingest(funnel, work, path, zone):
             )
     for f in sorted((gen / "quarantine").glob("*.parquet")):
         for rec in pq.read_table(f).to_pylist():
-            outcome[rec["row"]] = ("rejected", rec["reason"], rec["field"], rec["value"], rec["message"])
+            if rec["run"] == run:
+                outcome[rec["row"]] = ("rejected", rec["reason"], rec["field"], rec["value"],
+                                       rec["message"])
     return outcome
 
 
@@ -157,46 +186,82 @@ def main():
     work = Path(args.work or tempfile.mkdtemp(prefix="rules-check-"))
     work.mkdir(parents=True, exist_ok=True)
     r = random.Random(args.seed)
-    rows = [random_row(r, i) for i in range(args.rows)]
-    names = list(rows[0])
-    path = work / "rows.parquet"
-    pq.write_table(pa.table({n: pa.array([row[n] for row in rows], pa.string()) for n in names}),
-                   path, row_group_size=4096)
+    # Batch 1 repeats some of its own event_ids; batch 2 repeats some of batch 1's and its own.
+    first = with_repeats(r, [random_row(r, i) for i in range(args.rows)], [], 0.05)
+    second = with_repeats(r, [random_row(r, args.rows + i) for i in range(args.rows // 2)],
+                          [row for row in first if row["event_id"]], 0.3)
+    names = list(first[0])
+    paths = [work / "a-rows.parquet", work / "b-rows.parquet"]
+    for rows, path in zip([first, second], paths):
+        pq.write_table(pa.table({n: pa.array([row[n] for row in rows], pa.string()) for n in names}),
+                       path, row_group_size=4096)
 
     from pyspark.sql import SparkSession
     spark = SparkSession.builder.remote(args.spark).getOrCreate()
+
+    def sql(*extra):
+        return subprocess.run([funnel, "sql", "--dialect", "spark", *extra], check=True,
+                              capture_output=True, text=True).stdout
+
     failed = 0
     for zone in ZONES:
-        want = ingest(funnel, work, path, zone)
-        # The embedded store holds instants as timestamps; compare in epoch ms.
-        want = {k: (v[0], ms_of(v[1]), *v[2:]) if v[0] == "stored" else v for k, v in want.items()}
-        spark.read.parquet(str(path)).selectExpr("*", "_metadata.row_index + 1 AS _row") \
-            .createOrReplaceTempView("src")
-        sql = subprocess.run([funnel, "sql", "--dialect", "spark", "--rules", "--source", "src",
-                              "--timezone", zone], check=True, capture_output=True, text=True).stdout
-        got = {}
-        for rec in spark.sql(f"SELECT _row, _reason, _field, _value, _message, _ts_ms, "
-                             f"_amount_units, _currency, _unparsed_amount FROM ({sql}) q").collect():
-            if rec["_reason"] is None:
-                got[rec["_row"]] = ("stored", rec["_ts_ms"], rec["_amount_units"], rec["_currency"],
-                                    rec["_unparsed_amount"])
-            else:
-                got[rec["_row"]] = ("rejected", rec["_reason"], rec["_field"], rec["_value"],
-                                    rec["_message"])
-        diffs = [(k, rows[k - 1], want.get(k), got.get(k)) for k in sorted(set(want) | set(got))
-                 if want.get(k) != got.get(k)]
-        stored = sum(1 for v in want.values() if v[0] == "stored")
-        reasons = {}
-        for v in want.values():
-            if v[0] == "rejected":
-                reasons[v[1]] = reasons.get(v[1], 0) + 1
-        print(f"{zone}: {len(want)} rows ({stored} stored, {len(want) - stored} rejected), "
-              f"{len(diffs)} different; rejected by reason {dict(sorted(reasons.items()))}")
-        for k, row, w, g in diffs[:8]:
-            print(f"  row {k}: {json.dumps(row, ensure_ascii=False)}\n    embedded {w}\n    spark    {g}")
-        failed += bool(diffs)
+        store = work / f"store-{zone.replace('/', '_')}"
+        stored_after_first = work / f"stored-{zone.replace('/', '_')}"
+        for run, (rows, path) in enumerate(zip([first, second], paths), start=1):
+            want = ingest(funnel, store, path, zone, run)
+            if run == 1:
+                # The store's events after batch 1, for Spark to deduplicate batch 2 against.
+                shutil.copytree(store / "current" / "events", stored_after_first)
+            # The embedded store holds instants as timestamps; compare in epoch ms.
+            want = {k: (v[0], ms_of(v[1]), *v[2:]) if v[0] == "stored" else v
+                    for k, v in want.items()}
+            spark.read.parquet(str(path)).selectExpr("*", "_metadata.row_index + 1 AS _row") \
+                .createOrReplaceTempView("src")
+            rules = sql("--rules", "--source", "src", "--timezone", zone)
+            spark.sql(f"SELECT *, 0 AS _file FROM ({rules}) q").createOrReplaceTempView("validated")
+            dedup = ["--dedup", "--source", "validated", "--properties", "campaign"]
+            if run == 2:
+                contract = {"event_id", "user_id", "event_type", "ts", "platform", "journey",
+                            "chat_type", "warning_action", "account_id", "order_id", "amount",
+                            "currency", "person_id"}
+                props = sorted({n for f in stored_after_first.glob("*/*.parquet")
+                                for n in pq.read_schema(f).names
+                                if n not in contract and not n.startswith("_")})
+                assert {"campaign", "src_amount"} <= set(props), props
+                dedup += ["--stored", f"{stored_after_first}/*/*.parquet",
+                          "--stored-properties", ",".join(props)]
+            verdicts = {rec["_row"]: rec["_verdict"] for rec in spark.sql(
+                f"SELECT _row, _verdict FROM ({sql(*dedup)}) d").collect()}
+            got = {}
+            for rec in spark.sql("SELECT _row, event_id, _reason, _field, _value, _message, "
+                                 "_ts_ms, _amount_units, _currency, _unparsed_amount "
+                                 "FROM validated").collect():
+                k = rec["_row"]
+                if rec["_reason"] is not None:
+                    got[k] = ("rejected", rec["_reason"], rec["_field"], rec["_value"],
+                              rec["_message"])
+                elif verdicts[k] == "duplicate_conflict":
+                    got[k] = ("rejected", "duplicate_conflict", "event_id", rec["event_id"],
+                              "event_id was already accepted with different content")
+                elif verdicts[k] == "accepted":
+                    got[k] = ("stored", rec["_ts_ms"], rec["_amount_units"], rec["_currency"],
+                              rec["_unparsed_amount"])
+            diffs = [(k, rows[k - 1], want.get(k), got.get(k))
+                     for k in sorted(set(want) | set(got)) if want.get(k) != got.get(k)]
+            stored = sum(1 for v in want.values() if v[0] == "stored")
+            reasons = {}
+            for v in want.values():
+                if v[0] == "rejected":
+                    reasons[v[1]] = reasons.get(v[1], 0) + 1
+            print(f"{zone} batch {run}: {len(rows)} rows ({stored} stored, "
+                  f"{len(rows) - len(want)} duplicates, {len(want) - stored} rejected), "
+                  f"{len(diffs)} different; rejected by reason {dict(sorted(reasons.items()))}")
+            for k, row, w, g in diffs[:8]:
+                print(f"  row {k}: {json.dumps(row, ensure_ascii=False)}\n"
+                      f"    embedded {w}\n    spark    {g}")
+            failed += bool(diffs)
     spark.stop()
-    print(f"rules_check: {len(ZONES) - failed} zones agree, {failed} differ")
+    print(f"rules_check: {2 * len(ZONES) - failed} batches agree, {failed} differ")
     sys.exit(1 if failed else 0)
 
 

@@ -86,6 +86,30 @@ fn cluster_engines_run_the_compiled_query_or_refuse_clearly() {
         assert!(rules.contains(&format!("'{reason}'")), "{reason}");
     }
     assert!(rules.contains("'Europe/Berlin'") && rules.contains("FROM `src`"));
+    let (dedup, _) = run(
+        &[
+            "sql",
+            "--dialect",
+            "spark",
+            "--dedup",
+            "--source",
+            "v",
+            "--stored",
+            "s",
+            "--properties",
+            "person_id,campaign",
+            "--stored-properties",
+            "campaign",
+        ],
+        0,
+    );
+    assert!(
+        dedup.contains("'duplicate_conflict'")
+            && dedup.contains("FROM `s`) s ON r.event_id = s._sid")
+    );
+    assert!(dedup.contains("'k', 'src_person_id', 'v', NULLIF(`person_id`, '')"));
+    let (_, e) = run(&["sql", "--dialect", "clickhouse", "--dedup"], 2);
+    assert!(e.contains("Spark only"), "{e}");
     let (_, e) = run(&["sql", "--dialect", "clickhouse", "--rules"], 2);
     assert!(e.contains("Spark only"), "{e}");
     let (_, e) = run(

@@ -28,12 +28,25 @@ pub struct Args {
     #[arg(long, value_enum)]
     pub dialect: Dialect,
     /// Funnel definition (TOML).
-    #[arg(long, required_unless_present = "rules")]
+    #[arg(long, required_unless_present_any = ["rules", "dedup"])]
     pub funnel: Option<PathBuf>,
     /// Print instead the cluster ingest's validation of export rows (the row rules of the
     /// contract, Spark only) over SOURCE, whose contract columns are text.
-    #[arg(long, conflicts_with_all = ["funnel", "fold_level"])]
+    #[arg(long, conflicts_with_all = ["funnel", "fold_level", "dedup"])]
     pub rules: bool,
+    /// Print instead the cluster ingest's deduplication (Spark only) of SOURCE, the output of
+    /// the --rules query with `_file` and `_row` columns, against --stored.
+    #[arg(long, conflicts_with_all = ["funnel", "fold_level"])]
+    pub dedup: bool,
+    /// With --dedup: the store's events (a table or a Parquet path); none for an empty store.
+    #[arg(long, requires = "dedup")]
+    pub stored: Option<String>,
+    /// With --dedup: the export's property columns (comma-separated export names).
+    #[arg(long, requires = "dedup", value_delimiter = ',')]
+    pub properties: Vec<String>,
+    /// With --dedup: the store's property columns (comma-separated).
+    #[arg(long, requires = "dedup", value_delimiter = ',')]
+    pub stored_properties: Vec<String>,
     /// With --rules: the zone of timestamps without an offset.
     #[arg(long, default_value = funnel_core::time::DEFAULT_TIMEZONE, requires = "rules")]
     pub timezone: String,
@@ -56,10 +69,32 @@ pub fn run(args: Args) -> Result<()> {
         out!("{}", funnel_sql::rules_query(&source, tz.name()));
         return Ok(());
     }
+    if args.dedup {
+        if args.dialect != Dialect::Spark {
+            return Err(UsageError("--dedup: the cluster ingest runs on Spark only".into()).into());
+        }
+        let d = funnel_sql::Dialect::Spark;
+        let properties: Vec<(String, String)> = args
+            .properties
+            .iter()
+            .map(|p| (p.clone(), funnel_core::schema::store_column_name(p)))
+            .collect();
+        let stored = args.stored.as_deref().map(|s| d.source(s));
+        out!(
+            "{}",
+            funnel_sql::dedup_query(
+                &d.source(&args.source),
+                stored.as_deref(),
+                &properties,
+                &args.stored_properties
+            )
+        );
+        return Ok(());
+    }
     let funnel = args
         .funnel
         .as_deref()
-        .expect("clap requires --funnel without --rules");
+        .expect("clap requires --funnel without --rules or --dedup");
     let spec = load_funnel(funnel)?;
     let options = PlanOptions {
         fold_level: args.fold_level,

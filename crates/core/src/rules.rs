@@ -157,6 +157,10 @@ pub const DEFAULTS: [(&str, &str, &str); 1] = [(CURRENCY, PURCHASE, DEFAULT_CURR
 /// prefix of renamed columns, so no export column can take the name.
 pub const UNPARSED_AMOUNT: &str = "src_amount";
 
+/// The message of a `duplicate_conflict`: a row whose event_id was accepted before (earlier in
+/// the run, in sorted path then file order, or in an earlier run) with other content.
+pub const CONFLICT_MESSAGE: &str = "event_id was already accepted with different content";
+
 /// The fields some rule requires of a row of `event_type`.
 pub fn required_on(event_type: &str) -> impl Iterator<Item = &'static str> + '_ {
     ROW_RULES

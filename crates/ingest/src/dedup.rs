@@ -358,7 +358,7 @@ pub(crate) fn conflict_row(
         reason: RejectReason::DuplicateConflict.as_str(),
         field: Some(funnel_core::schema::EVENT_ID.to_string()),
         value: Some(c.event_id.value(i).to_string()),
-        message: "event_id was already accepted with different content".into(),
+        message: funnel_core::rules::CONFLICT_MESSAGE.into(),
         raw: event_at(batch, i).to_json(),
     }
 }

@@ -10,6 +10,7 @@
 //! SQL that validates and normalises export rows in the cluster ingest; [`Stitch`] is the
 //! cluster ingest's identity stitching (connected components, by minimum-label hooking and shortcutting).
 
+mod dedup;
 mod dialect;
 mod error;
 mod plan;
@@ -17,6 +18,7 @@ mod query;
 mod rules;
 mod stitch;
 
+pub use dedup::dedup_query;
 pub use error::SqlError;
 pub use plan::{Dialect, Plan, PlanOptions};
 pub use query::{audit_query, query};
