@@ -10,22 +10,15 @@
 //! Spark would have to share with it.
 
 use crate::Dialect;
-use funnel_core::schema::{
-    ACCOUNT_ID, CHAT_TYPE, CURRENCY, EVENT_TYPE, JOURNEY, ORDER_ID, PLATFORM, TS, USER_ID,
-    WARNING_ACTION,
-};
+use funnel_core::schema::{AMOUNT, CONTRACT_COLUMNS, CURRENCY, EVENT_ID, TS};
 
-/// Text fields of the content besides the event_id, the instant, the amount and the currency.
-const TEXT: [&str; 8] = [
-    USER_ID,
-    EVENT_TYPE,
-    PLATFORM,
-    JOURNEY,
-    CHAT_TYPE,
-    WARNING_ACTION,
-    ACCOUNT_ID,
-    ORDER_ID,
-];
+/// Text fields of the content: the contract columns but the event_id (the key), the instant,
+/// the amount (compared in units) and the currency (compared with its default).
+fn text_fields() -> impl Iterator<Item = &'static str> {
+    CONTRACT_COLUMNS
+        .into_iter()
+        .filter(|c| ![EVENT_ID, TS, AMOUNT, CURRENCY].contains(c))
+}
 
 /// The verdict of every valid row of `validated` (the rules query's output over a relation
 /// with every contract column, null where the export lacks it, plus `_file` and `_row`, the row's input file in sorted path order and its row in the file), against
@@ -70,7 +63,7 @@ pub fn dedup_query(
     let run_content = format!(
         "named_struct({}, 'ts', _ts_ms, 'amount', _amount_units, 'currency', _currency, \
          'props', {})",
-        TEXT.iter()
+        text_fields()
             .map(|c| format!("{}, {}", d.string(c), text(c)))
             .collect::<Vec<_>>()
             .join(", "),
@@ -89,7 +82,7 @@ pub fn dedup_query(
     let stored_content = format!(
         "named_struct({}, 'ts', unix_millis({ts}), 'amount', CAST({amount} * 10000 AS BIGINT), \
          'currency', {cur}, 'props', {})",
-        TEXT.iter()
+        text_fields()
             .map(|c| format!("{}, {}", d.string(c), text(c)))
             .collect::<Vec<_>>()
             .join(", "),
@@ -100,7 +93,7 @@ pub fn dedup_query(
                 .collect()
         ),
         ts = i(TS),
-        amount = i(funnel_core::schema::AMOUNT),
+        amount = i(AMOUNT),
         cur = text(CURRENCY),
     );
     format!(
