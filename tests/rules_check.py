@@ -230,8 +230,9 @@ def main():
                 assert {"campaign", "src_amount"} <= set(props), props
                 dedup += ["--stored", f"{stored_after_first}/*/*.parquet",
                           "--stored-properties", ",".join(props)]
-            verdicts = {rec["_row"]: rec["_verdict"] for rec in spark.sql(
-                f"SELECT _row, _verdict FROM ({sql(*dedup)}) d").collect()}
+            verdicts = {rec["_row"]: rec for rec in spark.sql(
+                f"SELECT _row, _verdict, _conflict_field, _conflict_value, _conflict_message "
+                f"FROM ({sql(*dedup)}) d").collect()}
             got = {}
             for rec in spark.sql("SELECT _row, event_id, _reason, _field, _value, _message, "
                                  "_ts_ms, _amount_units, _currency, _unparsed_amount "
@@ -240,10 +241,11 @@ def main():
                 if rec["_reason"] is not None:
                     got[k] = ("rejected", rec["_reason"], rec["_field"], rec["_value"],
                               rec["_message"])
-                elif verdicts[k] == "duplicate_conflict":
-                    got[k] = ("rejected", "duplicate_conflict", "event_id", rec["event_id"],
-                              "event_id was already accepted with different content")
-                elif verdicts[k] == "accepted":
+                elif verdicts[k]["_verdict"] == "duplicate_conflict":
+                    v = verdicts[k]
+                    got[k] = ("rejected", "duplicate_conflict", v["_conflict_field"],
+                              v["_conflict_value"], v["_conflict_message"])
+                elif verdicts[k]["_verdict"] == "accepted":
                     got[k] = ("stored", rec["_ts_ms"], rec["_amount_units"], rec["_currency"],
                               rec["_unparsed_amount"])
             diffs = [(k, rows[k - 1], want.get(k), got.get(k))

@@ -50,12 +50,12 @@ pub const TIMESTAMP_PATTERN: &str = r"^(?:(-?[0-9]+)|([0-9]{4})-([0-9]{2})-([0-9
 pub fn parse_ts(text: &str, tz: &Tz) -> Result<i64, String> {
     let s = text.trim();
     if s.is_empty() {
-        return Err("empty timestamp".into());
+        return Err(EMPTY_TIMESTAMP.into());
     }
     if is_integer(s) {
         return s
             .parse::<i64>()
-            .map_err(|_| "epoch milliseconds out of range".to_string())
+            .map_err(|_| EPOCH_OUT_OF_RANGE.to_string())
             .and_then(check_range);
     }
     let f = DateTimeText::read(s.as_bytes()).ok_or(NOT_A_TIMESTAMP)?;
@@ -68,6 +68,15 @@ pub fn parse_ts(text: &str, tz: &Tz) -> Result<i64, String> {
 
 /// Message of text that is not in the grammar, or names no real date and time.
 pub const NOT_A_TIMESTAMP: &str = "not RFC 3339, epoch milliseconds or a local date-time";
+/// Message of a timestamp that is only white space.
+pub const EMPTY_TIMESTAMP: &str = "empty timestamp";
+/// Message of epoch milliseconds beyond 64 bits.
+pub const EPOCH_OUT_OF_RANGE: &str = "epoch milliseconds out of range";
+/// Message of an instant outside [`MIN_MS`]..=[`MAX_MS`].
+pub const OUTSIDE_YEARS: &str = "timestamp outside years 1..9999";
+/// The message of a local time in a daylight-saving gap is these two around the wall clock
+/// (`YYYY-MM-DD hh:mm:ss[.mmm]`), then the zone's name.
+pub const GAP_MESSAGE: [&str; 2] = ["local time ", " does not exist in "];
 
 /// The fields of a date-time of the grammar, not yet checked against the calendar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,12 +90,11 @@ struct DateTimeText {
     milli: u32,
     /// East of UTC, in minutes; `None` for a local time.
     offset_minutes: Option<i32>,
-    /// Whether the offset's hours and minutes are in range (true without an offset).
-    offset_valid: bool,
 }
 
 impl DateTimeText {
-    /// The fields of `b`, when it is a date-time of [`TIMESTAMP_PATTERN`].
+    /// The fields of `b`, when it is a date-time of [`TIMESTAMP_PATTERN`] with an offset in
+    /// range (the calendar is checked by [`DateTimeText::local_ms`]).
     fn read(b: &[u8]) -> Option<DateTimeText> {
         let num = |at: usize, width: usize| -> Option<u32> {
             b.get(at..at + width)?.iter().try_fold(0u32, |acc, c| {
@@ -107,7 +115,6 @@ impl DateTimeText {
             second: 0,
             milli: 0,
             offset_minutes: None,
-            offset_valid: true,
         };
         let mut i = 16;
         if at(i, b':') {
@@ -140,7 +147,9 @@ impl DateTimeText {
                 if i + 5 + colon != b.len() {
                     return None;
                 }
-                f.offset_valid = hours <= 23 && minutes <= 59;
+                if hours > 23 || minutes > 59 {
+                    return None;
+                }
                 let east = (hours * 60 + minutes) as i32;
                 f.offset_minutes = Some(if sign == b'-' { -east } else { east });
             }
@@ -150,7 +159,7 @@ impl DateTimeText {
     }
 
     /// Milliseconds since the epoch of the wall clock the fields name, when they name a real
-    /// date and clock time (and a valid offset).
+    /// date and clock time.
     fn local_ms(&self) -> Option<i64> {
         let y = self.year;
         let leap = y.is_multiple_of(4) && (!y.is_multiple_of(100) || y.is_multiple_of(400));
@@ -165,7 +174,6 @@ impl DateTimeText {
             || self.hour > 23
             || self.minute > 59
             || self.second > 60
-            || !self.offset_valid
         {
             return None;
         }
@@ -203,7 +211,7 @@ fn local_to_utc_ms(naive: NaiveDateTime, tz: &Tz) -> Result<i64, String> {
         LocalResult::Single(dt) => check_range(dt.timestamp_millis()),
         // A repeated wall-clock hour (end of daylight saving): the earlier instant.
         LocalResult::Ambiguous(early, _) => check_range(early.timestamp_millis()),
-        LocalResult::None => Err(format!("local time {naive} does not exist in {tz}")),
+        LocalResult::None => Err(format!("{}{naive}{}{tz}", GAP_MESSAGE[0], GAP_MESSAGE[1])),
     }
 }
 
@@ -218,7 +226,7 @@ pub fn check_range(ms: i64) -> Result<i64, String> {
     if (MIN_MS..=MAX_MS).contains(&ms) {
         Ok(ms)
     } else {
-        Err("timestamp outside years 1..9999".into())
+        Err(OUTSIDE_YEARS.into())
     }
 }
 

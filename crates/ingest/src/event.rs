@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use funnel_core::rules::{AMOUNT_TOO_LARGE, AMOUNT_UNITS_LIMIT, NOT_A_DECIMAL, TOO_MANY_DECIMALS};
 use funnel_core::schema::AMOUNT_SCALE;
 
 /// A valid, normalised event. Its text borrows from the row it was read from where it can
@@ -187,19 +188,19 @@ pub(crate) fn parse_amount(text: &str) -> Result<i64, String> {
     let digits_ok = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
     if int_part.is_empty() && frac_part.is_empty() || !digits_ok(int_part) || !digits_ok(frac_part)
     {
-        return Err("not a decimal number".into());
+        return Err(NOT_A_DECIMAL.into());
     }
     let scale = AMOUNT_SCALE as usize;
     let frac_trimmed = frac_part.trim_end_matches('0');
     if frac_trimmed.len() > scale {
-        return Err(format!("more than {scale} decimal places"));
+        return Err(TOO_MANY_DECIMALS.into());
     }
     let mut units: i64 = 0;
     for b in int_part.bytes() {
         units = units
             .checked_mul(10)
             .and_then(|u| u.checked_add(i64::from(b - b'0')))
-            .ok_or("amount too large")?;
+            .ok_or(AMOUNT_TOO_LARGE)?;
     }
     for i in 0..scale {
         let d = frac_trimmed
@@ -209,11 +210,10 @@ pub(crate) fn parse_amount(text: &str) -> Result<i64, String> {
         units = units
             .checked_mul(10)
             .and_then(|u| u.checked_add(d))
-            .ok_or("amount too large")?;
+            .ok_or(AMOUNT_TOO_LARGE)?;
     }
-    // Keep within Decimal128(18, _).
-    if units >= 1_000_000_000_000_000_000 {
-        return Err("amount too large".into());
+    if units >= AMOUNT_UNITS_LIMIT {
+        return Err(AMOUNT_TOO_LARGE.into());
     }
     Ok(if negative { -units } else { units })
 }

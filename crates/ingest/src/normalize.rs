@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chrono_tz::Tz;
 use funnel_core::RejectReason;
-use funnel_core::rules::{Check, DEFAULTS, ROW_RULES, UNPARSED_AMOUNT};
+use funnel_core::rules::{CURRENCY_DEFAULT, Check, ROW_RULES, UNPARSED_AMOUNT};
 use funnel_core::schema::{self, is_valid_event_type};
 
 use crate::event::{Event, parse_amount};
@@ -107,7 +107,7 @@ fn split<'a>(cells: &'a [(&'a Column, Cell<'a>)]) -> Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    /// The text of a contract field a rule reads (`ts` is read by [`parse_cell`]).
+    /// The text of a contract field a rule reads (`ts` is a cell, read by [`parse_cell`]).
     fn get(&self, field: &str) -> Option<&Text<'a>> {
         match field {
             schema::EVENT_ID => self.event_id.as_ref(),
@@ -154,37 +154,33 @@ pub(crate) fn normalize<'a>(
                 rule.invalid.unwrap_or(message),
             ))
         };
-        if rule.check == Check::Timestamp {
-            match f.ts.map(|cell| parse_cell(cell, tz)) {
-                Some(Ok(ms)) => ts_ms = Some(ms),
-                Some(Err((text, message))) => return fail(&text, &message),
-                None => {}
-            }
-            continue;
-        }
-        let value = if rule.field() == schema::TS {
-            f.ts.map(|_| "")
-        } else {
-            f.get(rule.field()).map(AsRef::as_ref)
+        let present = match rule.field() {
+            schema::TS => f.ts.is_some(),
+            field => f.get(field).is_some(),
         };
-        let Some(value) = value else {
+        if !present {
             match rule.absent {
                 Some(message) => return Err(Rejection::new(rule.reason, None, message)),
                 None => continue,
             }
-        };
+        }
+        // The text of the rule's field, present (ts is read by the Timestamp check alone).
+        let text = || f.get(rule.field()).map_or("", AsRef::as_ref);
         match rule.check {
-            Check::Any | Check::Timestamp => {}
-            Check::EventType if is_valid_event_type(value) => {}
-            Check::OneOf(values) if values.contains(&value) => {}
-            Check::Amount => match parse_amount(value) {
+            Check::Any => {}
+            Check::Timestamp => match f.ts.map(|cell| parse_cell(cell, tz)) {
+                Some(Ok(ms)) => ts_ms = Some(ms),
+                Some(Err((value, message))) => return fail(&value, &message),
+                None => {}
+            },
+            Check::EventType if is_valid_event_type(text()) => {}
+            Check::OneOf(values) if values.contains(&text()) => {}
+            Check::Amount => match parse_amount(text()) {
                 Ok(units) => amount = Some(units),
-                Err(message) => return fail(value, &message),
+                Err(message) => return fail(text(), &message),
             },
             Check::NonNegative if amount.is_none_or(|units| units >= 0) => {}
-            Check::EventType | Check::OneOf(_) | Check::NonNegative => {
-                return fail(value, "");
-            }
+            Check::EventType | Check::OneOf(_) | Check::NonNegative => return fail(text(), ""),
         }
     }
     let (Some(event_id), Some(user_id), Some(event_type), Some(ts_ms)) = (
@@ -207,17 +203,10 @@ pub(crate) fn normalize<'a>(
             }
         },
     };
-    let mut currency = f.currency.take();
-    for (field, on, value) in DEFAULTS {
-        debug_assert_eq!(
-            field,
-            schema::CURRENCY,
-            "the one default the event has a slot for"
-        );
-        if currency.is_none() && event_type == on {
-            currency = Some(Cow::Borrowed(value));
-        }
-    }
+    let currency = match f.currency.take() {
+        None if event_type == CURRENCY_DEFAULT.on => Some(Cow::Borrowed(CURRENCY_DEFAULT.value)),
+        c => c,
+    };
     let mut event = Event {
         event_id,
         user_id,

@@ -10,7 +10,8 @@
 //! Spark would have to share with it.
 
 use crate::Dialect;
-use funnel_core::schema::{AMOUNT, CONTRACT_COLUMNS, CURRENCY, EVENT_ID, TS};
+use funnel_core::rules::{CONFLICT_MESSAGE, UNPARSED_AMOUNT};
+use funnel_core::schema::{AMOUNT, AMOUNT_SCALE, CONTRACT_COLUMNS, CURRENCY, EVENT_ID, TS};
 
 /// Text fields of the content: the contract columns but the event_id (the key), the instant,
 /// the amount (compared in units) and the currency (compared with its default).
@@ -23,7 +24,9 @@ fn text_fields() -> impl Iterator<Item = &'static str> {
 /// The verdict of every valid row of `validated` (the rules query's output over a relation
 /// with every contract column, null where the export lacks it, plus `_file` and `_row`, the row's input file in sorted path order and its row in the file), against
 /// `stored` (the store's events, or `None` for an empty store), as a column `_verdict`:
-/// `accepted`, `duplicate` or `duplicate_conflict`. Rows the rules rejected are left out.
+/// `accepted`, `duplicate` or `duplicate_conflict`, and for a conflict its quarantine
+/// `_conflict_field`, `_conflict_value` and `_conflict_message`. Rows the rules rejected are
+/// left out.
 ///
 /// `properties` are the export's property columns as (export name, store name); the rules
 /// query's unparsed amount is one more. `stored_properties` are the store's property columns.
@@ -36,74 +39,72 @@ pub fn dedup_query(
     let d = Dialect::Spark;
     let i = |c: &str| d.ident(c);
     let text = |c: &str| format!("NULLIF({}, '')", i(c));
-    let props = |pairs: Vec<(String, String)>| {
-        let items: Vec<String> = pairs
+    // The content of an event: the text fields, the instant, the amount, the currency and the
+    // non-empty properties as a sorted array of (key, value) pairs (maps do not compare).
+    let content = |ts: &str, amount: &str, currency: &str, props: Vec<(String, String)>| {
+        let fields: Vec<String> = text_fields()
+            .map(|c| format!("{}, {}", d.string(c), text(c)))
+            .collect();
+        let pairs: Vec<String> = props
             .iter()
             .map(|(key, value)| format!("named_struct('k', {}, 'v', {value})", d.string(key)))
             .collect();
-        if items.is_empty() {
-            "array_sort(filter(array(named_struct('k', '', 'v', CAST(NULL AS STRING))), \
-             x -> x.v IS NOT NULL))"
-                .to_string()
-        } else {
-            format!(
-                "array_sort(filter(array({}), x -> x.v IS NOT NULL))",
-                items.join(", ")
-            )
-        }
+        format!(
+            "named_struct({}, 'ts', {ts}, 'amount', {amount}, 'currency', {currency}, 'props', \
+             array_sort(filter(CAST(array({}) AS ARRAY<STRUCT<k: STRING, v: STRING>>), \
+             x -> x.v IS NOT NULL)))",
+            fields.join(", "),
+            pairs.join(", ")
+        )
     };
     let mut run_props: Vec<(String, String)> = properties
         .iter()
         .map(|(export, store)| (store.clone(), text(export)))
         .collect();
-    run_props.push((
-        funnel_core::rules::UNPARSED_AMOUNT.to_string(),
-        "_unparsed_amount".to_string(),
-    ));
-    let run_content = format!(
-        "named_struct({}, 'ts', _ts_ms, 'amount', _amount_units, 'currency', _currency, \
-         'props', {})",
-        text_fields()
-            .map(|c| format!("{}, {}", d.string(c), text(c)))
-            .collect::<Vec<_>>()
-            .join(", "),
-        props(run_props),
-    );
+    run_props.push((UNPARSED_AMOUNT.to_string(), "_unparsed_amount".to_string()));
+    let run_content = content("_ts_ms", "_amount_units", "_currency", run_props);
     let run = format!("SELECT *, {run_content} AS _content FROM {validated} WHERE _reason IS NULL");
-    let first = "first_value(_content) OVER (PARTITION BY event_id ORDER BY _file, _row)";
-    let position = "row_number() OVER (PARTITION BY event_id ORDER BY _file, _row)";
-    let Some(stored) = stored else {
-        return format!(
-            "SELECT *, CASE WHEN {position} = 1 THEN 'accepted' \
-             WHEN {first} = _content THEN 'duplicate' ELSE 'duplicate_conflict' END AS _verdict \
-             FROM ({run}) r"
-        );
+    let window = "OVER (PARTITION BY r.event_id ORDER BY r._file, r._row)";
+    let (stored_verdict, join) = match stored {
+        None => (String::new(), String::new()),
+        Some(stored) => {
+            let stored_content = content(
+                &format!("unix_millis({})", i(TS)),
+                &format!(
+                    "CAST({} * {} AS BIGINT)",
+                    i(AMOUNT),
+                    10i64.pow(AMOUNT_SCALE)
+                ),
+                &text(CURRENCY),
+                stored_properties
+                    .iter()
+                    .map(|p| (p.clone(), text(p)))
+                    .collect(),
+            );
+            (
+                "WHEN s._stored IS NOT NULL THEN \
+                 CASE WHEN s._stored = r._content THEN 'duplicate' ELSE 'duplicate_conflict' END "
+                    .to_string(),
+                format!(
+                    " LEFT JOIN (SELECT event_id AS _sid, {stored_content} AS _stored \
+                     FROM {stored}) s ON r.event_id = s._sid"
+                ),
+            )
+        }
     };
-    let stored_content = format!(
-        "named_struct({}, 'ts', unix_millis({ts}), 'amount', CAST({amount} * 10000 AS BIGINT), \
-         'currency', {cur}, 'props', {})",
-        text_fields()
-            .map(|c| format!("{}, {}", d.string(c), text(c)))
-            .collect::<Vec<_>>()
-            .join(", "),
-        props(
-            stored_properties
-                .iter()
-                .map(|p| (p.clone(), text(p)))
-                .collect()
-        ),
-        ts = i(TS),
-        amount = i(AMOUNT),
-        cur = text(CURRENCY),
+    let verdict = format!(
+        "CASE {stored_verdict}WHEN row_number() {window} = 1 THEN 'accepted' \
+         WHEN first_value(r._content) {window} = r._content THEN 'duplicate' \
+         ELSE 'duplicate_conflict' END"
     );
+    // A conflict's quarantine columns, as the embedded ingest writes them.
     format!(
-        "SELECT r.*, CASE \
-         WHEN s._stored IS NOT NULL THEN \
-           CASE WHEN s._stored = r._content THEN 'duplicate' ELSE 'duplicate_conflict' END \
-         WHEN {position} = 1 THEN 'accepted' \
-         WHEN {first} = r._content THEN 'duplicate' ELSE 'duplicate_conflict' END AS _verdict \
-         FROM ({run}) r LEFT JOIN (SELECT event_id AS _sid, {stored_content} AS _stored \
-         FROM {stored}) s ON r.event_id = s._sid"
+        "SELECT *, CASE WHEN _verdict = 'duplicate_conflict' THEN {field} END AS _conflict_field, \
+         CASE WHEN _verdict = 'duplicate_conflict' THEN event_id END AS _conflict_value, \
+         CASE WHEN _verdict = 'duplicate_conflict' THEN {message} END AS _conflict_message \
+         FROM (SELECT r.*, {verdict} AS _verdict FROM ({run}) r{join})",
+        field = d.string(EVENT_ID),
+        message = d.string(CONFLICT_MESSAGE),
     )
 }
 
@@ -115,7 +116,8 @@ mod tests {
     fn first_version_rule_and_store() {
         let props = [("person_id".to_string(), "src_person_id".to_string())];
         let q = dedup_query("v", None, &props, &[]);
-        assert!(q.contains("ORDER BY _file, _row") && !q.contains("JOIN"));
+        assert!(q.contains("ORDER BY r._file, r._row") && !q.contains("JOIN"));
+        assert!(q.contains(&format!("{CONFLICT_MESSAGE:?}").replace('"', "'")));
         assert!(
             q.contains("'k', 'src_person_id', 'v', NULLIF(`person_id`, '')"),
             "{q}"

@@ -21,15 +21,17 @@
 
 use std::fmt::Write as _;
 
-use funnel_core::rules::{Check, DEFAULTS, ROW_RULES, Rule};
-use funnel_core::schema::{AMOUNT, EVENT_TYPE, TS};
-use funnel_core::time::{MAX_MS, MIN_MS, NOT_A_TIMESTAMP, TIMESTAMP_PATTERN};
+use funnel_core::rules::{
+    AMOUNT_PATTERN, AMOUNT_TOO_LARGE, AMOUNT_UNITS_LIMIT, CURRENCY_DEFAULT, Check, NOT_A_DECIMAL,
+    ROW_RULES, Rule, TOO_MANY_DECIMALS,
+};
+use funnel_core::schema::{AMOUNT, AMOUNT_SCALE, CURRENCY, EVENT_TYPE, TS};
+use funnel_core::time::{
+    EMPTY_TIMESTAMP, EPOCH_OUT_OF_RANGE, GAP_MESSAGE, MAX_MS, MIN_MS, NOT_A_TIMESTAMP,
+    OUTSIDE_YEARS, TIMESTAMP_PATTERN,
+};
 
 use crate::Dialect;
-
-/// The grammar of an amount ([`funnel_core::rules::Check::Amount`]) after trimming: sign,
-/// integer digits, fraction digits (one of the two digit runs non-empty).
-const AMOUNT_PATTERN: &str = r"^([+-]?)([0-9]*)(?:\.([0-9]*))?$";
 
 /// Leading and trailing Unicode white space, which the embedded ingest trims (`str::trim`).
 const TRIM: &str = r"(?U)^\s+|\s+\z";
@@ -104,13 +106,13 @@ pub fn rules_query(source: &str, timezone: &str) -> String {
     let naive = "concat(date_format(make_timestamp_ntz(_y, _mo, _d, _h, _mi, \
          CAST(_s AS DECIMAL(8, 6))), 'yyyy-MM-dd HH:mm:ss'), \
          CASE WHEN coalesce(_ms, 0) = 0 THEN '' ELSE format_string('.%03d', _ms) END)";
-    let outside = s("timestamp outside years 1..9999");
+    let outside = s(OUTSIDE_YEARS);
     let ts_ms = format!(
         "CASE WHEN _t IS NULL THEN NULL \
-         WHEN _t = '' THEN named_struct('ms', CAST(NULL AS BIGINT), 'err', 'empty timestamp') \
+         WHEN _t = '' THEN named_struct('ms', CAST(NULL AS BIGINT), 'err', {empty}) \
          WHEN _tm AND _te <> '' THEN CASE \
            WHEN try_cast(_te AS BIGINT) IS NULL \
-             THEN named_struct('ms', CAST(NULL AS BIGINT), 'err', 'epoch milliseconds out of range') \
+             THEN named_struct('ms', CAST(NULL AS BIGINT), 'err', {epoch_range}) \
            WHEN {epoch_ok} THEN named_struct('ms', CAST(_te AS BIGINT), 'err', CAST(NULL AS STRING)) \
            ELSE named_struct('ms', CAST(NULL AS BIGINT), 'err', {outside}) END \
          WHEN _local IS NULL THEN named_struct('ms', CAST(NULL AS BIGINT), 'err', {not_ts}) \
@@ -120,32 +122,43 @@ pub fn rules_query(source: &str, timezone: &str) -> String {
          WHEN _local NOT BETWEEN {lo} AND {hi} \
            THEN named_struct('ms', CAST(NULL AS BIGINT), 'err', {outside}) \
          WHEN {back} <> _local THEN named_struct('ms', CAST(NULL AS BIGINT), 'err', \
-           concat('local time ', {naive}, ' does not exist in ', {tz})) \
+           concat({gap0}, {naive}, {gap1}, {tz})) \
          WHEN {utc_ok} THEN named_struct('ms', {utc}, 'err', CAST(NULL AS STRING)) \
          ELSE named_struct('ms', CAST(NULL AS BIGINT), 'err', {outside}) END",
         epoch_ok = in_range("CAST(_te AS BIGINT)"),
         off_ok = in_range("_local - _off * 60000"),
         utc_ok = in_range(&utc),
         not_ts = s(NOT_A_TIMESTAMP),
+        empty = s(EMPTY_TIMESTAMP),
+        epoch_range = s(EPOCH_OUT_OF_RANGE),
+        gap0 = s(GAP_MESSAGE[0]),
+        gap1 = s(GAP_MESSAGE[1]),
         // No zone is a day or more from UTC: outside these bounds no zone brings a local time
         // into range, and Spark's conversion is not asked to.
         lo = MIN_MS - 86_400_000,
         hi = MAX_MS + 86_400_000,
     );
-    // The amount: sign, digits, at most four decimals after trailing zeros, below 10^14.
+    // The amount: sign, digits, at most AMOUNT_SCALE decimals after trailing zeros, fewer
+    // than AMOUNT_UNITS_LIMIT units (an integer part of at most this many digits).
+    let scale = AMOUNT_SCALE as usize;
+    let int_digits = AMOUNT_UNITS_LIMIT.ilog10() as usize - scale;
     let frac = format!("regexp_replace(_afrac, {}, '')", s(r"0+\z"));
     let int = "regexp_replace(_aint, '^0+', '')".to_string();
     let amount = format!(
         "CASE WHEN _a IS NULL THEN NULL \
          WHEN NOT _am OR (_aint = '' AND _afrac = '') \
-           THEN named_struct('units', CAST(NULL AS BIGINT), 'err', 'not a decimal number') \
-         WHEN length({frac}) > 4 \
-           THEN named_struct('units', CAST(NULL AS BIGINT), 'err', 'more than 4 decimal places') \
-         WHEN length({int}) > 14 \
-           THEN named_struct('units', CAST(NULL AS BIGINT), 'err', 'amount too large') \
+           THEN named_struct('units', CAST(NULL AS BIGINT), 'err', {not_decimal}) \
+         WHEN length({frac}) > {scale} \
+           THEN named_struct('units', CAST(NULL AS BIGINT), 'err', {decimals}) \
+         WHEN length({int}) > {int_digits} \
+           THEN named_struct('units', CAST(NULL AS BIGINT), 'err', {too_large}) \
          ELSE named_struct('units', (CASE WHEN _asign = '-' THEN -1 ELSE 1 END) * \
-           (coalesce(CAST(NULLIF({int}, '') AS BIGINT), 0) * 10000 \
-            + CAST(rpad({frac}, 4, '0') AS BIGINT)), 'err', CAST(NULL AS STRING)) END"
+           (coalesce(CAST(NULLIF({int}, '') AS BIGINT), 0) * {unit} \
+            + CAST(rpad({frac}, {scale}, '0') AS BIGINT)), 'err', CAST(NULL AS STRING)) END",
+        not_decimal = s(NOT_A_DECIMAL),
+        decimals = s(TOO_MANY_DECIMALS),
+        too_large = s(AMOUNT_TOO_LARGE),
+        unit = 10i64.pow(AMOUNT_SCALE),
     );
     let _ = write!(
         q,
@@ -165,7 +178,6 @@ pub fn rules_query(source: &str, timezone: &str) -> String {
         );
     }
     case.push_str(" END");
-    let [(field, on, value)] = DEFAULTS;
     let _ = write!(
         q,
         "SELECT r.*, _rej.reason AS _reason, _rej.field AS _field, _rej.value AS _value, \
@@ -173,10 +185,10 @@ pub fn rules_query(source: &str, timezone: &str) -> String {
          coalesce(NULLIF({cur}, ''), CASE WHEN {et} = {on} THEN {value} END) AS _currency, \
          CASE WHEN _amp.err IS NOT NULL THEN NULLIF({amount_col}, '') END AS _unparsed_amount, \
          {case} AS _rej FROM p) r",
-        cur = i(field),
+        cur = i(CURRENCY),
         et = absent(EVENT_TYPE),
-        on = s(on),
-        value = s(value),
+        on = s(CURRENCY_DEFAULT.on),
+        value = s(CURRENCY_DEFAULT.value),
         amount_col = i(AMOUNT),
     );
     q
