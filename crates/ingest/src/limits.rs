@@ -33,24 +33,34 @@ pub fn one_line(text: &str) -> String {
     cut(&escaped, MESSAGE_VALUE_BYTES * 5)
 }
 
-/// `text` cut to at most `max` bytes (on a character boundary), with a note of what was cut.
+/// `text` cut to at most `max` bytes (on a character boundary), the note of what was cut
+/// included: cutting a cut text again changes nothing, so the note keeps the true count.
+/// `max` leaves room for the note (at least [`MIN_CUT_BYTES`]).
 pub fn cut(text: &str, max: usize) -> String {
     cut_bytes(text.as_bytes(), text.len(), max)
 }
 
-/// Like [`cut`] for bytes that may not be UTF-8 (replaced lossily), of which `total` were seen
-/// (`bytes` may already be a prefix of the whole).
+/// The least `max` of [`cut`]: room for the longest note (41 bytes, with a 20-digit count).
+pub const MIN_CUT_BYTES: usize = 48;
+
+/// Like [`cut`] for bytes that may not be UTF-8, of which `total` were seen (`bytes` may
+/// already be a prefix of the whole). They are decoded first (a byte that is not UTF-8 becomes
+/// U+FFFD, three bytes) and the text is cut, so the result is within `max` whatever they hold.
 pub fn cut_bytes(bytes: &[u8], total: usize, max: usize) -> String {
-    if total <= max && bytes.len() == total {
-        return String::from_utf8_lossy(bytes).into_owned();
+    debug_assert!(max >= MIN_CUT_BYTES, "no room for the note in {max} bytes");
+    let text = String::from_utf8_lossy(bytes);
+    // The decoded text's length, the bytes never seen counted as they are.
+    let total = text.len() + total.saturating_sub(bytes.len());
+    if total <= max {
+        return text.into_owned();
     }
-    let mut end = bytes.len().min(max);
-    // Back off to a UTF-8 character boundary (a continuation byte is 0b10xx_xxxx).
-    while end > 0 && end < bytes.len() && (bytes[end] & 0xC0) == 0x80 {
+    let note = |cut: usize| format!("… [{cut} more bytes cut]");
+    // The note is never longer than with `total` in it.
+    let mut end = text.len().min(max.saturating_sub(note(total).len()));
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    let kept = String::from_utf8_lossy(&bytes[..end]);
-    format!("{kept}… [{} more bytes cut]", total - end)
+    format!("{}{}", &text[..end], note(total - end))
 }
 
 #[cfg(test)]
@@ -59,12 +69,34 @@ mod tests {
 
     #[test]
     fn cut_keeps_short_text_and_cuts_on_a_char_boundary() {
-        assert_eq!(cut("abc", 3), "abc");
-        assert_eq!(cut("abcd", 3), "abc… [1 more bytes cut]");
+        // The note ("… [NNN more bytes cut]", 24 bytes with three digits) counts in the limit.
+        let long = "abcdefghij".repeat(10);
+        assert_eq!(cut("abc", 64), "abc");
+        assert_eq!(
+            cut(&long, 64),
+            format!("{}… [60 more bytes cut]", &long[..40])
+        );
         // "é" is two bytes: a cut inside it backs off before it.
-        assert_eq!(cut("aé", 2), "a… [2 more bytes cut]");
-        assert_eq!(cut_bytes(b"ab", 10, 5), "ab… [8 more bytes cut]");
-        assert_eq!(cut_bytes(b"\xffz", 2, 5), "\u{fffd}z");
+        let text = format!("{}é{}", "a".repeat(39), "x".repeat(70));
+        assert_eq!(
+            cut(&text, 64),
+            format!("{}… [72 more bytes cut]", "a".repeat(39))
+        );
+        assert_eq!(cut_bytes(b"ab", 100, 64), "ab… [98 more bytes cut]");
+        assert_eq!(cut_bytes(b"\xffz", 2, 64), "\u{fffd}z");
+        // Bytes that are not UTF-8 grow when decoded; the cut is of the decoded text.
+        let once = cut_bytes(&[0xff; 100], 100, 64);
+        assert_eq!(
+            once,
+            format!("{}… [261 more bytes cut]", "\u{fffd}".repeat(13))
+        );
+        assert_eq!(cut(&once, 64), once);
+        // Within its limit, and cutting again keeps the text and its count.
+        for n in [0usize, 5, 100, 70_000, 2_000_000] {
+            let once = cut(&"x".repeat(n), 65_536);
+            assert!(once.len() <= 65_536, "{n}: {}", once.len());
+            assert_eq!(cut(&once, 65_536), once);
+        }
         assert_eq!(one_line("got \rser_id\n"), "got \\rser_id\\n");
         assert!(one_line(&"x".repeat(5000)).len() < 1100);
     }

@@ -128,7 +128,13 @@ fn parse_cell(cell: &Cell<'_>, tz: &Tz) -> Result<i64, (String, String)> {
         Cell::Str(s) => parse_ts(s, tz).map_err(|m| (s.to_string(), m)),
         // A Parquet instant: in range like every other (a saturated unit conversion is not).
         Cell::TsUtcMs(ms) => check_range(*ms).map_err(|m| (ms.to_string(), m)),
-        Cell::TsLocalMs(ms) => local_ms_to_utc_ms(*ms, tz).map_err(|m| (ms.to_string(), m)),
+        // A wall clock outside years 1..9999 is refused as the same instant would be, and
+        // quoted by its digits like one: no text of the grammar writes it. Any other is quoted
+        // by its wall-clock text, the same text read as a local time.
+        Cell::TsLocalMs(ms) => match check_range(*ms) {
+            Err(m) => Err((ms.to_string(), m)),
+            Ok(_) => local_ms_to_utc_ms(*ms, tz).map_err(|m| (cell.text(), m)),
+        },
     }
 }
 
@@ -518,5 +524,23 @@ mod tests {
             cells.push((col("ts"), Cell::TsUtcMs(ms)));
             assert_eq!(normalize(&cells, &tz, &lineage).unwrap().ts_ms, ms);
         }
+        // A wall clock past 9999 is refused even where its instant would not be (Shanghai is
+        // eight hours ahead), quoted by its digits; one in a daylight-saving gap (Shanghai,
+        // 1988-04-17 02:30) by its text.
+        cells.pop();
+        cells.push((col("ts"), Cell::TsLocalMs(MAX_MS + 1)));
+        let rej = normalize(&cells, &tz, &lineage).unwrap_err();
+        assert_eq!(
+            rej.value.as_deref(),
+            Some((MAX_MS + 1).to_string().as_str())
+        );
+        cells.pop();
+        cells.push((col("ts"), Cell::TsLocalMs(577_247_400_000)));
+        let rej = normalize(&cells, &tz, &lineage).unwrap_err();
+        assert_eq!(
+            rej.value.as_deref(),
+            Some("1988-04-17T02:30:00.000"),
+            "{rej:?}"
+        );
     }
 }

@@ -98,7 +98,7 @@ pub(crate) enum Cell<'a> {
 }
 
 impl Cell<'_> {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         match self {
             Cell::Str(s) => s.to_string(),
             Cell::TsUtcMs(ms) => format_ms(*ms),
