@@ -233,3 +233,92 @@ fn cluster_engines_run_the_compiled_query_or_refuse_clearly() {
     assert!(steps[2]["time_to_convert"]["from_previous"].is_null());
     assert_eq!(report["cutoff"], "2021-10-10T15:50:17.474Z");
 }
+
+/// The cluster ingest's reading: `sql --read` names the worker command, and the worker answers
+/// its protocol (one JSON object per row, then one per file, or the file's error with the
+/// embedded ingest's message and exit code).
+#[test]
+fn the_read_query_and_its_worker() {
+    let (q, _) = run(
+        &[
+            "sql",
+            "--dialect",
+            "spark",
+            "--read",
+            "inputs",
+            "--worker",
+            "/opt/funnel",
+            "--tasks",
+            "7",
+        ],
+        0,
+    );
+    assert!(
+        q.contains("USING '\\'/opt/funnel\\' spark-worker read'"),
+        "{q}"
+    );
+    assert!(q.contains("REPARTITION_BY_RANGE(7, file)") && q.contains("FROM `inputs`"));
+    assert!(q.contains("'FAILFAST'"), "{q}");
+    let (_, e) = run(&["sql", "--dialect", "clickhouse", "--read", "inputs"], 2);
+    assert!(e.contains("Spark only"), "{e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("a.csv");
+    write(
+        &csv,
+        b"event_id,user_id,event_type,ts,note\n\
+          e1,u1,click,2021-09-17T10:00:00Z,\"two\nlines\ttab\"\n\
+          e2,u1,\"click\"x,2021-09-17T10:00:00Z,\n",
+    );
+    let missing = dir.path().join("gone.jsonl");
+    let requests = format!(
+        "{}\n\n{}\n",
+        serde_json::json!({"file": 0, "path": csv, "format": "csv", "gzip": false}),
+        serde_json::json!({"file": 1, "path": missing, "format": "jsonl", "gzip": false}),
+    );
+    let out = funnel()
+        .args(["spark-worker", "read"])
+        .write_stdin(requests)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !text.contains('\t'),
+        "a raw tab breaks TRANSFORM's lines: {text}"
+    );
+    let items: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(items.len(), 4, "{text}");
+    assert_eq!(items[0]["kind"], "record");
+    assert_eq!(
+        (items[0]["line"].as_u64(), items[0]["row"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(items[0]["cells"]["note"], "two\nlines\ttab");
+    assert_eq!(items[1]["kind"], "rejected");
+    assert_eq!(items[1]["reason"], "malformed_record");
+    assert_eq!(items[1]["line"], 4);
+    assert_eq!(items[2]["kind"], "file");
+    assert_eq!(items[2]["rows"], 2);
+    assert_eq!(
+        items[2]["bytes"].as_u64(),
+        Some(std::fs::metadata(&csv).unwrap().len())
+    );
+    assert_eq!(items[3]["kind"], "error");
+    assert_eq!(items[3]["exit"], 3);
+    assert!(
+        items[3]["message"].as_str().unwrap().contains("gone.jsonl"),
+        "{}",
+        items[3]
+    );
+    // A request that is not one is an error of the worker itself.
+    let out = funnel()
+        .args(["spark-worker", "read"])
+        .write_stdin("{\"file\": 0}\n")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -35,6 +35,7 @@ mod sql;
 mod stitch;
 mod table;
 mod verify;
+mod worker;
 
 /// `funnel --version`: the package version and the git revision it was built from.
 const VERSION: &str = concat!(
@@ -75,6 +76,9 @@ enum Command {
     Verify(verify::Args),
     /// Run the whole job on the sample data shipped in data/.
     Demo(demo::Args),
+    /// What a cluster ingest runs on its workers (read input files with the ingest's readers).
+    #[command(hide = true)]
+    SparkWorker(worker::Args),
 }
 
 /// A usage or configuration error found by the CLI itself (exit code 2).
@@ -197,6 +201,7 @@ fn main() -> ExitCode {
         Command::Report(args) => report::run(args),
         Command::Sql(args) => sql::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::SparkWorker(args) => worker::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

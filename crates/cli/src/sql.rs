@@ -28,8 +28,20 @@ pub struct Args {
     #[arg(long, value_enum)]
     pub dialect: Dialect,
     /// Funnel definition (TOML).
-    #[arg(long, required_unless_present_any = ["rules", "dedup"])]
+    #[arg(long, required_unless_present_any = ["rules", "dedup", "read"])]
     pub funnel: Option<PathBuf>,
+    /// Print instead the cluster ingest's reading of input files (Spark only): FILES (a table
+    /// or view) holds one row per file (`file` INT in sorted path order, `path`, `format`,
+    /// `gzip`), read on the workers by `funnel spark-worker read` (see --worker).
+    #[arg(long, value_name = "FILES", conflicts_with_all = ["funnel", "fold_level", "dedup", "rules", "source"])]
+    pub read: Option<String>,
+    /// With --read: the path of the funnel binary on the Spark workers (default: this one's
+    /// path, for workers that share its file system).
+    #[arg(long, requires = "read")]
+    pub worker: Option<PathBuf>,
+    /// With --read: how many tasks read the files.
+    #[arg(long, requires = "read", default_value_t = 4)]
+    pub tasks: usize,
     /// Print instead the cluster ingest's validation of export rows (the row rules of the
     /// contract, Spark only) over SOURCE, whose contract columns are text.
     #[arg(long, conflicts_with_all = ["funnel", "fold_level", "dedup"])]
@@ -59,6 +71,15 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if let Some(files) = &args.read {
+        if args.dialect != Dialect::Spark {
+            return Err(UsageError("--read: the cluster ingest runs on Spark only".into()).into());
+        }
+        let worker = crate::worker::worker_path(args.worker.as_deref())?;
+        let source = funnel_sql::Dialect::Spark.source(files);
+        out!("{}", funnel_sql::read_query(&source, &worker, args.tasks));
+        return Ok(());
+    }
     if args.rules {
         if args.dialect != Dialect::Spark {
             return Err(UsageError("--rules: the cluster ingest runs on Spark only".into()).into());

@@ -22,6 +22,7 @@ mod parallel;
 mod read;
 mod route;
 mod run;
+mod scan;
 mod spill;
 mod store;
 mod write;
@@ -31,6 +32,7 @@ pub use integrity::{Problem, VerifyReport, verify};
 pub use limits::{MAX_FIELD_BYTES, MAX_RECORD_BYTES, QUARANTINE_TEXT_BYTES};
 pub use read::Skipped;
 pub use run::{IngestOptions, IngestReport, Progress, ingest};
+pub use scan::{ScanFile, ScanRow, ScanSummary, scan_file, scan_inputs};
 pub use store::ROW_GROUP_ROWS;
 
 /// Parses an IANA time-zone name (`--timezone`).

@@ -651,7 +651,7 @@ fn parse_one(
     };
 }
 
-fn hash_file(path: &Path) -> Result<(u64, String), IngestError> {
+pub(crate) fn hash_file(path: &Path) -> Result<(u64, String), IngestError> {
     let mut file = File::open(path).map_err(|e| IngestError::unreadable(path, None, e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];

@@ -25,8 +25,9 @@ fn text_fields() -> impl Iterator<Item = &'static str> {
 /// with every contract column, null where the export lacks it, plus `_file` and `_row`, the row's input file in sorted path order and its row in the file), against
 /// `stored` (the store's events, or `None` for an empty store), as a column `_verdict`:
 /// `accepted`, `duplicate` or `duplicate_conflict`, and for a conflict its quarantine
-/// `_conflict_field`, `_conflict_value` and `_conflict_message`. Rows the rules rejected are
-/// left out.
+/// `_conflict_field`, `_conflict_value`, `_conflict_message` and `_conflict_raw` (the event as
+/// the embedded quarantine's JSON). Texts are whole: the quarantine writer cuts them to its
+/// limit, as it does the embedded ingest's. Rows the rules rejected are left out.
 ///
 /// `properties` are the export's property columns as (export name, store name); the rules
 /// query's unparsed amount is one more. `stored_properties` are the store's property columns.
@@ -101,10 +102,83 @@ pub fn dedup_query(
     format!(
         "SELECT *, CASE WHEN _verdict = 'duplicate_conflict' THEN {field} END AS _conflict_field, \
          CASE WHEN _verdict = 'duplicate_conflict' THEN event_id END AS _conflict_value, \
-         CASE WHEN _verdict = 'duplicate_conflict' THEN {message} END AS _conflict_message \
+         CASE WHEN _verdict = 'duplicate_conflict' THEN {message} END AS _conflict_message, \
+         CASE WHEN _verdict = 'duplicate_conflict' THEN {raw} END AS _conflict_raw \
          FROM (SELECT r.*, {verdict} AS _verdict FROM ({run}) r{join})",
         field = d.string(EVENT_ID),
         message = d.string(CONFLICT_MESSAGE),
+        raw = event_json(properties),
+    )
+}
+
+/// A validated row as the normalised event's JSON object, the raw text the embedded ingest
+/// quarantines a conflict with: its non-null fields in key order (the store's names), the
+/// instant in UTC with milliseconds, the amount with four decimals.
+fn event_json(properties: &[(String, String)]) -> String {
+    let d = Dialect::Spark;
+    let mut fields: Vec<(String, String)> = CONTRACT_COLUMNS
+        .iter()
+        .map(|c| {
+            let value = match *c {
+                TS => utc_text("_ts_ms"),
+                AMOUNT => amount_text("_amount_units"),
+                CURRENCY => "_currency".to_string(),
+                // The required fields are non-empty in a valid row.
+                _ => format!("NULLIF({}, '')", d.ident(c)),
+            };
+            (c.to_string(), value)
+        })
+        .collect();
+    for (export, store) in properties {
+        fields.push((store.clone(), format!("NULLIF({}, '')", d.ident(export))));
+    }
+    fields.push((UNPARSED_AMOUNT.to_string(), "_unparsed_amount".to_string()));
+    fields.sort();
+    let args: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}, {v}", d.string(k)))
+        .collect();
+    let mut json = format!(
+        "to_json(named_struct({}), map('ignoreNullFields', 'true'))",
+        args.join(", ")
+    );
+    // Spark (Jackson) writes `\u001F` where serde_json writes `\u001f`: the six hex letters of
+    // the control characters' escapes in lower case, where the backslash before `u` starts an
+    // escape (an even number of backslashes before it).
+    for letter in ['A', 'B', 'C', 'D', 'E', 'F'] {
+        let pattern = format!(r"(?<!\\)((?:\\\\)*)\\u00([01]){letter}");
+        let replacement = format!(r"$1\\u00$2{}", letter.to_ascii_lowercase());
+        json = format!(
+            "regexp_replace({json}, {}, {})",
+            d.string(&pattern),
+            d.string(&replacement)
+        );
+    }
+    json
+}
+
+/// Epoch milliseconds as `funnel_core::time::format_ms` writes them
+/// (`2021-09-17T02:00:00.000Z`), by integer arithmetic: no session time zone involved.
+fn utc_text(ms: &str) -> String {
+    let day = 86_400_000;
+    let two = |e: String| format!("lpad(CAST({e} AS STRING), 2, '0')");
+    let tod = format!("pmod({ms}, {day})");
+    format!(
+        "concat(CAST(date_add(DATE'1970-01-01', CAST(({ms} - {tod}) DIV {day} AS INT)) AS STRING), \
+         'T', {h}, ':', {mi}, ':', {s}, '.', lpad(CAST({tod} % 1000 AS STRING), 3, '0'), 'Z')",
+        h = two(format!("{tod} DIV 3600000")),
+        mi = two(format!("{tod} DIV 60000 % 60")),
+        s = two(format!("{tod} DIV 1000 % 60")),
+    )
+}
+
+/// Amount units (10^-4) as the embedded ingest writes an amount (`-12.5000`).
+fn amount_text(units: &str) -> String {
+    let scale = 10i64.pow(AMOUNT_SCALE);
+    format!(
+        "concat(CASE WHEN {units} < 0 THEN '-' ELSE '' END, CAST(abs({units}) DIV {scale} AS STRING), \
+         '.', lpad(CAST(abs({units}) % {scale} AS STRING), {width}, '0'))",
+        width = AMOUNT_SCALE,
     )
 }
 

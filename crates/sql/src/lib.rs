@@ -6,7 +6,8 @@
 //! `transform`, `filter`), or ClickHouse with `windowFunnel` and `arrayFold`. Every value and
 //! column name from a funnel file is a quoted literal or identifier, never spliced raw.
 //!
-//! [`rules_query`] compiles the row rules of the contract (`funnel_core::rules`) to the Spark
+//! [`read_query`] reads a cluster ingest's input files on the workers with the ingest's own
+//! readers; [`rules_query`] compiles the row rules of the contract (`funnel_core::rules`) to the Spark
 //! SQL that validates and normalises export rows in the cluster ingest; [`Stitch`] is the
 //! cluster ingest's identity stitching (connected components, by minimum-label hooking and shortcutting).
 
@@ -15,6 +16,7 @@ mod dialect;
 mod error;
 mod plan;
 mod query;
+mod read;
 mod rules;
 mod stitch;
 
@@ -22,5 +24,6 @@ pub use dedup::dedup_query;
 pub use error::SqlError;
 pub use plan::{Dialect, Plan, PlanOptions};
 pub use query::{audit_query, query};
+pub use read::{READ_COLUMNS, read_query};
 pub use rules::rules_query;
 pub use stitch::Stitch;
