@@ -20,7 +20,6 @@ differences otherwise.
 """
 import argparse
 import collections
-import datetime
 import gzip
 import json
 import shutil
@@ -30,6 +29,8 @@ import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
+
+from rules_check import ms_of  # epoch ms of a stored timestamp
 
 CONTRACT = ["event_id", "user_id", "event_type", "ts", "platform", "journey", "chat_type",
             "warning_action", "account_id", "order_id", "amount", "currency"]
@@ -135,14 +136,6 @@ def cut(text, limit=64 << 10):
     while end > 0 and (b[end] & 0xC0) == 0x80:
         end -= 1
     return b[:end].decode() + f"… [{len(b) - end} more bytes cut]"
-
-
-def ms_of(ts):
-    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=datetime.timezone.utc)
-    delta = ts - epoch
-    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
 
 
 def embedded(funnel, store, files):
