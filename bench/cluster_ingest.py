@@ -61,32 +61,27 @@ def main():
                        for i, p in enumerate(files))
     spark.sql(f"CREATE OR REPLACE TEMPORARY VIEW inputs AS SELECT col1 AS file, col2 AS path, "
               f"col3 AS format, col4 AS gzip FROM VALUES {values}")
-    t = time.time()
-    spark.sql(f"INSERT OVERWRITE DIRECTORY '{work}/read' USING parquet "
-              f"{sql('--read', 'inputs', '--tasks', str(args.tasks))}")
-    spark.read.parquet(f"{work}/read").createOrReplaceTempView("read_out")
-    read_s = time.time() - t
-    got = spark.sql("SELECT count(*) AS n FROM read_out WHERE kind IN ('record', 'rejected')") \
-        .collect()[0].n
-    print(f"spark read ({args.tasks} tasks): {got} rows in {read_s:.1f} s "
-          f"({got / read_s / 1e6:.2f}M rows/s)", flush=True)
+    def stage(name, query, rows=None):
+        """Writes `query` to Parquet under the work directory as view `name`; prints its time."""
+        t = time.time()
+        spark.sql(f"INSERT OVERWRITE DIRECTORY '{work}/{name}' USING parquet {query}")
+        spark.read.parquet(f"{work}/{name}").createOrReplaceTempView(name)
+        took = time.time() - t
+        rows = rows or spark.sql("SELECT count(*) AS n FROM read_out WHERE kind IN "
+                                 "('record', 'rejected')").collect()[0].n
+        print(f"spark {name}: {rows} rows in {took:.1f} s ({rows / took / 1e6:.2f}M rows/s)",
+              flush=True)
+        return rows
 
+    got = stage("read_out", sql("--read", "inputs", "--tasks", str(args.tasks)))
     keys = [r.k for r in spark.sql("SELECT DISTINCT explode(map_keys(cells)) AS k FROM read_out "
                                    "WHERE kind = 'record'").collect() if r.k not in CONTRACT]
     cells = ", ".join(f"cells['{c}'] AS `{c}`" for c in CONTRACT + sorted(keys))
     spark.sql(f"CREATE OR REPLACE TEMPORARY VIEW src AS SELECT file AS _file, row AS _row, "
               f"{cells} FROM read_out WHERE kind = 'record'")
-    t = time.time()
-    spark.sql(f"INSERT OVERWRITE DIRECTORY '{work}/validated' USING parquet "
-              f"{sql('--rules', '--source', 'src')}")
-    spark.read.parquet(f"{work}/validated").createOrReplaceTempView("validated")
-    rules_s = time.time() - t
-    print(f"spark rules: {rules_s:.1f} s ({got / rules_s / 1e6:.2f}M rows/s)", flush=True)
-    t = time.time()
-    spark.sql(f"INSERT OVERWRITE DIRECTORY '{work}/verdicts' USING parquet "
-              f"{sql('--dedup', '--source', 'validated', '--properties', ','.join(sorted(keys)))}")
-    dedup_s = time.time() - t
-    print(f"spark dedup: {dedup_s:.1f} s ({got / dedup_s / 1e6:.2f}M rows/s)", flush=True)
+    stage("validated", sql("--rules", "--source", "src"), got)
+    stage("verdicts", sql("--dedup", "--source", "validated", "--properties",
+                          ",".join(sorted(keys))), got)
     spark.stop()
     shutil.rmtree(work, ignore_errors=True)
 
