@@ -56,25 +56,15 @@ pub fn run(args: Args) -> Result<()> {
         }
         let request: Value =
             serde_json::from_str(&line).with_context(|| format!("not a file request: {line:?}"))?;
-        let (file, path, format, gzip) = match (
+        let (Some(file), Some(spec)) = (
             request["file"].as_u64(),
-            request["path"].as_str(),
-            request["format"].as_str(),
-            request["gzip"].as_bool(),
-        ) {
-            (Some(f), Some(p), Some(fmt @ ("csv" | "jsonl" | "parquet")), Some(g)) => {
-                (f, p, fmt, g)
-            }
-            _ => bail!("not a file request: {line:?}"),
-        };
-        let spec = ScanFile {
-            path: PathBuf::from(path),
-            format: match format {
-                "csv" => "csv",
-                "jsonl" => "jsonl",
-                _ => "parquet",
-            },
-            gzip,
+            request["path"]
+                .as_str()
+                .zip(request["format"].as_str())
+                .zip(request["gzip"].as_bool())
+                .and_then(|((p, f), g)| ScanFile::new(PathBuf::from(p), f, g)),
+        ) else {
+            bail!("not a file request: {line:?}");
         };
         // A failed write stops the read (`Cancelled`); the error is reported as itself.
         let mut broken: Option<std::io::Error> = None;

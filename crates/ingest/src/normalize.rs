@@ -65,10 +65,7 @@ struct Fields<'a> {
 type Text<'a> = Cow<'a, str>;
 
 fn text<'a>(cell: &'a Cell<'a>) -> Option<Text<'a>> {
-    let s = match cell {
-        Cell::Str(s) => Cow::Borrowed(s.as_ref()),
-        Cell::TsUtcMs(ms) | Cell::TsLocalMs(ms) => Cow::Owned(ms.to_string()),
-    };
+    let s = cell.value_text();
     (!s.is_empty()).then_some(s)
 }
 
@@ -127,14 +124,13 @@ fn parse_cell(cell: &Cell<'_>, tz: &Tz) -> Result<i64, (String, String)> {
     match cell {
         Cell::Str(s) => parse_ts(s, tz).map_err(|m| (s.to_string(), m)),
         // A Parquet instant: in range like every other (a saturated unit conversion is not).
-        Cell::TsUtcMs(ms) => check_range(*ms).map_err(|m| (ms.to_string(), m)),
-        // A wall clock outside years 1..9999 is refused as the same instant would be, and
-        // quoted by its digits like one: no text of the grammar writes it. Any other is quoted
-        // by its wall-clock text, the same text read as a local time.
-        Cell::TsLocalMs(ms) => match check_range(*ms) {
-            Err(m) => Err((ms.to_string(), m)),
-            Ok(_) => local_ms_to_utc_ms(*ms, tz).map_err(|m| (cell.text(), m)),
-        },
+        Cell::TsUtcMs(ms) => check_range(*ms).map_err(|m| (cell.ts_text(), m)),
+        // A wall clock outside years 1..9999 is refused as the same instant would be (no text
+        // of the grammar writes it); any other is read in the zone. Both are quoted as
+        // `Cell::ts_text` gives them to a cluster's rules.
+        Cell::TsLocalMs(ms) => check_range(*ms)
+            .and_then(|_| local_ms_to_utc_ms(*ms, tz))
+            .map_err(|m| (cell.ts_text(), m)),
     }
 }
 

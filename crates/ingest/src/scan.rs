@@ -9,11 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
-use funnel_core::time::check_range;
-
 use crate::IngestError;
 use crate::limits::{QUARANTINE_TEXT_BYTES, cut};
-use crate::read::{Cell, Column, Item, Role, Skipped, discover, read_file};
+use crate::read::{Cell, Column, Format, InputSpec, Item, Role, Skipped, discover, read_file};
 
 /// One input file of a run, in sorted path order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +20,14 @@ pub struct ScanFile {
     /// `csv`, `jsonl` or `parquet`.
     pub format: &'static str,
     pub gzip: bool,
+}
+
+impl ScanFile {
+    /// A file of the format named `format` (`csv`, `jsonl` or `parquet`), or `None`.
+    pub fn new(path: PathBuf, format: &str, gzip: bool) -> Option<ScanFile> {
+        let format = Format::from_name(format)?.name();
+        Some(ScanFile { path, format, gzip })
+    }
 }
 
 /// The files an ingest of `inputs` into `store` reads (the embedded ingest's discovery: sorted
@@ -86,13 +92,9 @@ pub fn scan_file(
     sink: &mut dyn FnMut(ScanRow<'_>) -> Result<(), IngestError>,
 ) -> Result<ScanSummary, IngestError> {
     let (bytes, sha256) = crate::run::hash_file(&file.path)?;
-    let spec = crate::read::InputSpec {
+    let spec = InputSpec {
         path: file.path.clone(),
-        format: match file.format {
-            "csv" => crate::read::Format::Csv,
-            "jsonl" => crate::read::Format::Jsonl,
-            _ => crate::read::Format::Parquet,
-        },
+        format: Format::from_name(file.format).expect("a ScanFile names a format"),
         gzip: file.gzip,
     };
     let mut rows = 0u64;
@@ -129,10 +131,10 @@ pub fn scan_file(
 
 /// A cell as the row rules read it (see [`ScanRow::Record`]).
 fn cell_text(col: &Column, cell: &Cell<'_>) -> String {
-    match cell {
-        Cell::Str(s) => s.to_string(),
-        Cell::TsLocalMs(ms) if col.role == Role::Ts && check_range(*ms).is_ok() => cell.text(),
-        Cell::TsUtcMs(ms) | Cell::TsLocalMs(ms) => ms.to_string(),
+    if col.role == Role::Ts {
+        cell.ts_text()
+    } else {
+        cell.value_text().into_owned()
     }
 }
 

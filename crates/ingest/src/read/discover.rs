@@ -34,6 +34,13 @@ impl Format {
             Format::Parquet => "parquet",
         }
     }
+
+    /// The format of a [`Format::name`].
+    pub fn from_name(name: &str) -> Option<Format> {
+        [Format::Csv, Format::Jsonl, Format::Parquet]
+            .into_iter()
+            .find(|f| f.name() == name)
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -15,7 +15,7 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::sync::Arc;
 
-use funnel_core::time::format_ms;
+use funnel_core::time::{check_range, format_ms};
 use funnel_core::{RejectReason, schema};
 
 use crate::IngestError;
@@ -98,6 +98,24 @@ pub(crate) enum Cell<'a> {
 }
 
 impl Cell<'_> {
+    /// The cell as a value: a timestamp-typed one is its epoch milliseconds.
+    pub(crate) fn value_text(&self) -> Cow<'_, str> {
+        match self {
+            Cell::Str(s) => Cow::Borrowed(s.as_ref()),
+            Cell::TsUtcMs(ms) | Cell::TsLocalMs(ms) => Cow::Owned(ms.to_string()),
+        }
+    }
+
+    /// The cell as a `ts`: how a rejection quotes it, and text the timestamp grammar reads
+    /// back to the same outcome. A wall clock of years 1..9999 is its text without an
+    /// offset; any other typed cell its epoch milliseconds.
+    pub(crate) fn ts_text(&self) -> String {
+        match self {
+            Cell::TsLocalMs(ms) if check_range(*ms).is_ok() => self.text(),
+            _ => self.value_text().into_owned(),
+        }
+    }
+
     pub(crate) fn text(&self) -> String {
         match self {
             Cell::Str(s) => s.to_string(),
