@@ -322,3 +322,303 @@ fn the_read_query_and_its_worker() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// A bucket file's rows as the cluster ingest hands events to `spark-worker write-events`.
+fn handed_events(path: &std::path::Path, properties: &[String]) -> Vec<Value> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Decimal128Type, TimestampMillisecondType, UInt64Type};
+    let mut out = Vec::new();
+    for b in read_parquet(path) {
+        let text = |n: &str, i: usize| {
+            let a = b.column_by_name(n).unwrap().as_string::<i32>();
+            if a.is_valid(i) {
+                Value::String(a.value(i).to_string())
+            } else {
+                Value::Null
+            }
+        };
+        let int = |n: &str, i: usize| {
+            b.column_by_name(n)
+                .unwrap()
+                .as_primitive::<UInt64Type>()
+                .value(i)
+        };
+        let ts = b
+            .column_by_name("ts")
+            .unwrap()
+            .as_primitive::<TimestampMillisecondType>();
+        let amount = b
+            .column_by_name("amount")
+            .unwrap()
+            .as_primitive::<Decimal128Type>();
+        for i in 0..b.num_rows() {
+            let mut e = serde_json::Map::new();
+            for c in [
+                "event_id",
+                "user_id",
+                "event_type",
+                "platform",
+                "journey",
+                "chat_type",
+                "warning_action",
+                "account_id",
+                "order_id",
+                "currency",
+                "person_id",
+            ] {
+                e.insert(c.into(), text(c, i));
+            }
+            e.insert("ts_ms".into(), ts.value(i).into());
+            e.insert(
+                "amount_units".into(),
+                if amount.is_valid(i) {
+                    (amount.value(i) as i64).into()
+                } else {
+                    Value::Null
+                },
+            );
+            let props: serde_json::Map<String, Value> = properties
+                .iter()
+                .map(|p| (p.clone(), text(p, i)))
+                .filter(|(_, v)| !v.is_null())
+                .collect();
+            e.insert("properties".into(), Value::Object(props));
+            e.insert("source_file".into(), text("_source_file", i));
+            e.insert("source_line".into(), int("_source_line", i).into());
+            e.insert("run".into(), int("_ingest_run", i).into());
+            out.push(Value::Object(e));
+        }
+    }
+    out
+}
+
+/// Runs `funnel spark-worker ARGS` with `lines` on standard input; its output lines.
+fn worker(args: &[&str], lines: &[Value]) -> Vec<Value> {
+    let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let out = funnel()
+        .arg("spark-worker")
+        .args(args)
+        .write_stdin(input)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "spark-worker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The cluster ingest's workers write the store's files with the embedded writers: given the
+/// content of an embedded store (two batches, so with merged persons, faults, duplicates and
+/// conflicts), `spark-worker write-*` writes every bucket file, id-index partition, quarantine
+/// file and the identity file byte for byte as the embedded ingest did, from events in any
+/// order (the content hash computed by the worker), and reports the manifest's figures.
+#[test]
+fn the_workers_write_the_embedded_store_files_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("export");
+    generate(
+        &export,
+        300,
+        21,
+        &[
+            "--fault-rate",
+            "0.05",
+            "--duplicate-rate",
+            "0.05",
+            "--conflict-rate",
+            "0.02",
+        ],
+    );
+    let mut files: Vec<_> = walk(&export)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "{files:?}");
+    let store = dir.path().join("store");
+    let (first, second) = files.split_at(files.len() / 2);
+    for batch in [first, second] {
+        let inputs: Vec<&std::path::Path> = batch.iter().map(|p| p.as_path()).collect();
+        ingest_json(
+            &store,
+            &inputs,
+            &["--buckets", "5", "--row-group-rows", "40"],
+        );
+    }
+    let m = manifest(&store);
+    assert!(m["runs"][1]["persons_merged"].as_u64().unwrap() > 0, "{m}");
+    let gen_dir = store.join("current");
+    let properties: Vec<String> = serde_json::from_value(m["properties"].clone()).unwrap();
+    let sum_of = |rel: &str| m["files"][rel].clone();
+    let out = dir.path().join("out");
+    let out_s = out.to_str().unwrap();
+
+    // Bucket files, from their events in reverse order.
+    let mut all_events = Vec::new();
+    let mut lines = Vec::new();
+    for f in m["event_files"].as_array().unwrap() {
+        let rel = f["path"].as_str().unwrap();
+        let events = handed_events(&gen_dir.join(rel), &properties);
+        for e in events.iter().rev() {
+            lines.push(serde_json::json!({"bucket": f["bucket"], "event": e}));
+        }
+        all_events.extend(events);
+    }
+    let written = worker(
+        &[
+            "write-events",
+            "--dir",
+            out_s,
+            "--generation",
+            "9",
+            "--properties",
+            &serde_json::to_string(&properties).unwrap(),
+            "--row-group-rows",
+            "40",
+        ],
+        &lines,
+    );
+    assert_eq!(written.len(), m["event_files"].as_array().unwrap().len());
+    for (w, f) in written.iter().zip(m["event_files"].as_array().unwrap()) {
+        let rel = f["path"].as_str().unwrap();
+        assert_eq!(w["kind"], "events");
+        for k in ["bucket", "rows", "persons", "min_ts_ms", "max_ts_ms"] {
+            assert_eq!(w["file"][k], f[k], "{rel}: {k}");
+        }
+        let new = out.join(w["file"]["path"].as_str().unwrap());
+        assert!(new.ends_with("part-g000009.parquet"), "{new:?}");
+        assert!(
+            std::fs::read(&new).unwrap() == std::fs::read(gen_dir.join(rel)).unwrap(),
+            "bucket file {rel} differs"
+        );
+        assert_eq!(w["sum"], sum_of(rel), "{rel}");
+    }
+
+    // The event-id index, from the events (hashed by the worker), by partition.
+    let buckets = m["buckets"].as_u64().unwrap();
+    let mut by_partition: Vec<(u64, Value)> = all_events
+        .iter()
+        .map(|e| (xxh3(e["event_id"].as_str().unwrap()) % buckets, e.clone()))
+        .collect();
+    by_partition.sort_by_key(|(p, _)| *p);
+    let lines: Vec<Value> = by_partition
+        .into_iter()
+        .map(|(p, e)| serde_json::json!({"partition": p, "event": e}))
+        .collect();
+    let written = worker(&["write-ids", "--dir", out_s, "--generation", "9"], &lines);
+    let id_files = m["id_files"].as_array().unwrap();
+    assert_eq!(written.len(), id_files.len());
+    for (w, f) in written.iter().zip(id_files) {
+        let rel = f["path"].as_str().unwrap();
+        assert_eq!(
+            (&w["file"]["partition"], &w["file"]["rows"]),
+            (&f["partition"], &f["rows"])
+        );
+        let new = out.join(w["file"]["path"].as_str().unwrap());
+        assert!(
+            std::fs::read(&new).unwrap() == std::fs::read(gen_dir.join(rel)).unwrap(),
+            "id file {rel} differs"
+        );
+    }
+
+    // Each run's quarantine, row by row in order.
+    for rel in m["quarantine_files"].as_array().unwrap() {
+        let rel = rel.as_str().unwrap();
+        let mut lines = Vec::new();
+        for b in read_parquet(&gen_dir.join(rel)) {
+            use arrow::array::{Array, AsArray};
+            use arrow::datatypes::UInt64Type;
+            for i in 0..b.num_rows() {
+                let mut row = serde_json::Map::new();
+                for f in b.schema().fields() {
+                    let a = b.column_by_name(f.name()).unwrap();
+                    let v = if a.is_null(i) {
+                        Value::Null
+                    } else if let Some(s) = a.as_string_opt::<i32>() {
+                        s.value(i).into()
+                    } else {
+                        a.as_primitive::<UInt64Type>().value(i).into()
+                    };
+                    row.insert(f.name().clone(), v);
+                }
+                lines.push(Value::Object(row));
+            }
+        }
+        assert!(!lines.is_empty());
+        let path = out.join(rel);
+        let written = worker(
+            &["write-quarantine", "--path", path.to_str().unwrap()],
+            &lines,
+        );
+        assert_eq!(
+            written,
+            [serde_json::json!({"kind": "quarantine", "sum": sum_of(rel)})]
+        );
+        assert!(std::fs::read(&path).unwrap() == std::fs::read(gen_dir.join(rel)).unwrap());
+    }
+
+    // The identity file, in id order.
+    let links: std::collections::BTreeMap<String, String> = identity(&store).into_iter().collect();
+    assert!(links.len() > 1);
+    let lines: Vec<Value> = links
+        .iter()
+        .map(|(id, p)| serde_json::json!({"id": id, "person_id": p}))
+        .collect();
+    let path = out.join("identity.parquet");
+    let written = worker(
+        &["write-identity", "--path", path.to_str().unwrap()],
+        &lines,
+    );
+    assert_eq!(
+        written,
+        [serde_json::json!({"kind": "identity", "sum": sum_of("identity.parquet")})]
+    );
+
+    // Hashes for Spark: the bucket of keys, as the store assigns them.
+    let keys: Vec<Value> = ["", "wx_000001", "中文\n\t"]
+        .iter()
+        .map(|k| serde_json::json!({"key": k}))
+        .collect();
+    let hashed = worker(&["hash", "--buckets", "7"], &keys);
+    for (h, k) in hashed.iter().zip(["", "wx_000001", "中文\n\t"]) {
+        assert_eq!(h["key"], k);
+        assert_eq!(h["bucket"], xxh3(k) % 7);
+    }
+
+    // What the writers refuse: ungrouped input, a property not in the store's columns.
+    let e = all_events
+        .iter()
+        .find(|e| !e["properties"].as_object().unwrap().is_empty())
+        .unwrap();
+    let refused = |properties: &str, buckets: &[u32], says: &str| {
+        let input: String = buckets
+            .iter()
+            .map(|b| format!("{}\n", serde_json::json!({"bucket": b, "event": e})))
+            .collect();
+        let out = funnel()
+            .args([
+                "spark-worker",
+                "write-events",
+                "--dir",
+                out_s,
+                "--generation",
+                "10",
+            ])
+            .args(["--properties", properties, "--row-group-rows", "10"])
+            .write_stdin(input)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "{err}");
+    };
+    let all = serde_json::to_string(&properties).unwrap();
+    refused(&all, &[0, 1, 0], "not grouped: 0 comes again");
+    refused("[]", &[0], "is not a store column");
+    refused(r#"["b", "a"]"#, &[0], "must be sorted");
+}

@@ -14,6 +14,7 @@ mod dedup;
 mod error;
 mod event;
 mod footer;
+mod handoff;
 mod identity;
 mod integrity;
 mod limits;
@@ -28,6 +29,9 @@ mod store;
 mod write;
 
 pub use error::IngestError;
+pub use handoff::{
+    HandedEvent, HandedRejection, LinkWriter, RejectionWriter, write_bucket_file, write_id_file,
+};
 pub use integrity::{Problem, VerifyReport, verify};
 pub use limits::{MAX_FIELD_BYTES, MAX_RECORD_BYTES, QUARANTINE_TEXT_BYTES};
 pub use read::Skipped;

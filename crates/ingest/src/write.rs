@@ -147,8 +147,9 @@ fn store_err(path: &Path) -> impl Fn(arrow::error::ArrowError) -> IngestError + 
 
 /// Sorts and writes one touched bucket.
 fn write_bucket(b: &Buckets<'_>, job: Job) -> Result<Done, IngestError> {
-    let rel = StoreLayout::bucket_file(job.bucket, b.generation);
-    let path = b.gen_dir.join(&rel);
+    let path = b
+        .gen_dir
+        .join(StoreLayout::bucket_file(job.bucket, b.generation));
     let mut merged = BTreeSet::new();
     let mut parts = Vec::new();
     if let Some(stored) = &job.stored {
@@ -167,8 +168,32 @@ fn write_bucket(b: &Buckets<'_>, job: Job) -> Result<Done, IngestError> {
     }
     let all = concat_batches(&work_schema(), &parts).map_err(store_err(&path))?;
     drop(parts);
+    let file = sort_and_write(
+        b.gen_dir,
+        job.bucket,
+        b.generation,
+        all,
+        b.properties,
+        b.row_group_rows,
+    )?;
+    Ok((file, merged))
+}
+
+/// Sorts the events of bucket `bucket` (a work batch) by `(person_id, ts, event_id)` and writes
+/// them as the bucket's file of generation `generation` under `gen_dir`; `None` when there are
+/// none. Also the writer of the bucket files a cluster ingest's workers write (`handoff.rs`).
+pub(crate) fn sort_and_write(
+    gen_dir: &Path,
+    bucket: u32,
+    generation: u64,
+    all: RecordBatch,
+    properties: &[String],
+    row_group_rows: usize,
+) -> Result<Option<(EventFile, FileSum)>, IngestError> {
+    let rel = StoreLayout::bucket_file(bucket, generation);
+    let path = gen_dir.join(&rel);
     if all.num_rows() == 0 {
-        return Ok((None, merged));
+        return Ok(None);
     }
     // Sorted by index, then gathered once: (person_id, ts, event_id) is unique.
     let c = Cols::of(&all);
@@ -183,7 +208,7 @@ fn write_bucket(b: &Buckets<'_>, job: Job) -> Result<Done, IngestError> {
     });
     let sorted = take_record_batch(&all, &UInt32Array::from(order)).map_err(store_err(&path))?;
     drop(all);
-    let sum = write_events(&path, b.properties, &sorted, b.row_group_rows)?;
+    let sum = write_events(&path, properties, &sorted, row_group_rows)?;
     let c = Cols::of(&sorted);
     let n = sorted.num_rows();
     let persons = 1
@@ -191,14 +216,14 @@ fn write_bucket(b: &Buckets<'_>, job: Job) -> Result<Done, IngestError> {
             .filter(|&i| c.person_id.value(i) != c.person_id.value(i - 1))
             .count() as u64;
     let file = EventFile {
-        bucket: job.bucket,
+        bucket,
         path: rel,
         rows: n as u64,
         persons,
         min_ts_ms: arrow::compute::min(c.ts).unwrap_or_default(),
         max_ts_ms: arrow::compute::max(c.ts).unwrap_or_default(),
     };
-    Ok((Some((file, sum)), merged))
+    Ok(Some((file, sum)))
 }
 
 /// Stored events of bucket `bucket` re-keyed to their merged person: those staying in the

@@ -1,19 +1,4 @@
-//! `funnel spark-worker read` (hidden): the ingest's readers on a Spark worker.
-//!
-//! A cluster ingest pipes its input files through this command with Spark's `TRANSFORM`, so the
-//! cluster reads them with the embedded ingest's own readers. Standard input holds one JSON
-//! object per file, `{"file": N, "path": "...", "format": "csv", "gzip": false}`; standard
-//! output gets one JSON object per row of each file, in file order, then one for the file:
-//!
-//! - `{"file": N, "kind": "record", "line": L, "row": R, "cells": {NAME: TEXT, ...}, "raw": TEXT}`
-//! - `{"file": N, "kind": "rejected", "line": L, "row": R, "reason": ..., "field": ...,
-//!   "value": ..., "message": ..., "raw": ...}`
-//! - `{"file": N, "kind": "file", "bytes": B, "sha256": HEX, "rows": R}` when the file is read
-//!   to its end, or `{"file": N, "kind": "error", "message": ..., "exit": CODE}` when it cannot
-//!   be read as a whole (an embedded run stops there with that message and exit code).
-//!
-//! `line` is null for Parquet. The output has no tab or line break inside an object (JSON
-//! escapes them), which is what `TRANSFORM`'s text protocol needs.
+//! `funnel spark-worker read`: the ingest's readers on a worker (protocol in `worker`).
 
 use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
@@ -22,31 +7,10 @@ use anyhow::{Context, Result, bail};
 use funnel_ingest::{ScanFile, ScanRow, scan_file};
 use serde_json::{Map, Value, json};
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(subcommand)]
-    pub task: Task,
-}
+use super::emit;
 
-#[derive(Debug, clap::Subcommand)]
-pub enum Task {
-    /// Read the files named on standard input, one JSON line per row on standard output.
-    Read,
-}
-
-/// The path of the funnel binary on the workers: `given`, or this process's own executable.
-pub fn worker_path(given: Option<&std::path::Path>) -> Result<String> {
-    let path = match given {
-        Some(p) => p.to_path_buf(),
-        None => std::env::current_exe().context("finding this funnel binary's path")?,
-    };
-    path.to_str()
-        .map(str::to_string)
-        .ok_or_else(|| crate::UsageError(format!("--worker {}: not UTF-8", path.display())).into())
-}
-
-pub fn run(args: Args) -> Result<()> {
-    let Task::Read = args.task;
+/// Reads the files requested on standard input (see the module docs of `worker`).
+pub fn read() -> Result<()> {
     let stdin = std::io::stdin().lock();
     let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
     for line in stdin.lines() {
@@ -117,9 +81,4 @@ pub fn run(args: Args) -> Result<()> {
     }
     out.flush().context("writing to standard output")?;
     Ok(())
-}
-
-fn emit(out: &mut impl Write, item: &Value) -> std::io::Result<()> {
-    serde_json::to_writer(&mut *out, item)?;
-    out.write_all(b"\n")
 }
