@@ -97,8 +97,8 @@ pub(crate) struct Dedup<'a> {
 }
 
 /// Where phase 2's outcomes go.
-pub(crate) struct Outcomes<'a, 'b> {
-    pub inventory: &'a mut Inventory<'b>,
+pub(crate) struct Outcomes<'a> {
+    pub inventory: &'a mut Inventory,
     pub identity: &'a mut Identity,
     /// Per input file: its counts of stored, duplicate and conflicting rows grow.
     pub inputs: &'a mut [InputFile],
@@ -171,7 +171,7 @@ struct Judged {
 /// partition order, so counts and identity are as a sequential run makes them.
 pub(crate) fn deduplicate(
     d: &Dedup<'_>,
-    o: Outcomes<'_, '_>,
+    o: Outcomes<'_>,
     threads: usize,
 ) -> Result<Deduplicated, IngestError> {
     let mut id_files = Vec::new();
@@ -271,12 +271,7 @@ pub(crate) fn deduplicate(
 
 /// Judges partition `p` (its rows spilled at `path`) against its stored index, in read order,
 /// and writes its new index when any row is new.
-fn judge(
-    d: &Dedup<'_>,
-    inventory: &Inventory<'_>,
-    p: u32,
-    path: &Path,
-) -> Result<Judged, IngestError> {
+fn judge(d: &Dedup<'_>, inventory: &Inventory, p: u32, path: &Path) -> Result<Judged, IngestError> {
     let stored_ids = match d.old_ids.get(&p) {
         Some(f) => read_ids(&inventory.reread(&f.path, Some(f.rows))?)?,
         None => Vec::new(),

@@ -59,21 +59,21 @@ fn check_file(
 
 /// The files of the generation an ingest writes, with their sums, and the checks of the files
 /// it takes from the committed generation.
-pub(crate) struct Inventory<'a> {
+pub(crate) struct Inventory {
     /// The committed generation the run started from (`None` for a new store).
-    prev_dir: Option<&'a Path>,
+    prev_dir: Option<PathBuf>,
     /// Its recorded sums.
     prev: BTreeMap<String, FileSum>,
-    gen_dir: &'a Path,
+    gen_dir: PathBuf,
     files: BTreeMap<String, FileSum>,
 }
 
-impl<'a> Inventory<'a> {
+impl Inventory {
     pub fn new(
-        prev_dir: Option<&'a Path>,
+        prev_dir: Option<PathBuf>,
         prev: BTreeMap<String, FileSum>,
-        gen_dir: &'a Path,
-    ) -> Inventory<'a> {
+        gen_dir: PathBuf,
+    ) -> Inventory {
         Inventory {
             prev_dir,
             prev,
@@ -84,6 +84,7 @@ impl<'a> Inventory<'a> {
 
     fn prev_path(&self, rel: &str) -> PathBuf {
         self.prev_dir
+            .as_deref()
             .expect("files imply a previous generation")
             .join(rel)
     }

@@ -10,6 +10,7 @@
 //! The entry point is [`ingest`]; [`verify`] checks a store's files against its manifest.
 
 mod batch;
+mod commit;
 mod dedup;
 mod error;
 mod event;
@@ -28,6 +29,7 @@ mod spill;
 mod store;
 mod write;
 
+pub use commit::{NewGeneration, StoreRun};
 pub use error::IngestError;
 pub use handoff::{
     HandedEvent, HandedRejection, LinkWriter, RejectionWriter, write_bucket_file, write_id_file,

@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use funnel_core::{
-    Counts, EventFile, IdFile, InputFile, MANIFEST_FILE, Manifest, RunRecord, StoreLayout,
-    TOOL_VERSION, bucket_of,
+    Counts, EventFile, IdFile, InputFile, RunRecord, StoreLayout, TOOL_VERSION, bucket_of,
 };
 use sha2::{Digest, Sha256};
 
@@ -19,9 +18,9 @@ use arrow::array::RecordBatch;
 use crate::IngestError;
 use crate::batch::Builder;
 use crate::batch::work_schema;
+use crate::commit::{MAX_BUCKETS, NewGeneration, StoreRun};
 use crate::dedup::{Dedup, Deduplicated, Outcomes, deduplicate, key_schema, keys};
 use crate::identity::{Identity, RunIds, id_hash, linked_account};
-use crate::integrity::Inventory;
 use crate::normalize::{Lineage, Rejection, normalize};
 use crate::parallel::threads;
 use crate::parse_timezone;
@@ -63,29 +62,8 @@ impl IngestOptions {
     }
 }
 
-/// Rows a bucket of a new store is sized for: a bucket is sorted and written in memory (and is
-/// one spill partition), so this bounds ingest memory whatever the size of the input.
-const ROWS_PER_BUCKET: u64 = 250_000;
-
-/// Most buckets a store may have (`--buckets`).
-const MAX_BUCKETS: u32 = 65_536;
-
 /// Rows between two progress reports.
 const PROGRESS_ROWS: u64 = 65_536;
-
-/// Bucket count of a new store when none is asked for: 64, or the power of two that keeps
-/// about [`ROWS_PER_BUCKET`] rows per bucket, estimating rows from the input sizes (150 bytes a
-/// row as text, 8 times that much when gzip or Parquet compressed).
-fn auto_buckets(input_bytes: impl IntoIterator<Item = (u64, bool)>) -> u32 {
-    let rows: u64 = input_bytes
-        .into_iter()
-        .map(|(bytes, compressed)| bytes.saturating_mul(if compressed { 8 } else { 1 }) / 150)
-        .fold(0, u64::saturating_add);
-    let wanted = rows
-        .div_ceil(ROWS_PER_BUCKET)
-        .clamp(64, u64::from(MAX_BUCKETS));
-    wanted.next_power_of_two() as u32
-}
 
 /// Progress notifications, for a progress bar.
 #[derive(Debug, Clone, Copy)]
@@ -182,33 +160,25 @@ pub fn ingest(
     let tr = |what: &str| trace.mark(what);
     let Discovered { files, skipped } = discover(inputs, &opts.store)?;
 
-    let layout = StoreLayout::new(&opts.store);
-    std::fs::create_dir_all(layout.root()).map_err(|e| IngestError::store(layout.root(), e))?;
-    let _lock = lock(&layout, opts.lock_timeout, progress)?;
-    // Leased like any reader's, until the commit below retires it.
-    let current = layout.open_current()?;
-    collect_garbage(&layout, current.as_ref().map(|g| g.manifest().generation))?;
-    let (prev_dir, mut manifest) = match &current {
-        Some(g) => (Some(g.dir().to_path_buf()), g.manifest().clone()),
-        None => {
-            let buckets = opts.buckets.unwrap_or_else(|| {
-                auto_buckets(files.iter().map(|f| {
+    // Locks the store, opens (and leases) its committed generation, creates the scratch space
+    // and the new generation's directory; whatever ends the run removes what it began.
+    let mut store = StoreRun::begin(
+        opts,
+        || {
+            files
+                .iter()
+                .map(|f| {
                     let bytes = std::fs::metadata(&f.path).map_or(0, |m| m.len());
                     (bytes, f.gzip || f.format == Format::Parquet)
-                }))
-            });
-            (None, Manifest::empty(buckets, &opts.timezone))
-        }
-    };
-    let run_no = manifest.runs.last().map_or(1, |r| r.run + 1);
+                })
+                .collect()
+        },
+        progress,
+    )?;
+    let manifest = store.manifest().clone();
+    let run_no = store.run();
     let buckets = manifest.buckets;
-    let scratch = layout.scratch_dir();
-    // From here on, whatever ends the run removes what it began (before the lock is released).
-    let mut uncommitted = Uncommitted {
-        layout: &layout,
-        generation: None,
-    };
-    std::fs::create_dir_all(&scratch).map_err(|e| IngestError::store(&scratch, e))?;
+    let scratch = store.scratch_dir();
     let mut quarantine = QuarantineWriter::new(scratch.join("quarantine.parquet"));
 
     // Phase 1: read and validate. Files are parsed and validated on worker threads (several
@@ -305,19 +275,10 @@ pub fn ingest(
     tr("phase 1 read");
 
     // Phase 2: deduplicate, partition by partition; the new id index goes to the new generation.
-    let generation = manifest.generation + 1;
-    let gen_dir = layout.generation_dir(generation);
-    uncommitted.generation = Some(generation);
-    if gen_dir.exists() {
-        std::fs::remove_dir_all(&gen_dir).map_err(|e| IngestError::store(&gen_dir, e))?;
-    }
-    std::fs::create_dir_all(&gen_dir).map_err(|e| IngestError::store(&gen_dir, e))?;
+    let generation = store.generation();
+    let gen_dir = store.gen_dir().to_path_buf();
     // Every file taken from the committed generation is checked against its manifest first.
-    let mut inventory = Inventory::new(
-        prev_dir.as_deref(),
-        std::mem::take(&mut manifest.files),
-        &gen_dir,
-    );
+    let inventory = store.inventory();
     let old_ids: BTreeMap<u32, IdFile> = manifest
         .id_files
         .iter()
@@ -350,7 +311,7 @@ pub fn ingest(
             rows: valid_rows,
         },
         Outcomes {
-            inventory: &mut inventory,
+            inventory: &mut *inventory,
             identity: &mut identity,
             inputs: &mut input_records,
         },
@@ -414,37 +375,12 @@ pub fn ingest(
     let quarantined = quarantine.finish()?;
 
     if report.rejected_share() > opts.max_reject_rate {
-        let dir = failed_dir(&layout, run_no);
-        std::fs::create_dir_all(&dir).map_err(|e| IngestError::store(&dir, e))?;
-        if let Some((q, _)) = &quarantined {
-            let path = dir.join("quarantine.parquet");
-            std::fs::rename(q, &path).map_err(|e| IngestError::store(&path, e))?;
-            report.quarantine_path = Some(path);
-        }
-        let run_json = serde_json::to_string_pretty(&run).expect("run record serialises");
-        std::fs::write(dir.join("run.json"), run_json).map_err(|e| IngestError::store(&dir, e))?;
+        report.quarantine_path =
+            store.set_aside(&run, quarantined.as_ref().map(|(q, _)| q.as_path()))?;
         return Err(IngestError::RejectRateExceeded {
             max: opts.max_reject_rate,
             report: Box::new(report),
         });
-    }
-
-    // Quarantine: earlier runs' files carry over, this run's is added.
-    let mut quarantine_files = Vec::new();
-    for q in &manifest.quarantine_files {
-        inventory.carry(q, None)?;
-        quarantine_files.push(q.clone());
-    }
-    if let Some((q, sum)) = quarantined {
-        let rel = StoreLayout::quarantine_file(run_no);
-        let path = gen_dir.join(&rel);
-        std::fs::create_dir_all(path.parent().expect("has a parent"))
-            .map_err(|e| IngestError::store(&path, e))?;
-        std::fs::rename(q, &path).map_err(|e| IngestError::store(&path, e))?;
-        inventory.wrote(&rel, sum);
-        report.quarantine_path = Some(layout.current_link().join(&rel));
-        run.quarantine_file = Some(rel.clone());
-        quarantine_files.push(rel);
     }
 
     // Phase 5: rewrite touched buckets.
@@ -468,44 +404,32 @@ pub fn ingest(
             row_group_rows: opts.row_group_rows,
             threads: threads(),
         },
-        &mut inventory,
+        store.inventory(),
     )?;
     run.persons_merged = merged_persons.len() as u64;
     tr("phase 5 write");
 
     let mut writer = IdentityWriter::new(gen_dir.join(StoreLayout::IDENTITY_FILE));
     identity.write_with_stored(&merges, partly_loaded.as_deref(), &mut writer)?;
-    let identity_file = writer.finish()?.map(|(_, sum)| {
-        inventory.wrote(StoreLayout::IDENTITY_FILE, sum);
-        StoreLayout::IDENTITY_FILE.to_string()
-    });
-
-    manifest.generation = generation;
-    manifest.properties = properties;
-    manifest.events = event_files.iter().map(|f| f.rows).sum();
-    manifest.persons = event_files.iter().map(|f| f.persons).sum();
-    manifest.min_ts = event_files.iter().map(|f| f.min_ts_ms).min().map(format_ms);
-    manifest.max_ts = event_files.iter().map(|f| f.max_ts_ms).max().map(format_ms);
-    manifest.event_files = event_files;
-    manifest.id_files = id_files;
-    manifest.identity_file = identity_file;
-    manifest.quarantine_files = quarantine_files;
-    manifest.files = inventory.into_files();
-    manifest.totals.add(&run.counts);
-    manifest.runs.push(run.clone());
-    let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
-    write_synced(&gen_dir.join(MANIFEST_FILE), text.as_bytes())?;
-    funnel_core::lease::create_lease_file(&gen_dir)?;
-    sync_tree(&gen_dir)?;
-    switch_current(&layout, generation)?;
+    let identity_sum = writer.finish()?.map(|(_, sum)| sum);
+    let (manifest, quarantine_path) = store.commit(NewGeneration {
+        run,
+        properties,
+        event_files,
+        id_files,
+        identity: identity_sum,
+        quarantine: quarantined,
+    })?;
     tr("commit");
-    drop(current);
-    // Also removes the scratch directory.
-    collect_garbage(&layout, Some(generation))?;
 
     report.committed = true;
     report.generation = generation;
-    report.run = run;
+    report.run = manifest
+        .runs
+        .last()
+        .expect("the run just committed")
+        .clone();
+    report.quarantine_path = quarantine_path;
     report.events_in_store = manifest.events;
     report.persons_in_store = manifest.persons;
     Ok(report)
@@ -691,158 +615,11 @@ impl Trace {
     }
 }
 
-/// How often a waiting ingest tries the store's lock again.
-const LOCK_POLL: Duration = Duration::from_millis(100);
-
-/// Takes the store's lock, waiting up to `timeout` for another ingest to release it.
-fn lock(
-    layout: &StoreLayout,
-    timeout: Duration,
-    progress: &dyn Fn(Progress<'_>),
-) -> Result<File, IngestError> {
-    let path = layout.lock_file();
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| IngestError::store(&path, e))?;
-    let started = Instant::now();
-    let mut told = false;
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) => {}
-            Err(std::fs::TryLockError::Error(e)) => return Err(IngestError::store(&path, e)),
-        }
-        let waited = started.elapsed();
-        if waited >= timeout {
-            return Err(IngestError::LockTimeout {
-                path: layout.root().to_path_buf(),
-                timeout,
-            });
-        }
-        if !told {
-            progress(Progress::WaitingForLock {
-                store: layout.root(),
-                timeout,
-            });
-            told = true;
-        }
-        std::thread::sleep(LOCK_POLL.min(timeout - waited));
-    }
-}
-
-/// What a run has begun and not committed: its scratch space and the new generation's
-/// directory, removed when the run ends, however it ends (a refused run's `failed/` directory
-/// stays). A generation that `current` names was committed and stays.
-struct Uncommitted<'a> {
-    layout: &'a StoreLayout,
-    generation: Option<u64>,
-}
-
-impl Drop for Uncommitted<'_> {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(self.layout.scratch_dir());
-        if let Some(generation) = self.generation {
-            let name = StoreLayout::generation_name(generation);
-            let current = std::fs::read_link(self.layout.current_link());
-            if !current.is_ok_and(|c| c == Path::new(&name)) {
-                let _ = std::fs::remove_dir_all(self.layout.generation_dir(generation));
-            }
-        }
-    }
-}
-
-fn failed_dir(layout: &StoreLayout, run: u64) -> PathBuf {
-    let base = layout.failed_dir(run);
-    (1..)
-        .map(|k| {
-            if k == 1 {
-                base.clone()
-            } else {
-                PathBuf::from(format!("{}-{k}", base.display()))
-            }
-        })
-        .find(|p| !p.exists())
-        .expect("an unused name exists")
-}
-
-/// Removes generation directories other than the current one (left by a killed run or
-/// superseded by a commit) and a stale temporary link. A generation a reader holds a lease on
-/// stays, for a later run to remove.
-fn collect_garbage(layout: &StoreLayout, keep: Option<u64>) -> Result<(), IngestError> {
-    let root = layout.root();
-    let _ = std::fs::remove_file(root.join(".current.tmp"));
-    let _ = std::fs::remove_dir_all(layout.scratch_dir());
-    let keep = keep.map(StoreLayout::generation_name);
-    let entries = std::fs::read_dir(root).map_err(|e| IngestError::store(root, e))?;
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if StoreLayout::is_generation_name(&name) && Some(&name) != keep.as_ref() {
-            funnel_core::lease::remove_unleased(&entry.path())?;
-        }
-    }
-    Ok(())
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), IngestError> {
-    use std::io::Write;
-    let mut f = File::create(path).map_err(|e| IngestError::store(path, e))?;
-    f.write_all(bytes)
-        .map_err(|e| IngestError::store(path, e))?;
-    f.sync_all().map_err(|e| IngestError::store(path, e))
-}
-
-fn sync_tree(dir: &Path) -> Result<(), IngestError> {
-    for entry in std::fs::read_dir(dir)
-        .map_err(|e| IngestError::store(dir, e))?
-        .flatten()
-    {
-        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            sync_tree(&entry.path())?;
-        }
-    }
-    File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| IngestError::store(dir, e))
-}
-
-/// Points `current` at the new generation: a new symlink renamed over the old one (atomic).
-fn switch_current(layout: &StoreLayout, generation: u64) -> Result<(), IngestError> {
-    let root = layout.root();
-    let tmp = root.join(".current.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    #[cfg(unix)]
-    std::os::unix::fs::symlink(StoreLayout::generation_name(generation), &tmp)
-        .map_err(|e| IngestError::store(&tmp, e))?;
-    #[cfg(not(unix))]
-    compile_error!("the store's atomic switch needs symlinks (unix)");
-    std::fs::rename(&tmp, layout.current_link()).map_err(|e| IngestError::store(root, e))?;
-    ensure_events_link(layout)?;
-    File::open(root)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| IngestError::store(root, e))
-}
-
-/// Adds `STORE/events -> current/events` where it is missing (stores written before it); an
-/// entry of that name that is not this link is left alone.
-fn ensure_events_link(layout: &StoreLayout) -> Result<(), IngestError> {
-    let link = layout.events_link();
-    if std::fs::symlink_metadata(&link).is_ok() {
-        return Ok(());
-    }
-    let tmp = layout.root().join(".events.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    #[cfg(unix)]
-    std::os::unix::fs::symlink(StoreLayout::EVENTS_LINK_TARGET, &tmp)
-        .map_err(|e| IngestError::store(&tmp, e))?;
-    std::fs::rename(&tmp, &link).map_err(|e| IngestError::store(&link, e))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commit::collect_garbage;
+    use funnel_core::MANIFEST_FILE;
 
     /// Ingests one CSV row (event `id`) into the store at `store`.
     fn ingest_row(store: &Path, id: &str) -> IngestReport {
@@ -873,20 +650,5 @@ mod tests {
         collect_garbage(&layout, Some(2)).unwrap();
         assert!(!first.exists());
         assert!(layout.generation_dir(2).join(MANIFEST_FILE).is_file());
-    }
-
-    #[test]
-    fn bucket_count_follows_input_size() {
-        // Small inputs keep the old default.
-        assert_eq!(auto_buckets([]), 64);
-        assert_eq!(auto_buckets([(1_100_000_000, false)]), 64);
-        // 11 GB of CSV (about 73M rows) -> 293 buckets wanted -> 512.
-        assert_eq!(auto_buckets([(11_000_000_000, false)]), 512);
-        // Compressed inputs count 8 times their size, summed over files.
-        assert_eq!(
-            auto_buckets([(1_000_000_000, true), (1_000_000_000, true)]),
-            512
-        );
-        assert_eq!(auto_buckets([(u64::MAX, false), (u64::MAX, true)]), 65_536);
     }
 }

@@ -71,7 +71,7 @@ type Done = (Option<(EventFile, FileSum)>, BTreeSet<String>);
 /// Writes the touched buckets and carries the others into `inventory`.
 pub(crate) fn write_buckets(
     b: &Buckets<'_>,
-    inventory: &mut Inventory<'_>,
+    inventory: &mut Inventory,
 ) -> Result<Written, IngestError> {
     let source_buckets: BTreeSet<u32> = b
         .merges
