@@ -103,6 +103,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<UsageError>().is_some() {
             return 2;
         }
+        if let Some(e) = cause.downcast_ref::<ingest::UnreadFile>() {
+            return e.exit;
+        }
         if let Some(e) = cause.downcast_ref::<funnel_ingest::IngestError>() {
             return if e.is_usage_error() {
                 2

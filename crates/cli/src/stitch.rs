@@ -1,6 +1,6 @@
 //! Identity stitching on Spark: runs [`funnel_sql::Stitch`] to its fixed point in one session.
-//! The cluster ingest (`funnel ingest --engine spark`, being built) reads the labels table it
-//! leaves cached; the test below checks it against union-find on random id graphs.
+//! The cluster ingest (`funnel ingest --engine spark`) reads the labels table it leaves; the
+//! test below checks it against union-find on random id graphs.
 
 use funnel_remote::{RemoteError, SparkSession};
 use funnel_sql::Stitch;
@@ -13,10 +13,6 @@ const MAX_ROUNDS: u32 = 200;
 /// in `session`, writing each round under `scratch` (a directory the cluster can write). The
 /// returned state names the labels view (`v`, `l`) and the rounds run; the caller drops its
 /// views with [`Stitch::finish`] and then removes `scratch`.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "its caller, ingest --engine spark, is next")
-)]
 pub(crate) fn stitch(
     session: &SparkSession,
     edges: &str,

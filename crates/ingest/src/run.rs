@@ -60,6 +60,34 @@ impl IngestOptions {
             lock_timeout: Duration::from_secs(300),
         }
     }
+
+    /// Checks the options (the same for every engine): the zone, which it returns, the reject
+    /// rate, the row-group size and the bucket count.
+    pub fn check(&self) -> Result<chrono_tz::Tz, IngestError> {
+        let tz = parse_timezone(&self.timezone)?;
+        if !(0.0..=1.0).contains(&self.max_reject_rate) {
+            return Err(IngestError::InvalidOption {
+                option: "--max-reject-rate",
+                value: self.max_reject_rate.to_string(),
+                message: "must be between 0 and 1".into(),
+            });
+        }
+        if self.row_group_rows == 0 {
+            return Err(IngestError::InvalidOption {
+                option: "--row-group-rows",
+                value: "0".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        if let Some(b) = self.buckets.filter(|b| !(1..=MAX_BUCKETS).contains(b)) {
+            return Err(IngestError::InvalidOption {
+                option: "--buckets",
+                value: b.to_string(),
+                message: format!("must be between 1 and {MAX_BUCKETS}"),
+            });
+        }
+        Ok(tz)
+    }
 }
 
 /// Rows between two progress reports.
@@ -134,28 +162,7 @@ pub fn ingest(
     inputs: &[PathBuf],
     progress: &dyn Fn(Progress<'_>),
 ) -> Result<IngestReport, IngestError> {
-    let tz = parse_timezone(&opts.timezone)?;
-    if !(0.0..=1.0).contains(&opts.max_reject_rate) {
-        return Err(IngestError::InvalidOption {
-            option: "--max-reject-rate",
-            value: opts.max_reject_rate.to_string(),
-            message: "must be between 0 and 1".into(),
-        });
-    }
-    if opts.row_group_rows == 0 {
-        return Err(IngestError::InvalidOption {
-            option: "--row-group-rows",
-            value: "0".into(),
-            message: "must be at least 1".into(),
-        });
-    }
-    if let Some(b) = opts.buckets.filter(|b| !(1..=MAX_BUCKETS).contains(b)) {
-        return Err(IngestError::InvalidOption {
-            option: "--buckets",
-            value: b.to_string(),
-            message: format!("must be between 1 and {MAX_BUCKETS}"),
-        });
-    }
+    let tz = opts.check()?;
     let trace = Trace::new();
     let tr = |what: &str| trace.mark(what);
     let Discovered { files, skipped } = discover(inputs, &opts.store)?;

@@ -83,6 +83,32 @@ impl SparkSession {
         crate::rows::read_ipc(&self.ipc(sql)?, ENGINE)
     }
 
+    /// Runs a query whose answer is one text column without nulls (JSON lines, say): its
+    /// values, in the answer's order.
+    pub fn strings(&self, sql: &str) -> Result<Vec<String>, RemoteError> {
+        let mut out = Vec::new();
+        for batch in self.batches(sql)? {
+            let column = batch.column(0);
+            let bad = |what: String| RemoteError::Answer {
+                engine: ENGINE,
+                message: format!("{what} where text was asked for: {sql}"),
+            };
+            if column.null_count() > 0 {
+                return Err(bad("a null".into()));
+            }
+            if let Some(c) = column.as_string_opt::<i32>() {
+                out.extend(c.iter().flatten().map(str::to_string));
+            } else if let Some(c) = column.as_string_opt::<i64>() {
+                out.extend(c.iter().flatten().map(str::to_string));
+            } else if let Some(c) = column.as_string_view_opt() {
+                out.extend(c.iter().flatten().map(str::to_string));
+            } else {
+                return Err(bad(format!("a {} column", column.data_type())));
+            }
+        }
+        Ok(out)
+    }
+
     /// Runs a query whose answer is one row with one integer column.
     pub fn count(&self, sql: &str) -> Result<u64, RemoteError> {
         let batches = self.batches(sql)?;

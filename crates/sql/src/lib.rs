@@ -9,7 +9,9 @@
 //! [`read_query`] reads a cluster ingest's input files on the workers with the ingest's own
 //! readers; [`rules_query`] compiles the row rules of the contract (`funnel_core::rules`) to the Spark
 //! SQL that validates and normalises export rows in the cluster ingest; [`Stitch`] is the
-//! cluster ingest's identity stitching (connected components, by minimum-label hooking and shortcutting).
+//! cluster ingest's identity stitching (connected components, by minimum-label hooking and shortcutting);
+//! [`write_events_query`] and its siblings hand the rows of the new generation to the
+//! workers' writers, so the cluster writes the store's files with the embedded ingest's code.
 
 mod dedup;
 mod dialect;
@@ -19,6 +21,7 @@ mod query;
 mod read;
 mod rules;
 mod stitch;
+mod worker;
 
 pub use dedup::dedup_query;
 pub use error::SqlError;
@@ -27,3 +30,7 @@ pub use query::{audit_query, query};
 pub use read::{READ_COLUMNS, read_query};
 pub use rules::rules_query;
 pub use stitch::Stitch;
+pub use worker::{
+    Generation, HANDED_EVENT_COLUMNS, hash_query, write_events_query, write_identity_query,
+    write_ids_query, write_quarantine_query,
+};

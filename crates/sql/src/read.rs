@@ -9,17 +9,13 @@
 //! `worker.rs`; this module only spells the query.
 
 use crate::Dialect;
+use crate::worker::worker_command;
 
 /// Columns of the read output, one row per input row (`kind` `record` or `rejected`) and one
 /// per file (`file`, or `error` when the file cannot be read as a whole).
 pub const READ_COLUMNS: &str = "file INT, kind STRING, line BIGINT, row BIGINT, \
      cells MAP<STRING, STRING>, raw STRING, reason STRING, field STRING, value STRING, \
      message STRING, bytes BIGINT, sha256 STRING, rows BIGINT, exit INT";
-
-/// `s` quoted for the shell (`TRANSFORM` runs its command with `/bin/bash -c`).
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
 
 /// The query that reads the files of `files` (a table or an aliased subquery with columns
 /// `file INT` (sorted path order), `path STRING`, `format STRING` (`csv`, `jsonl`, `parquet`)
@@ -28,7 +24,7 @@ fn shell_quote(s: &str) -> String {
 /// fails the query (`FAILFAST`) rather than becoming a row of nulls that later filters drop.
 pub fn read_query(files: &str, worker: &str, tasks: usize) -> String {
     let d = Dialect::Spark;
-    let command = d.string(&format!("{} spark-worker read", shell_quote(worker)));
+    let command = worker_command(worker, &["read"]);
     let tasks = tasks.max(1);
     // A repartition with a number is never coalesced by adaptive execution: the files spread
     // over `tasks` tasks, whatever their few bytes of request suggest.

@@ -1,4 +1,9 @@
-//! `funnel ingest`
+//! `funnel ingest`: the embedded ingest (`funnel_ingest::ingest`), or the same ingest as Spark
+//! jobs (`spark.rs`, `--engine spark`).
+
+mod spark;
+
+pub use spark::UnreadFile;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -9,6 +14,8 @@ use funnel_ingest::{IngestError, IngestOptions, IngestReport, Progress, ingest};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use crate::UsageError;
+use crate::cluster::Engine;
 use crate::table::{percent, render, thousands};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -40,6 +47,18 @@ pub struct Args {
     /// Seconds to wait for another ingest into the same store to finish (exit code 5 after).
     #[arg(long, value_name = "SECONDS", default_value = "300", value_parser = seconds)]
     pub lock_timeout: Duration,
+    /// Where the ingest runs: this process, or a Spark cluster over Spark Connect
+    /// (`--spark-remote`). On Spark, the inputs and the store must be on a file system the
+    /// cluster's workers mount under the same paths; the store is the same either way.
+    #[arg(long, value_enum, default_value_t = Engine::Embedded)]
+    pub engine: Engine,
+    /// Spark Connect endpoint for `--engine spark`, e.g. sc://127.0.0.1:15002.
+    #[arg(long, value_name = "sc://HOST:PORT")]
+    pub spark_remote: Option<String>,
+    /// `--engine spark`: the path of this version's `funnel` binary on the workers (default:
+    /// this binary's own path, for workers that share its file system).
+    #[arg(long, value_name = "PATH")]
+    pub spark_worker: Option<PathBuf>,
     /// Summary format: a table for people, or one JSON object.
     #[arg(long, value_enum, default_value_t = SummaryFormat::Table)]
     pub format: SummaryFormat,
@@ -90,17 +109,48 @@ pub fn run_quiet(args: &Args) -> Result<IngestReport> {
         (Progress::Committing, Some(bar)) => bar.set_message("writing the new store generation"),
         (_, None) => {}
     };
-    let result = ingest(&opts, &args.inputs, &on_progress);
+    let result = match args.engine {
+        Engine::Embedded => {
+            if args.spark_remote.is_some() || args.spark_worker.is_some() {
+                return Err(UsageError(
+                    "--spark-remote and --spark-worker are for --engine spark".into(),
+                )
+                .into());
+            }
+            ingest(&opts, &args.inputs, &on_progress).map_err(anyhow::Error::from)
+        }
+        Engine::Spark => {
+            let Some(remote) = args.spark_remote.as_deref() else {
+                return Err(UsageError(
+                    "--engine spark needs --spark-remote sc://HOST:PORT".into(),
+                )
+                .into());
+            };
+            let worker = crate::worker::worker_path(args.spark_worker.as_deref())?;
+            spark::ingest(&opts, &args.inputs, remote, &worker, &on_progress)
+        }
+        Engine::Clickhouse => {
+            return Err(UsageError(
+                "ingest --engine clickhouse is not supported: ingest runs embedded or on Spark; \
+                 analyze --engine clickhouse reads a table loaded from the store's Parquet files"
+                    .into(),
+            )
+            .into());
+        }
+    };
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
     match result {
         Ok(report) => Ok(report),
-        Err(IngestError::RejectRateExceeded { max, report }) => {
-            print_report(&report, args.format);
-            Err(IngestError::RejectRateExceeded { max, report }.into())
-        }
-        Err(e) => Err(e.into()),
+        Err(e) => match e.downcast::<IngestError>() {
+            Ok(IngestError::RejectRateExceeded { max, report }) => {
+                print_report(&report, args.format);
+                Err(IngestError::RejectRateExceeded { max, report }.into())
+            }
+            Ok(e) => Err(e.into()),
+            Err(e) => Err(e),
+        },
     }
 }
 
