@@ -17,13 +17,14 @@ identity, each run's quarantine, and the manifest (figures, counts per file and 
 
 Then what a run must not do: a run refused by --max-reject-rate commits nothing and keeps the
 same quarantine in failed/ on both engines (exit 3); a truncated gzip file stops both with the
-same message and exit code; a cluster run killed part way leaves the store as it was (the same
+same message and exit code; a cluster run killed after writing its bucket files leaves the store as it was (the same
 `current`, and `funnel verify` passes). Exits 1 and prints the differences otherwise.
 """
 import argparse
 import gzip
 import hashlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -86,8 +87,6 @@ def main():
     ap.add_argument("--spark", required=True)
     ap.add_argument("--persons", type=int, default=400)
     ap.add_argument("--work")
-    ap.add_argument("--kill-after", type=float, default=10.0,
-                    help="seconds into the second run at which it is killed")
     args = ap.parse_args()
     funnel = Path(args.funnel).resolve()
     work = Path(args.work or tempfile.mkdtemp(prefix="cluster-ingest-check-"))
@@ -119,7 +118,7 @@ def main():
     if not m["runs"][1]["persons_merged"]:
         failed.append("the second batch merged no stored person: the check would miss re-keying")
     reasons = set(m["totals"]["rejected_by_reason"])
-    for want in ("duplicate_conflict", "malformed_record", "invalid_timestamp"):
+    for want in ("duplicate_conflict", "malformed_record", "bad_timestamp", "record_too_large"):
         if want not in reasons:
             failed.append(f"no {want} row in the inputs: {sorted(reasons)}")
     for order, store in stores.items():
@@ -174,13 +173,21 @@ def main():
     store = work / "killed"
     ingest(funnel, "spark", args.spark, store, batches[0])
     before = (store / "current").resolve().name, tree(store)
+    # Killed once its bucket files are written, before the commit: the worst moment.
     p = subprocess.Popen([str(funnel), "ingest", "--store", str(store), "--buckets", "8",
                           "--row-group-rows", "64", "--engine", "spark", "--spark-remote",
                           args.spark, *map(str, batches[1])],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(args.kill_after)
-    p.send_signal(signal.SIGKILL)
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "FUNNEL_TRACE": "1"})
+    seen = []
+    for line in p.stderr:
+        seen.append(line.strip())
+        if "spark: bucket files" in line:
+            p.send_signal(signal.SIGKILL)
+            break
     p.wait()
+    if not any("spark: bucket files" in s for s in seen):
+        failed.append(f"the run to kill ended before writing its bucket files: {seen[-3:]}")
     after = (store / "current").resolve().name, tree(store)
     if before != after:
         failed.append("a killed cluster run changed the store")

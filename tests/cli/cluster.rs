@@ -622,3 +622,59 @@ fn the_workers_write_the_embedded_store_files_byte_for_byte() {
     refused("[]", &[0], "is not a store column");
     refused(r#"["b", "a"]"#, &[0], "must be sorted");
 }
+
+/// `ingest --engine`: a cluster ingest's flags are checked before the store is touched, and an
+/// engine that cannot ingest is refused by name (exit 2).
+#[test]
+fn ingest_engine_flags_are_refused_by_name_before_the_store_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let sample = repo().join("data/sample");
+    let (s, sample) = (store.to_str().unwrap(), sample.to_str().unwrap());
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--engine", "spark"],
+            "--engine spark needs --spark-remote",
+        ),
+        (
+            &["--engine", "clickhouse"],
+            "ingest --engine clickhouse is not supported",
+        ),
+        (
+            &["--spark-remote", "sc://127.0.0.1:1"],
+            "--spark-remote and --spark-worker are for --engine spark",
+        ),
+        (
+            &["--spark-worker", "/opt/funnel"],
+            "--spark-remote and --spark-worker are for --engine spark",
+        ),
+    ];
+    for (flags, says) in cases {
+        let mut args = vec!["ingest", "--store", s];
+        args.extend(flags);
+        args.push(sample);
+        let (_, err) = run(&args, 2);
+        assert!(err.contains(says), "{flags:?}: {err}");
+        assert!(!store.exists(), "{flags:?} created the store");
+    }
+    // A build without the Spark client says so (exit 2); one with it cannot reach this port
+    // (exit 1). Either way, before the store is created.
+    let out = funnel()
+        .args([
+            "ingest",
+            "--store",
+            s,
+            "--engine",
+            "spark",
+            "--spark-remote",
+        ])
+        .args(["sc://127.0.0.1:1", sample])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        [1, 2].contains(&out.status.code().unwrap()) && err.starts_with("error: "),
+        "{err}"
+    );
+    assert!(!store.exists());
+}

@@ -187,7 +187,10 @@ pub fn ingest(
 ) -> Result<IngestReport> {
     opts.check()?;
     let (files, skipped) = scan_inputs(inputs, &opts.store)?;
-    let session = SparkSession::connect(remote)?;
+    let session = SparkSession::connect(remote).map_err(|e| match e {
+        funnel_remote::RemoteError::SparkNotBuilt => crate::UsageError(e.to_string()).into(),
+        e => anyhow::Error::from(e),
+    })?;
     let store = StoreRun::begin(
         opts,
         || {
