@@ -1,28 +1,46 @@
 #!/usr/bin/env python3
-"""The cluster ingest's stages so far against the embedded ingest, on the same files (README,
-Running on a cluster).
+"""`funnel ingest` on Spark against the embedded ingest, on the same files (README, Running on a
+cluster).
 
-usage: bench/cluster_ingest.py FUNNEL INPUT_DIR [--spark sc://127.0.0.1:15002] [--tasks N]
+usage: bench/cluster_ingest.py FUNNEL INPUT_DIR [--spark sc://127.0.0.1:15002] [--batches N]
+                               [--work DIR]
 
-Times `funnel ingest` into a new store (wall clock and peak RSS), then on Spark: reading the
-files on the workers (`funnel sql --read`, written to Parquet in a scratch directory), and the
-row rules over what was read (`--rules`), and deduplication of that (`--dedup`), each written
-likewise.
-Needs pyspark with its Connect client and a Spark Connect server (tests/spark_cluster.sh).
+Splits the input's day directories (`funnel generate` writes DIR/YYYY-MM-DD/...) into N batches
+(default 1) and ingests them in turn into a new store with the embedded engine and with
+`--engine spark`, each timed (wall clock, and the client's peak RSS, which on Spark is only the
+driver's), with the Spark run's steps as `FUNNEL_TRACE` prints them (including the rounds of
+identity stitching). Then checks that the two stores hold the same bytes.
+Needs a Spark Connect server (tests/spark_cluster.sh) and a `funnel` built with `--features
+spark`; the workers run the same binary.
 """
 import argparse
+import hashlib
 import json
-import resource
+import os
+import re
 import shutil
 import subprocess
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
-warnings.filterwarnings("ignore")
-CONTRACT = ["event_id", "user_id", "event_type", "ts", "platform", "journey", "chat_type",
-            "warning_action", "account_id", "order_id", "amount", "currency"]
+
+def timed(args, env=None):
+    """Runs `args` under /usr/bin/time: (seconds, peak RSS MiB, stdout, stderr)."""
+    t = time.time()
+    out = subprocess.run(["/usr/bin/time", "-f", "%M", *args], capture_output=True, text=True,
+                         env=env)
+    took = time.time() - t
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(args)[:200]} failed: {out.stderr[-2000:]}")
+    lines = out.stderr.strip().splitlines()
+    return took, int(lines[-1]) / 1024, out.stdout, "\n".join(lines[:-1])
+
+
+def tree(store):
+    gen = (store / "current").resolve()
+    return {str(p.relative_to(gen)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(gen.rglob("*")) if p.is_file()}
 
 
 def main():
@@ -30,60 +48,44 @@ def main():
     ap.add_argument("funnel")
     ap.add_argument("inputs")
     ap.add_argument("--spark", default="sc://127.0.0.1:15002")
-    ap.add_argument("--tasks", type=int, default=4)
+    ap.add_argument("--batches", type=int, default=1)
+    ap.add_argument("--work")
     args = ap.parse_args()
     funnel = str(Path(args.funnel).resolve())
-    work = Path(tempfile.mkdtemp(prefix="cluster-ingest-"))
-    files = sorted(p for p in Path(args.inputs).resolve().rglob("*")
-                   if p.is_file() and p.name.endswith((".csv", ".csv.gz", ".jsonl", ".jsonl.gz",
-                                                       ".parquet")))
+    work = Path(args.work or tempfile.mkdtemp(prefix="cluster-ingest-"))
+    inputs = Path(args.inputs).resolve()
+    days = sorted(p for p in inputs.iterdir() if p.is_dir()) or [inputs]
+    n = max(1, min(args.batches, len(days)))
+    batches = [days[len(days) * i // n: len(days) * (i + 1) // n] for i in range(n)]
 
-    t = time.time()
-    out = subprocess.run([funnel, "ingest", "--store", str(work / "store"), "--format", "json",
-                          *map(str, files)], check=True, capture_output=True, text=True)
-    embedded_s = time.time() - t
-    rss_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    rows = json.loads(out.stdout)["rows_read"]
-    print(f"embedded ingest: {rows} rows in {embedded_s:.1f} s ({rows / embedded_s / 1e6:.2f}M "
-          f"rows/s), peak RSS {rss_mib:.0f} MiB", flush=True)
-
-    from pyspark.sql import SparkSession
-    spark = SparkSession.builder.remote(args.spark).getOrCreate()
-
-    def sql(*extra):
-        return subprocess.run([funnel, "sql", "--dialect", "spark", *extra], check=True,
-                              capture_output=True, text=True).stdout
-
-    def fmt(p):
-        return p.name.removesuffix(".gz").rsplit(".", 1)[1]
-
-    values = ", ".join(f"({i}, '{p}', '{fmt(p)}', {str(p.name.endswith('.gz')).lower()})"
-                       for i, p in enumerate(files))
-    spark.sql(f"CREATE OR REPLACE TEMPORARY VIEW inputs AS SELECT col1 AS file, col2 AS path, "
-              f"col3 AS format, col4 AS gzip FROM VALUES {values}")
-    def stage(name, query, rows=None):
-        """Writes `query` to Parquet under the work directory as view `name`; prints its time."""
-        t = time.time()
-        spark.sql(f"INSERT OVERWRITE DIRECTORY '{work}/{name}' USING parquet {query}")
-        spark.read.parquet(f"{work}/{name}").createOrReplaceTempView(name)
-        took = time.time() - t
-        rows = rows or spark.sql("SELECT count(*) AS n FROM read_out WHERE kind IN "
-                                 "('record', 'rejected')").collect()[0].n
-        print(f"spark {name}: {rows} rows in {took:.1f} s ({rows / took / 1e6:.2f}M rows/s)",
-              flush=True)
-        return rows
-
-    got = stage("read_out", sql("--read", "inputs", "--tasks", str(args.tasks)))
-    keys = [r.k for r in spark.sql("SELECT DISTINCT explode(map_keys(cells)) AS k FROM read_out "
-                                   "WHERE kind = 'record'").collect() if r.k not in CONTRACT]
-    cells = ", ".join(f"cells['{c}'] AS `{c}`" for c in CONTRACT + sorted(keys))
-    spark.sql(f"CREATE OR REPLACE TEMPORARY VIEW src AS SELECT file AS _file, row AS _row, "
-              f"{cells} FROM read_out WHERE kind = 'record'")
-    stage("validated", sql("--rules", "--source", "src"), got)
-    stage("verdicts", sql("--dedup", "--source", "validated", "--properties",
-                          ",".join(sorted(keys))), got)
-    spark.stop()
+    stores = {}
+    for engine in ("embedded", "spark"):
+        store = work / f"store-{engine}"
+        shutil.rmtree(store, ignore_errors=True)
+        stores[engine] = store
+        for i, batch in enumerate(batches, 1):
+            cmd = [funnel, "ingest", "--store", str(store), "--format", "json"]
+            if engine == "spark":
+                cmd += ["--engine", "spark", "--spark-remote", args.spark]
+            took, rss, out, err = timed([*cmd, *map(str, batch)],
+                                        env={**os.environ, "FUNNEL_TRACE": "1"})
+            s = json.loads(out)
+            print(f"{engine} batch {i}/{n}: {s['rows_read']:,} rows in {took:.1f} s "
+                  f"({s['rows_read'] / took / 1e6:.3f}M rows/s), client peak RSS {rss:.0f} MiB, "
+                  f"{s['persons_merged']:,} persons merged, store {s['events_in_store']:,} events",
+                  flush=True)
+            if engine == "spark":
+                last = 0.0
+                for line in err.splitlines():
+                    m = re.match(r"\s*([0-9.]+) s\s+spark: (.*)", line)
+                    if m:
+                        at = float(m.group(1))
+                        print(f"    {m.group(2)}: {at - last:.1f} s")
+                        last = at
+    same = tree(stores["embedded"]) == tree(stores["spark"])
+    print(f"stores byte-identical: {same}")
     shutil.rmtree(work, ignore_errors=True)
+    raise SystemExit(0 if same else 1)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ gzip on alternate days), in two batches (the earlier and the later days: logins 
 batch merge persons stored by the first, whose events move between buckets), plus the hostile
 hand-written files of read_check.py in the first batch.
 
-The two batches go into four stores, one per order of engines: embedded then embedded, Spark
-then Spark, and each mixed order (a store written by one engine appended to by the other). All
-four must hold the same files with the same bytes: every bucket file, id-index partition, the
+The two batches, then the first again (all duplicates), go into four stores, one per order of
+engines: embedded only, Spark only, and two alternating orders (a store written by one engine
+appended to by the other). All four must hold the same files with the same bytes: every bucket file, id-index partition, the
 identity, each run's quarantine, and the manifest (figures, counts per file and reason, sums).
 `analyze` and `report` must print the same on every store.
 
@@ -98,12 +98,14 @@ def main():
     hostile(work / "hostile")
     days = sorted(p for p in export.iterdir() if p.is_dir())
     half = len(days) // 2
-    batches = [[work / "hostile", *days[:half]], days[half:]]
+    first = [work / "hostile", *days[:half]]
+    # The third run repeats the first batch: all duplicates, nothing new to write.
+    batches = [first, days[half:], first]
     failed = []
 
     stores = {}
-    for order in (("embedded", "embedded"), ("spark", "spark"), ("embedded", "spark"),
-                  ("spark", "embedded")):
+    for order in (("embedded",) * 3, ("spark",) * 3, ("embedded", "spark", "embedded"),
+                  ("spark", "embedded", "spark")):
         store = work / ("store-" + "-".join(order))
         started = time.monotonic()
         summaries = [json.loads(ingest(funnel, engine, args.spark, store, batch).stdout)
@@ -112,8 +114,9 @@ def main():
         print(f"{' then '.join(order)}: {time.monotonic() - started:.1f} s, "
               f"{sum(s['rows_read'] for s in summaries)} rows read, "
               f"{summaries[-1]['events_in_store']} events of {summaries[-1]['persons_in_store']} "
-              f"persons, {summaries[-1]['persons_merged']} persons merged by the second run")
-    base = stores[("embedded", "embedded")]
+              f"persons, {summaries[1]['persons_merged']} persons merged by the second run, "
+              f"{summaries[2]['rows_duplicate']} duplicates in the third")
+    base = stores[("embedded",) * 3]
     m = json.loads((base / "current" / "manifest.json").read_text())
     if not m["runs"][1]["persons_merged"]:
         failed.append("the second batch merged no stored person: the check would miss re-keying")
@@ -141,7 +144,7 @@ def main():
         texts.append(report.read_text())
         outputs[order] = texts
     for order, texts in outputs.items():
-        if texts != outputs[("embedded", "embedded")]:
+        if texts != outputs[("embedded",) * 3]:
             failed.append(f"analyze or report differ on the store written {' then '.join(order)}")
 
     # A run refused by --max-reject-rate: nothing committed, the same quarantine kept.
@@ -192,6 +195,8 @@ def main():
     if before != after:
         failed.append("a killed cluster run changed the store")
     again = ingest(funnel, "spark", args.spark, store, batches[1], ok=False)
+    if again.returncode == 0:
+        again = ingest(funnel, "spark", args.spark, store, batches[2], ok=False)
     if again.returncode != 0 or differences("after a kill", base, store):
         failed.append(f"the run after a kill: exit {again.returncode} {again.stderr[-300:]} "
                       f"{differences('after a kill', base, store)[:5]}")

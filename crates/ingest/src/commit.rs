@@ -19,12 +19,14 @@ use std::time::{Duration, Instant};
 
 use funnel_core::time::format_ms;
 use funnel_core::{
-    EventFile, FileSum, Generation, IdFile, MANIFEST_FILE, Manifest, RunRecord, StoreLayout,
+    Counts, EventFile, FileSum, Generation, IdFile, InputFile, MANIFEST_FILE, Manifest, RunRecord,
+    StoreLayout, TOOL_VERSION,
 };
 
 use crate::IngestError;
 use crate::integrity::Inventory;
-use crate::run::{IngestOptions, Progress};
+use crate::read::Skipped;
+use crate::run::{IngestOptions, IngestReport, Progress};
 
 /// Rows a bucket of a new store is sized for: a bucket is sorted and written in memory (and is
 /// one spill partition), so this bounds ingest memory whatever the size of the input.
@@ -96,11 +98,11 @@ impl StoreRun {
     /// Takes the lock of the store `opts.store` (created if missing), waiting up to
     /// `opts.lock_timeout`; opens its committed generation and removes generations left by
     /// killed runs; creates the run's scratch space and generation directory. A new store gets
-    /// `opts.buckets` buckets, or a number sized from `input_bytes` (each input's size and
+    /// `opts.buckets` buckets, or a number sized from the sizes of `inputs` (each input's path and
     /// whether it is compressed).
     pub fn begin(
         opts: &IngestOptions,
-        input_bytes: impl FnOnce() -> Vec<(u64, bool)>,
+        inputs: &[(&Path, bool)],
         progress: &dyn Fn(Progress<'_>),
     ) -> Result<StoreRun, IngestError> {
         let layout = StoreLayout::new(&opts.store);
@@ -111,7 +113,11 @@ impl StoreRun {
         let (prev_dir, manifest) = match &current {
             Some(g) => (Some(g.dir().to_path_buf()), g.manifest().clone()),
             None => {
-                let buckets = opts.buckets.unwrap_or_else(|| auto_buckets(input_bytes()));
+                let buckets = opts.buckets.unwrap_or_else(|| {
+                    auto_buckets(inputs.iter().map(|(path, compressed)| {
+                        (std::fs::metadata(path).map_or(0, |m| m.len()), *compressed)
+                    }))
+                });
                 (None, Manifest::empty(buckets, &opts.timezone))
             }
         };
@@ -197,9 +203,65 @@ impl StoreRun {
         self.inventory.wrote(rel, sum);
     }
 
+    /// This run's record: its inputs (with their counts), the counts summed, and the range of
+    /// the stored rows' `ts` in epoch milliseconds (`None`: no row stored).
+    pub fn record(
+        &self,
+        opts: &IngestOptions,
+        inputs: Vec<InputFile>,
+        ts_range: Option<(i64, i64)>,
+    ) -> RunRecord {
+        let mut counts = Counts::default();
+        for f in &inputs {
+            counts.add(&f.counts);
+        }
+        RunRecord {
+            run: self.run,
+            tool_version: TOOL_VERSION.to_string(),
+            timezone: opts.timezone.clone(),
+            inputs,
+            counts,
+            persons_merged: 0,
+            min_ts: ts_range.map(|(min, _)| format_ms(min)),
+            max_ts: ts_range.map(|(_, max)| format_ms(max)),
+            quarantine_file: None,
+        }
+    }
+
+    /// The report of `run` before its commit, or, when its rejected share is over
+    /// `opts.max_reject_rate`, the refusal: the run's record and quarantine (`quarantine`, if
+    /// any row was rejected) are kept in the store's `failed/` directory, nothing is committed,
+    /// and the error carries the report.
+    pub fn admit(
+        &self,
+        opts: &IngestOptions,
+        run: &RunRecord,
+        skipped: Vec<Skipped>,
+        quarantine: Option<&Path>,
+    ) -> Result<IngestReport, IngestError> {
+        let mut report = IngestReport {
+            store: opts.store.clone(),
+            committed: false,
+            generation: self.manifest.generation,
+            run: run.clone(),
+            skipped,
+            quarantine_path: None,
+            events_in_store: self.manifest.events,
+            persons_in_store: self.manifest.persons,
+        };
+        if report.rejected_share() > opts.max_reject_rate {
+            report.quarantine_path = self.set_aside(run, quarantine)?;
+            return Err(IngestError::RejectRateExceeded {
+                max: opts.max_reject_rate,
+                report: Box::new(report),
+            });
+        }
+        Ok(report)
+    }
+
     /// Keeps a refused run's record and quarantine (moved from `quarantine`) in the store's
     /// `failed/` directory; returns where the quarantine went. Nothing is committed.
-    pub fn set_aside(
+    fn set_aside(
         &self,
         run: &RunRecord,
         quarantine: Option<&Path>,
@@ -219,12 +281,14 @@ impl StoreRun {
 
     /// Commits the new generation: carries the earlier runs' quarantine files, moves this
     /// run's in, writes the manifest (figures from `new`), syncs the generation and switches
-    /// `current` to it. Returns the new manifest and where this run's quarantine can be read
-    /// (through `current`).
+    /// `current` to it. Returns `report` (from [`StoreRun::admit`]) as committed: the new
+    /// generation, the run's record, where its quarantine can be read (through `current`) and
+    /// the store's figures.
     pub fn commit(
         mut self,
         new: NewGeneration,
-    ) -> Result<(Manifest, Option<PathBuf>), IngestError> {
+        mut report: IngestReport,
+    ) -> Result<IngestReport, IngestError> {
         let NewGeneration {
             mut run,
             properties,
@@ -271,6 +335,7 @@ impl StoreRun {
         );
         manifest.files = inventory.into_files();
         manifest.totals.add(&run.counts);
+        report.run = run.clone();
         manifest.runs.push(run);
         let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
         write_synced(&self.gen_dir.join(MANIFEST_FILE), text.as_bytes())?;
@@ -280,7 +345,12 @@ impl StoreRun {
         // The old generation's lease goes; the collection in `drop` removes it (and the
         // scratch space) unless a reader still holds it.
         self.current = None;
-        Ok((manifest, quarantine_path))
+        report.committed = true;
+        report.generation = self.generation;
+        report.quarantine_path = quarantine_path;
+        report.events_in_store = manifest.events;
+        report.persons_in_store = manifest.persons;
+        Ok(report)
     }
 }
 

@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use funnel_core::{
-    Counts, EventFile, IdFile, InputFile, RunRecord, StoreLayout, TOOL_VERSION, bucket_of,
-};
+use funnel_core::{Counts, EventFile, IdFile, InputFile, RunRecord, StoreLayout, bucket_of};
 use sha2::{Digest, Sha256};
 
 use arrow::array::RecordBatch;
@@ -29,7 +27,6 @@ use crate::route::{Route, route};
 use crate::spill::{Sequence, Spill};
 use crate::store::{IdentityWriter, QuarantineRow, QuarantineWriter, ROW_GROUP_ROWS};
 use crate::write::{Buckets, Written, write_buckets};
-use funnel_core::time::format_ms;
 
 /// Options of `funnel ingest`.
 #[derive(Debug, Clone)]
@@ -109,6 +106,8 @@ pub enum Progress<'a> {
     Rows(u64),
     /// All input read; writing the new generation.
     Committing,
+    /// A step of a cluster ingest is done (`funnel ingest --engine spark`: "read", "dedup", ...).
+    Step(&'a str),
 }
 
 /// What a run did.
@@ -169,19 +168,11 @@ pub fn ingest(
 
     // Locks the store, opens (and leases) its committed generation, creates the scratch space
     // and the new generation's directory; whatever ends the run removes what it began.
-    let mut store = StoreRun::begin(
-        opts,
-        || {
-            files
-                .iter()
-                .map(|f| {
-                    let bytes = std::fs::metadata(&f.path).map_or(0, |m| m.len());
-                    (bytes, f.gzip || f.format == Format::Parquet)
-                })
-                .collect()
-        },
-        progress,
-    )?;
+    let sized: Vec<(&Path, bool)> = files
+        .iter()
+        .map(|f| (f.path.as_path(), f.gzip || f.format == Format::Parquet))
+        .collect();
+    let mut store = StoreRun::begin(opts, &sized, progress)?;
     let manifest = store.manifest().clone();
     let run_no = store.run();
     let buckets = manifest.buckets;
@@ -353,42 +344,19 @@ pub fn ingest(
     tr("phase 4 route");
     let properties: Vec<String> = properties.into_iter().collect();
 
-    let mut counts = Counts::default();
-    for f in &input_records {
-        counts.add(&f.counts);
-    }
-    debug_assert!(counts.reconciles());
-    let mut run = RunRecord {
-        run: run_no,
-        tool_version: TOOL_VERSION.to_string(),
-        timezone: opts.timezone.clone(),
-        inputs: input_records,
-        counts,
-        persons_merged: 0,
-        min_ts: (min_ts <= max_ts).then(|| format_ms(min_ts)),
-        max_ts: (min_ts <= max_ts).then(|| format_ms(max_ts)),
-        quarantine_file: None,
-    };
-    let mut report = IngestReport {
-        store: opts.store.clone(),
-        committed: false,
-        generation: manifest.generation,
-        run: run.clone(),
-        skipped,
-        quarantine_path: None,
-        events_in_store: manifest.events,
-        persons_in_store: manifest.persons,
-    };
+    let mut run = store.record(
+        opts,
+        input_records,
+        (min_ts <= max_ts).then_some((min_ts, max_ts)),
+    );
+    debug_assert!(run.counts.reconciles());
     let quarantined = quarantine.finish()?;
-
-    if report.rejected_share() > opts.max_reject_rate {
-        report.quarantine_path =
-            store.set_aside(&run, quarantined.as_ref().map(|(q, _)| q.as_path()))?;
-        return Err(IngestError::RejectRateExceeded {
-            max: opts.max_reject_rate,
-            report: Box::new(report),
-        });
-    }
+    let report = store.admit(
+        opts,
+        &run,
+        skipped,
+        quarantined.as_ref().map(|(q, _)| q.as_path()),
+    )?;
 
     // Phase 5: rewrite touched buckets.
     let old_files: BTreeMap<u32, EventFile> = manifest
@@ -419,26 +387,18 @@ pub fn ingest(
     let mut writer = IdentityWriter::new(gen_dir.join(StoreLayout::IDENTITY_FILE));
     identity.write_with_stored(&merges, partly_loaded.as_deref(), &mut writer)?;
     let identity_sum = writer.finish()?.map(|(_, sum)| sum);
-    let (manifest, quarantine_path) = store.commit(NewGeneration {
-        run,
-        properties,
-        event_files,
-        id_files,
-        identity: identity_sum,
-        quarantine: quarantined,
-    })?;
+    let report = store.commit(
+        NewGeneration {
+            run,
+            properties,
+            event_files,
+            id_files,
+            identity: identity_sum,
+            quarantine: quarantined,
+        },
+        report,
+    )?;
     tr("commit");
-
-    report.committed = true;
-    report.generation = generation;
-    report.run = manifest
-        .runs
-        .last()
-        .expect("the run just committed")
-        .clone();
-    report.quarantine_path = quarantine_path;
-    report.events_in_store = manifest.events;
-    report.persons_in_store = manifest.persons;
     Ok(report)
 }
 

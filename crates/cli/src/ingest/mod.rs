@@ -107,6 +107,9 @@ pub fn run_quiet(args: &Args) -> Result<IngestReport> {
         }
         (Progress::Rows(n), Some(bar)) => bar.set_position(n),
         (Progress::Committing, Some(bar)) => bar.set_message("writing the new store generation"),
+        (Progress::Step(done), Some(bar)) => {
+            bar.set_message(format!("on the cluster: {done} done"))
+        }
         (_, None) => {}
     };
     let result = match args.engine {

@@ -35,13 +35,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use funnel_core::schema::{self, CONTRACT_COLUMNS, store_column_name};
-use funnel_core::time::format_ms;
-use funnel_core::{
-    Counts, EventFile, FileSum, IdFile, InputFile, RunRecord, StoreLayout, TOOL_VERSION,
-};
+use funnel_core::{Counts, EventFile, FileSum, IdFile, InputFile, StoreLayout};
 use funnel_ingest::{
-    IngestError, IngestOptions, IngestReport, NewGeneration, Progress, ScanFile, StoreRun,
-    scan_inputs,
+    IngestOptions, IngestReport, NewGeneration, Progress, ScanFile, StoreRun, scan_inputs,
 };
 use funnel_remote::SparkSession;
 use funnel_sql::{
@@ -90,6 +86,7 @@ struct Cluster<'a> {
     worker: &'a str,
     started: Instant,
     trace: bool,
+    progress: &'a dyn Fn(Progress<'_>),
 }
 
 impl Cluster<'_> {
@@ -141,6 +138,7 @@ impl Cluster<'_> {
     }
 
     fn mark(&self, what: &str) {
+        (self.progress)(Progress::Step(what));
         if self.trace {
             eprintln!(
                 "{:>8.3} s  spark: {what}",
@@ -191,19 +189,11 @@ pub fn ingest(
         funnel_remote::RemoteError::SparkNotBuilt => crate::UsageError(e.to_string()).into(),
         e => anyhow::Error::from(e),
     })?;
-    let store = StoreRun::begin(
-        opts,
-        || {
-            files
-                .iter()
-                .map(|f| {
-                    let bytes = std::fs::metadata(&f.path).map_or(0, |m| m.len());
-                    (bytes, f.gzip || f.format == "parquet")
-                })
-                .collect()
-        },
-        progress,
-    )?;
+    let sized: Vec<(&Path, bool)> = files
+        .iter()
+        .map(|f| (f.path.as_path(), f.gzip || f.format == "parquet"))
+        .collect();
+    let store = StoreRun::begin(opts, &sized, progress)?;
     let scratch = store.scratch_dir().join("spark");
     std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
     let cluster = Cluster {
@@ -212,8 +202,8 @@ pub fn ingest(
         worker,
         started: Instant::now(),
         trace: std::env::var_os("FUNNEL_TRACE").is_some(),
+        progress,
     };
-    progress(Progress::Committing);
     let run = Run {
         opts,
         files: &files,
@@ -268,6 +258,20 @@ struct Range {
     max: Option<i64>,
 }
 
+/// The committed generation's files the cluster reads (absolute paths): its directory when it
+/// has events, and its directory and identity file when it has one.
+#[derive(Debug, Clone, Copy)]
+struct Stored<'a> {
+    events: Option<&'a str>,
+    identity: Option<(&'a str, &'a str)>,
+}
+
+/// The buckets and id-index partitions a run rewrites.
+struct Touched {
+    buckets: BTreeSet<u32>,
+    partitions: BTreeSet<u32>,
+}
+
 /// The outcome names of the counts query for rows that are not rejected.
 const STORED_ROW: &str = ".stored";
 const DUPLICATE_ROW: &str = ".duplicate";
@@ -280,9 +284,6 @@ impl Run<'_> {
     ) -> Result<IngestReport> {
         let c = self.cluster;
         let manifest = store.manifest().clone();
-        let run_no = store.run();
-        let buckets = manifest.buckets;
-        let gen_dir = absolute(store.gen_dir())?;
 
         // The committed generation's files the cluster reads, checked first.
         let committed = match store.committed_dir() {
@@ -295,8 +296,100 @@ impl Run<'_> {
         if let Some(f) = &manifest.identity_file {
             store.reread(f, None)?;
         }
+        let stored = Stored {
+            events: committed
+                .as_deref()
+                .filter(|_| !manifest.event_files.is_empty()),
+            identity: committed.as_deref().zip(manifest.identity_file.as_deref()),
+        };
 
-        // 1. Read.
+        let properties = self.read_and_validate()?;
+        self.deduplicate(stored, &properties, &manifest.properties)?;
+
+        // The counts per file, the quarantine, and the run's record.
+        let inputs = self.input_records()?;
+        let range: Vec<Range> = c.json(&format!(
+            "SELECT to_json(named_struct('min', min(_ts_ms), 'max', max(_ts_ms))) \
+             FROM {VERDICTS} WHERE _verdict = 'accepted'"
+        ))?;
+        let ts_range = range.first().and_then(|r| r.min.zip(r.max));
+        let mut run = store.record(self.opts, inputs, ts_range);
+        anyhow::ensure!(
+            run.counts.reconciles(),
+            "the cluster's counts do not reconcile: {:?}",
+            run.counts
+        );
+        let quarantine_path = store.scratch_dir().join("quarantine.parquet");
+        let quarantined = self
+            .write_quarantine(run.run, &absolute(&quarantine_path)?)?
+            .map(|sum| (quarantine_path, sum));
+        c.mark("quarantine");
+        let report = store.admit(
+            self.opts,
+            &run,
+            skipped,
+            quarantined.as_ref().map(|(q, _)| q.as_path()),
+        )?;
+
+        let linked = self.stitch(stored)?;
+        c.materialize(NEW, &self.new_events(run.run, &properties))?;
+        self.merges(stored)?;
+        let touched = self.hash(manifest.buckets)?;
+        let mut new_properties: BTreeSet<String> = manifest.properties.iter().cloned().collect();
+        new_properties.extend(c.strings(&format!(
+            "SELECT DISTINCT explode(map_keys(properties)) FROM {NEW}"
+        ))?);
+        let new_properties: Vec<String> = new_properties.into_iter().collect();
+        if stored.events.is_some() {
+            run.persons_merged = c.count(&format!(
+                "SELECT count(DISTINCT s.{p}) FROM {STORED} s JOIN {MERGES} m ON s.{p} = m.old",
+                p = ident(schema::PERSON_ID)
+            ))?;
+        }
+        c.mark("merges and buckets");
+
+        // The files: touched buckets, touched id partitions, the identity.
+        let gen_dir = absolute(store.gen_dir())?;
+        let g = Generation {
+            worker: c.worker,
+            dir: &gen_dir,
+            generation: store.generation(),
+        };
+        let event_files =
+            self.write_buckets(&mut store, g, &touched.buckets, stored, &new_properties)?;
+        c.mark("bucket files");
+        let id_files = self.write_ids(&mut store, g, &touched.partitions, stored)?;
+        c.mark("id index");
+        let identity = if linked {
+            let path = format!("{gen_dir}/{}", StoreLayout::IDENTITY_FILE);
+            let wrote: Vec<QuarantineWrote> =
+                c.json(&write_identity_query(LABELS, c.worker, &path))?;
+            wrote.into_iter().next().and_then(|w| w.sum)
+        } else {
+            None
+        };
+        c.mark("identity");
+
+        let report = store.commit(
+            NewGeneration {
+                run,
+                properties: new_properties,
+                event_files,
+                id_files,
+                identity,
+                quarantine: quarantined,
+            },
+            report,
+        )?;
+        c.mark("commit");
+        Ok(report)
+    }
+
+    /// Reads the input files on the workers and applies the row rules; the export's property
+    /// columns as (column of the validated view, store name).
+    fn read_and_validate(&self) -> Result<Vec<(String, String)>> {
+        let c = self.cluster;
+        // Reading, on the workers.
         self.files_view()?;
         let tasks = self.files.len().clamp(1, MAX_READ_TASKS);
         c.materialize(READ, &read_query(FILES, c.worker, tasks))?;
@@ -313,7 +406,7 @@ impl Run<'_> {
         }
         c.mark("read");
 
-        // 2. Rules, over the records' cells; property columns get positional names here.
+        // The rules, over the records' cells; property columns get positional names here.
         let mut keys = c.strings(&format!(
             "SELECT DISTINCT explode(map_keys(cells)) FROM {READ} WHERE kind = 'record'"
         ))?;
@@ -343,10 +436,19 @@ impl Run<'_> {
         )?;
         c.materialize(VALIDATED, &rules_query(SRC, &self.opts.timezone))?;
         c.mark("rules");
+        Ok(properties)
+    }
 
-        // 3. Dedup against the committed generation's events.
-        let has_stored = committed.is_some() && !manifest.event_files.is_empty();
-        if let Some(dir) = committed.as_ref().filter(|_| has_stored) {
+    /// Deduplicates the valid rows against the stored events (`stored_properties`: their
+    /// property columns) and the run's earlier rows.
+    fn deduplicate(
+        &self,
+        stored: Stored<'_>,
+        properties: &[(String, String)],
+        stored_properties: &[String],
+    ) -> Result<()> {
+        let c = self.cluster;
+        if let Some(dir) = stored.events {
             c.view(
                 STORED,
                 &format!(
@@ -360,81 +462,29 @@ impl Run<'_> {
             VERDICTS,
             &dedup_query(
                 VALIDATED,
-                has_stored.then_some(STORED),
-                &properties,
-                &manifest.properties,
+                stored.events.map(|_| STORED),
+                properties,
+                stored_properties,
             ),
         )?;
         c.mark("dedup");
+        Ok(())
+    }
 
-        // Counts per file, the quarantine, and the run's record.
-        let mut inputs = self.input_records()?;
-        let mut counts = Counts::default();
-        for f in &inputs {
-            counts.add(&f.counts);
-        }
-        anyhow::ensure!(
-            counts.reconciles(),
-            "the cluster's counts do not reconcile: {counts:?}"
-        );
-        let range: Vec<Range> = c.json(&format!(
-            "SELECT to_json(named_struct('min', min(_ts_ms), 'max', max(_ts_ms))) \
-             FROM {VERDICTS} WHERE _verdict = 'accepted'"
-        ))?;
-        let (min_ts, max_ts) = range.first().map_or((None, None), |r| (r.min, r.max));
-        let quarantine_path = store.scratch_dir().join("quarantine.parquet");
-        let quarantined = self
-            .write_quarantine(run_no, &absolute(&quarantine_path)?)?
-            .map(|sum| (quarantine_path, sum));
-        c.mark("quarantine");
-        let mut run = RunRecord {
-            run: run_no,
-            tool_version: TOOL_VERSION.to_string(),
-            timezone: self.opts.timezone.clone(),
-            inputs: std::mem::take(&mut inputs),
-            counts,
-            persons_merged: 0,
-            min_ts: min_ts.map(format_ms),
-            max_ts: max_ts.map(format_ms),
-            quarantine_file: None,
-        };
-        let mut report = IngestReport {
-            store: self.opts.store.clone(),
-            committed: false,
-            generation: manifest.generation,
-            run: run.clone(),
-            skipped,
-            quarantine_path: None,
-            events_in_store: manifest.events,
-            persons_in_store: manifest.persons,
-        };
-        if report.rejected_share() > self.opts.max_reject_rate {
-            report.quarantine_path =
-                store.set_aside(&run, quarantined.as_ref().map(|(q, _)| q.as_path()))?;
-            return Err(IngestError::RejectRateExceeded {
-                max: self.opts.max_reject_rate,
-                report: Box::new(report),
-            }
-            .into());
-        }
-
-        // 4. Stitching: the accepted logins' links and the stored identity.
-        let stored_identity = match (&committed, &manifest.identity_file) {
-            (Some(dir), Some(f)) => {
-                c.view(
-                    STORED_IDENTITY,
-                    &format!("SELECT * FROM parquet.{}", ident(&format!("{dir}/{f}"))),
-                )?;
-                true
-            }
-            _ => false,
-        };
+    /// Labels every linked id with its person: the connected components of the accepted
+    /// logins' links and the stored identity. Whether any id is linked.
+    fn stitch(&self, stored: Stored<'_>) -> Result<bool> {
+        let c = self.cluster;
         let mut edges = format!(
             "SELECT user_id AS a, account_id AS b FROM {VERDICTS} WHERE _verdict = 'accepted' \
              AND event_type = {} AND NULLIF(account_id, '') IS NOT NULL",
             quote(schema::LOGIN)
         );
-        if stored_identity {
+        if let Some((dir, file)) = stored.identity {
+            c.view(
+                STORED_IDENTITY,
+                &format!("SELECT * FROM parquet.{}", ident(&format!("{dir}/{file}"))),
+            )?;
             edges.push_str(&format!(
                 " UNION ALL SELECT id AS a, {} AS b FROM {STORED_IDENTITY}",
                 ident(schema::PERSON_ID)
@@ -442,9 +492,9 @@ impl Run<'_> {
         }
         let edges = format!("({edges}) g");
         let linked = c.count(&format!("SELECT count(*) FROM {edges} WHERE a <> b"))? > 0;
-        let stitch_dir = format!("{}/stitch", c.scratch);
         let rounds = if linked {
-            let stitch = crate::stitch::stitch(&c.session, &edges, &stitch_dir)?;
+            let dir = format!("{}/stitch", c.scratch);
+            let stitch = crate::stitch::stitch(&c.session, &edges, &dir)?;
             c.view(LABELS, &format!("SELECT v, l FROM {}", stitch.labels()))?;
             stitch.rounds()
         } else {
@@ -455,27 +505,32 @@ impl Run<'_> {
             0
         };
         c.mark(&format!("stitching ({rounds} rounds)"));
+        Ok(linked)
+    }
 
-        // The new events as the writers take them, with their persons.
-        c.materialize(NEW, &self.new_events(run_no, &properties))?;
-        // 5. Merges: an id's person before (stored, else itself) and now, where they differ.
-        let old = if stored_identity {
-            format!("coalesce(s.{}, l.v)", ident(schema::PERSON_ID))
-        } else {
-            "l.v".to_string()
+    /// The merged persons: each linked id's person before this run (stored, else the id itself)
+    /// and now, where they differ.
+    fn merges(&self, stored: Stored<'_>) -> Result<()> {
+        let (old, join) = match stored.identity {
+            Some(_) => (
+                format!("coalesce(s.{}, l.v)", ident(schema::PERSON_ID)),
+                format!(" LEFT JOIN {STORED_IDENTITY} s ON l.v = s.id"),
+            ),
+            None => ("l.v".to_string(), String::new()),
         };
-        let join = if stored_identity {
-            format!(" LEFT JOIN {STORED_IDENTITY} s ON l.v = s.id")
-        } else {
-            String::new()
-        };
-        c.materialize(
+        self.cluster.materialize(
             MERGES,
             &format!(
                 "SELECT DISTINCT {old} AS old, l.l AS new FROM {LABELS} l{join} WHERE {old} <> l.l"
             ),
-        )?;
-        // 6. Buckets: the hash of every person and event id the writers group by.
+        )
+    }
+
+    /// The store's hash (of `buckets`) of every person and event id the writers group by; the
+    /// touched buckets (new events', and each merged person's old and new bucket) and id-index
+    /// partitions (new events').
+    fn hash(&self, buckets: u32) -> Result<Touched> {
+        let c = self.cluster;
         c.materialize(
             HASHED,
             &hash_query(
@@ -488,47 +543,42 @@ impl Run<'_> {
                 buckets,
             ),
         )?;
-        let touched = self.numbers(&format!(
-            "SELECT DISTINCT CAST(h.bucket AS STRING) FROM (SELECT person_id AS k FROM {NEW} \
-             UNION ALL SELECT old FROM {MERGES} UNION ALL SELECT new FROM {MERGES}) x \
-             JOIN {HASHED} h ON x.k = h.key"
-        ))?;
-        let touched_parts = self.numbers(&format!(
-            "SELECT DISTINCT CAST(h.bucket AS STRING) FROM {NEW} n JOIN {HASHED} h \
-             ON n.event_id = h.key"
-        ))?;
-        let mut new_properties: BTreeSet<String> = manifest.properties.iter().cloned().collect();
-        new_properties.extend(c.strings(&format!(
-            "SELECT DISTINCT explode(map_keys(properties)) FROM {NEW}"
-        ))?);
-        let new_properties: Vec<String> = new_properties.into_iter().collect();
-        if has_stored {
-            run.persons_merged = c.count(&format!(
-                "SELECT count(DISTINCT s.{p}) FROM {STORED} s JOIN {MERGES} m ON s.{p} = m.old",
-                p = ident(schema::PERSON_ID)
-            ))?;
-        }
-        c.mark("merges and buckets");
+        Ok(Touched {
+            buckets: self.numbers(&format!(
+                "SELECT DISTINCT CAST(h.bucket AS STRING) FROM (SELECT person_id AS k FROM {NEW} \
+                 UNION ALL SELECT old FROM {MERGES} UNION ALL SELECT new FROM {MERGES}) x \
+                 JOIN {HASHED} h ON x.k = h.key"
+            ))?,
+            partitions: self.numbers(&format!(
+                "SELECT DISTINCT CAST(h.bucket AS STRING) FROM {NEW} n JOIN {HASHED} h \
+                 ON n.event_id = h.key"
+            ))?,
+        })
+    }
 
-        // 7. Files: touched buckets, touched id partitions, the identity.
-        let g = Generation {
-            worker: c.worker,
-            dir: &gen_dir,
-            generation: store.generation(),
-        };
+    /// Writes the touched buckets (their stored events re-keyed, and the new events) on the
+    /// workers and carries the others; every bucket file of the new generation, in bucket order.
+    fn write_buckets(
+        &self,
+        store: &mut StoreRun,
+        g: Generation<'_>,
+        touched: &BTreeSet<u32>,
+        stored: Stored<'_>,
+        properties: &[String],
+    ) -> Result<Vec<EventFile>> {
+        let manifest = store.manifest().clone();
         let mut event_files = Vec::new();
         if !touched.is_empty() {
-            let stored = has_stored.then(|| self.stored_events(&touched, &manifest.properties));
             let mut events =
                 format!("SELECT n.*, h.bucket FROM {NEW} n JOIN {HASHED} h ON n.person_id = h.key");
-            if let Some(stored) = stored {
+            if stored.events.is_some() {
                 events.push_str(" UNION ALL ");
-                events.push_str(&stored);
+                events.push_str(&self.stored_events(touched, &manifest.properties));
             }
-            let wrote: Vec<Wrote<EventFile>> = c.json(&write_events_query(
+            let wrote: Vec<Wrote<EventFile>> = self.cluster.json(&write_events_query(
                 &format!("({events}) e"),
                 g,
-                &new_properties,
+                properties,
                 self.opts.row_group_rows,
             ))?;
             for w in wrote {
@@ -543,19 +593,30 @@ impl Run<'_> {
             }
         }
         event_files.sort_by_key(|f| f.bucket);
-        c.mark("bucket files");
+        Ok(event_files)
+    }
 
+    /// Writes the touched id-index partitions (their stored rows, checked first, and the new
+    /// events) on the workers and carries the others; every partition file, in order.
+    fn write_ids(
+        &self,
+        store: &mut StoreRun,
+        g: Generation<'_>,
+        touched: &BTreeSet<u32>,
+        stored: Stored<'_>,
+    ) -> Result<Vec<IdFile>> {
+        let manifest = store.manifest().clone();
         let mut id_files = Vec::new();
-        if !touched_parts.is_empty() {
+        if !touched.is_empty() {
             let stored_parts: Vec<&IdFile> = manifest
                 .id_files
                 .iter()
-                .filter(|f| touched_parts.contains(&f.partition))
+                .filter(|f| touched.contains(&f.partition))
                 .collect();
             for f in &stored_parts {
                 store.reread(&f.path, Some(f.rows))?;
             }
-            let stored = match (&committed, stored_parts.is_empty()) {
+            let stored = match (stored.events, stored_parts.is_empty()) {
                 (Some(dir), false) => Some(format!(
                     "(SELECT * FROM (SELECT CAST(regexp_extract(_metadata.file_path, \
                      'part=([0-9]+)/', 1) AS INT) AS partition, event_id, {h} AS content_hash \
@@ -566,57 +627,26 @@ impl Run<'_> {
                 )),
                 _ => None,
             };
-            let wrote: Vec<Wrote<IdFile>> = c.json(&write_ids_query(
-                &format!("(SELECT n.*, h.bucket AS partition FROM {NEW} n JOIN {HASHED} h ON n.event_id = h.key) n"),
-                stored.as_deref(),
-                g,
-            ))?;
+            let new = format!(
+                "(SELECT n.*, h.bucket AS partition FROM {NEW} n JOIN {HASHED} h \
+                 ON n.event_id = h.key) n"
+            );
+            let wrote: Vec<Wrote<IdFile>> =
+                self.cluster
+                    .json(&write_ids_query(&new, stored.as_deref(), g))?;
             for w in wrote {
                 store.wrote(&w.file.path, w.sum);
                 id_files.push(w.file);
             }
         }
         for f in &manifest.id_files {
-            if !touched_parts.contains(&f.partition) {
+            if !touched.contains(&f.partition) {
                 store.carry(&f.path, Some(f.rows))?;
                 id_files.push(f.clone());
             }
         }
         id_files.sort_by_key(|f| f.partition);
-        c.mark("id index");
-
-        let identity = if linked {
-            let path = format!("{gen_dir}/{}", StoreLayout::IDENTITY_FILE);
-            let wrote: Vec<QuarantineWrote> =
-                c.json(&write_identity_query(LABELS, c.worker, &path))?;
-            wrote.into_iter().next().and_then(|w| w.sum)
-        } else {
-            None
-        };
-        c.mark("identity");
-
-        // 8. Commit.
-        let generation = store.generation();
-        let (manifest, quarantine_path) = store.commit(NewGeneration {
-            run,
-            properties: new_properties,
-            event_files,
-            id_files,
-            identity,
-            quarantine: quarantined,
-        })?;
-        c.mark("commit");
-        report.committed = true;
-        report.generation = generation;
-        report.run = manifest
-            .runs
-            .last()
-            .expect("the run just committed")
-            .clone();
-        report.quarantine_path = quarantine_path;
-        report.events_in_store = manifest.events;
-        report.persons_in_store = manifest.persons;
-        Ok(report)
+        Ok(id_files)
     }
 
     /// The view of the input files: number (sorted path order), path as the workers reach it,
@@ -749,11 +779,7 @@ impl Run<'_> {
                     "ts_ms" => "v._ts_ms".to_string(),
                     "amount_units" => "v._amount_units".to_string(),
                     "currency" => "v._currency".to_string(),
-                    "properties" => format!(
-                        "map_from_entries(filter(CAST(array({}) AS \
-                         ARRAY<STRUCT<key: STRING, value: STRING>>), x -> x.value IS NOT NULL))",
-                        props.join(", ")
-                    ),
+                    "properties" => properties_map(&props),
                     "person_id" => "coalesce(l.l, v.user_id)".to_string(),
                     "source_file" => "f.source".to_string(),
                     "source_line" => "v._line".to_string(),
@@ -774,19 +800,11 @@ impl Run<'_> {
     /// merged person, with their new bucket (`properties`: the store's property columns).
     fn stored_events(&self, touched: &BTreeSet<u32>, properties: &[String]) -> String {
         let person = ident(schema::PERSON_ID);
-        let props = if properties.is_empty() {
-            "CAST(map() AS MAP<STRING, STRING>)".to_string()
-        } else {
-            let entries: Vec<String> = properties
-                .iter()
-                .map(|p| format!("named_struct('key', {}, 'value', s.{})", quote(p), ident(p)))
-                .collect();
-            format!(
-                "map_from_entries(filter(CAST(array({}) AS \
-                 ARRAY<STRUCT<key: STRING, value: STRING>>), x -> x.value IS NOT NULL))",
-                entries.join(", ")
-            )
-        };
+        let entries: Vec<String> = properties
+            .iter()
+            .map(|p| format!("named_struct('key', {}, 'value', s.{})", quote(p), ident(p)))
+            .collect();
+        let props = properties_map(&entries);
         let columns: Vec<String> = HANDED_EVENT_COLUMNS
             .iter()
             .map(|&c| {
@@ -827,6 +845,19 @@ impl Run<'_> {
             })
             .collect()
     }
+}
+
+/// A map of the non-null values of `entries` (`named_struct('key', K, 'value', V)`
+/// expressions): an event's properties.
+fn properties_map(entries: &[String]) -> String {
+    if entries.is_empty() {
+        return "CAST(map() AS MAP<STRING, STRING>)".to_string();
+    }
+    format!(
+        "map_from_entries(filter(CAST(array({}) AS ARRAY<STRUCT<key: STRING, value: STRING>>), \
+         x -> x.value IS NOT NULL))",
+        entries.join(", ")
+    )
 }
 
 /// `numbers` as the list of a SQL `IN (...)`.
