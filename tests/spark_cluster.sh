@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Starts a Spark standalone cluster on 127.0.0.1 from the PyPI pyspark package: a Master, two
 # Workers (one core each) and a Spark Connect server on port 15002 that runs its queries on them.
+# The server ends each response stream after 5 s (2 min by default), so every longer query in
+# CI makes its client reattach until the result is complete.
 # Usage: tests/spark_cluster.sh start|stop VENV WORKDIR
 set -euo pipefail
 action=$1 venv=$2 work=$3
@@ -45,6 +47,7 @@ nohup "$SPARK_HOME/bin/spark-submit" --master spark://127.0.0.1:7077 \
   --conf spark.connect.grpc.binding.port=15002 \
   --conf spark.executor.memory=768m --conf spark.driver.memory=1g \
   --conf spark.sql.shuffle.partitions=4 --conf spark.ui.enabled=false \
+  --conf spark.connect.execute.reattachable.senderMaxStreamDuration=5s \
   spark-internal >"$work/logs/connect.log" 2>&1 &
 echo $! >"$work/connect.pid"
 wait_port 15002
