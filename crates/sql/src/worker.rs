@@ -254,7 +254,10 @@ mod tests {
             q.contains("DISTRIBUTE BY _group SORT BY _group, _order"),
             "{q}"
         );
-        assert!(q.contains(r#"\'--properties\' \'["note"]\'"#), "{q}");
+        assert!(
+            q.contains(r#"--properties \'["note"]\' --row-group-rows 40'"#),
+            "{q}"
+        );
         assert!(q.contains("'source_line', e.`source_line`"), "{q}");
         let q = write_ids_query("n", Some("s"), g);
         assert!(
