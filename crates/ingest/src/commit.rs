@@ -177,10 +177,6 @@ impl StoreRun {
         self.layout.scratch_dir()
     }
 
-    pub fn layout(&self) -> &StoreLayout {
-        &self.layout
-    }
-
     /// The checks and sums of the files the run takes from the committed generation or writes.
     pub(crate) fn inventory(&mut self) -> &mut Inventory {
         &mut self.inventory

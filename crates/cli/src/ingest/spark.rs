@@ -35,7 +35,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use funnel_core::schema::{self, CONTRACT_COLUMNS, store_column_name};
-use funnel_core::{Counts, EventFile, FileSum, IdFile, InputFile, StoreLayout};
+use funnel_core::{Counts, EventFile, FileSum, IdFile, InputFile, Manifest, StoreLayout};
 use funnel_ingest::{
     IngestOptions, IngestReport, NewGeneration, Progress, ScanFile, StoreRun, scan_inputs,
 };
@@ -355,10 +355,16 @@ impl Run<'_> {
             dir: &gen_dir,
             generation: store.generation(),
         };
-        let event_files =
-            self.write_buckets(&mut store, g, &touched.buckets, stored, &new_properties)?;
+        let event_files = self.write_buckets(
+            &mut store,
+            &manifest,
+            g,
+            &touched.buckets,
+            stored,
+            &new_properties,
+        )?;
         c.mark("bucket files");
-        let id_files = self.write_ids(&mut store, g, &touched.partitions, stored)?;
+        let id_files = self.write_ids(&mut store, &manifest, g, &touched.partitions, stored)?;
         c.mark("id index");
         let identity = if linked {
             let path = format!("{gen_dir}/{}", StoreLayout::IDENTITY_FILE);
@@ -557,16 +563,17 @@ impl Run<'_> {
     }
 
     /// Writes the touched buckets (their stored events re-keyed, and the new events) on the
-    /// workers and carries the others; every bucket file of the new generation, in bucket order.
+    /// workers and carries the others (`manifest`: the committed one); every bucket file of the
+    /// new generation, in bucket order.
     fn write_buckets(
         &self,
         store: &mut StoreRun,
+        manifest: &Manifest,
         g: Generation<'_>,
         touched: &BTreeSet<u32>,
         stored: Stored<'_>,
         properties: &[String],
     ) -> Result<Vec<EventFile>> {
-        let manifest = store.manifest().clone();
         let mut event_files = Vec::new();
         if !touched.is_empty() {
             let mut events =
@@ -601,11 +608,11 @@ impl Run<'_> {
     fn write_ids(
         &self,
         store: &mut StoreRun,
+        manifest: &Manifest,
         g: Generation<'_>,
         touched: &BTreeSet<u32>,
         stored: Stored<'_>,
     ) -> Result<Vec<IdFile>> {
-        let manifest = store.manifest().clone();
         let mut id_files = Vec::new();
         if !touched.is_empty() {
             let stored_parts: Vec<&IdFile> = manifest
