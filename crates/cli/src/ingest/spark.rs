@@ -872,3 +872,43 @@ fn in_list(numbers: impl Iterator<Item = u32>) -> String {
     let items: Vec<String> = numbers.map(|n| n.to_string()).collect();
     items.join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// The columns the queries hand to the writers are exactly `HandedEvent`'s fields: an
+    /// event with every column parses (unknown fields are refused), and fills every field.
+    #[test]
+    fn the_handed_columns_are_the_handed_events_fields() {
+        let mut event = serde_json::Map::new();
+        for c in HANDED_EVENT_COLUMNS {
+            let v = match c {
+                "ts_ms" | "amount_units" | "source_line" | "run" => json!(7),
+                "properties" => json!({"note": "n"}),
+                _ => json!("x"),
+            };
+            event.insert(c.to_string(), v);
+        }
+        let e: funnel_ingest::HandedEvent =
+            serde_json::from_value(Value::Object(event.clone())).expect("parses");
+        let optional = [
+            &e.platform,
+            &e.journey,
+            &e.chat_type,
+            &e.warning_action,
+            &e.account_id,
+            &e.order_id,
+            &e.currency,
+        ];
+        assert!(optional.iter().all(|v| v.as_deref() == Some("x")), "{e:?}");
+        assert_eq!((e.amount_units, e.ts_ms, e.run), (Some(7), 7, 7));
+        assert_eq!(e.properties.get("note").map(String::as_str), Some("n"));
+        event.insert("extra".into(), json!("x"));
+        assert!(
+            serde_json::from_value::<funnel_ingest::HandedEvent>(Value::Object(event)).is_err()
+        );
+    }
+}
